@@ -1,0 +1,190 @@
+"""Train the embedded shapes-world model from scratch (seeded, resumable, CPU-friendly).
+
+    python scripts/train_shapes.py --minutes 55            # trains, checkpoints, exports
+    python scripts/train_shapes.py --minutes 55            # run again: resumes from the checkpoint
+
+A pixel-space DDPM (Ho et al. 2020, epsilon prediction, cosine schedule) with a
+UNet2DConditionModel and a small CLIPTextModel over a word-level vocabulary, trained jointly on
+procedurally rendered scenes of in-distribution prompts (held-out combinations never drawn), with
+10% caption dropout for classifier-free guidance. The EMA weights are exported in diffusers layout
+to ``tts/assets/shapes-model`` every ``--export-every`` steps, so a stop at any time leaves a model.
+Every batch is a pure function of (seed, step), so resuming reproduces the same data stream.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import pathlib
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tts.world.grammar import VOCAB  # noqa: E402
+from tts.world.scenes import RESOLUTION, render, sample_training_spec  # noqa: E402
+
+log = logging.getLogger("train_shapes")
+MAX_TOKENS = 16
+
+
+def build_tokenizer():
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]"] + VOCAB)}
+    tok = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
+                                   model_max_length=MAX_TOKENS)
+
+
+def build_models(width: int, tokenizer):
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    text_dim = 64
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=text_dim, intermediate_size=2 * text_dim, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=MAX_TOKENS, pad_token_id=0, bos_token_id=0, eos_token_id=0))
+    unet = UNet2DConditionModel(
+        sample_size=RESOLUTION, in_channels=3, out_channels=3, layers_per_block=1,
+        block_out_channels=(width, 2 * width, 2 * width),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=text_dim, attention_head_dim=8, norm_num_groups=16)
+    return unet, text_encoder
+
+
+def batch(seed: int, step: int, size: int, dropout: float):
+    """Images in [-1, 1] and captions for one training step: a pure function of (seed, step)."""
+    rng = np.random.default_rng([seed, step])
+    images, captions = [], []
+    for _ in range(size):
+        spec = sample_training_spec(rng)
+        img, _ = render(spec, rng, allow_held_out=False)
+        images.append(np.asarray(img, dtype=np.float32) / 127.5 - 1)
+        captions.append("" if rng.random() < dropout else spec.text())
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2), captions
+
+
+def export(out: pathlib.Path, unet, text_encoder, tokenizer, meta: dict):
+    """Write the pipeline in diffusers layout (atomically: a temp folder renamed over the old one)."""
+    from diffusers import DDIMScheduler
+
+    from tts.world.pipeline import ShapesPipeline
+
+    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=True,
+                              set_alpha_to_one=True, prediction_type="epsilon")
+    pipe = ShapesPipeline(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+    tmp = out.with_name(out.name + ".tmp")
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    (tmp / "training.json").write_text(json.dumps(meta, indent=2))
+    if out.exists():
+        old = out.with_name(out.name + ".old")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        import shutil
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, out)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=pathlib.Path, default=ROOT / "tts" / "assets" / "shapes-model")
+    p.add_argument("--ckpt", type=pathlib.Path, default=ROOT / "outputs" / "train_shapes" / "checkpoint.pt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=100_000, help="stop after this many steps in all")
+    p.add_argument("--minutes", type=float, default=55.0, help="stop after this much wall time in this run")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--width", type=int, default=48, help="UNet channels at the top level")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--dropout", type=float, default=0.1, help="caption dropout (for classifier-free guidance)")
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--export-every", type=int, default=200)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+    from diffusers import DDPMScheduler
+
+    tokenizer = build_tokenizer()
+    unet, text_encoder = build_models(args.width, tokenizer)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
+    ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
+    step = 0
+    if args.ckpt.exists():
+        state = torch.load(args.ckpt, weights_only=False)
+        for m, k in ((unet, "unet"), (text_encoder, "text"), (ema_unet, "ema_unet"), (ema_text, "ema_text"), (opt, "opt")):
+            m.load_state_dict(state[k])
+        step = state["step"]
+        torch.set_rng_state(state["torch_rng"])
+        log.info("resumed from %s at step %d", args.ckpt, step)
+    n_unet = sum(p.numel() for p in unet.parameters())
+    n_text = sum(p.numel() for p in text_encoder.parameters())
+    log.info("unet %.2fM params, text encoder %.2fM params", n_unet / 1e6, n_text / 1e6)
+    noise_sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
+    alphas = noise_sched.alphas_cumprod
+    start, losses = time.time(), []
+    while step < args.steps and time.time() - start < args.minutes * 60:
+        lr = args.lr * min(1.0, (step + 1) / 200)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x0, captions = batch(args.seed, step, args.batch_size, args.dropout)
+        ids = tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True,
+                        return_tensors="pt").input_ids
+        t = torch.randint(0, 1000, (x0.shape[0],))
+        eps = torch.randn_like(x0)
+        a = alphas[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
+        pred = unet(xt, t, encoder_hidden_states=text_encoder(ids)[0]).sample
+        loss = F.mse_loss(pred, eps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for src, dst in ((unet, ema_unet), (text_encoder, ema_text)):
+                for ps, pd in zip(src.parameters(), dst.parameters()):
+                    pd.mul_(decay).add_(ps.detach(), alpha=1 - decay)
+        losses.append(loss.item())
+        if step % 50 == 0:
+            log.info("step %d loss %.4f (%.1f s/step)", step, float(np.mean(losses[-50:])),
+                     (time.time() - start) / max(1, len(losses)))
+        if step % args.export_every == 0:
+            save(args, step, unet, text_encoder, ema_unet, ema_text, opt, tokenizer, n_unet, n_text)
+    save(args, step, unet, text_encoder, ema_unet, ema_text, opt, tokenizer, n_unet, n_text)
+    log.info("stopped at step %d after %.1f min", step, (time.time() - start) / 60)
+
+
+def save(args, step, unet, text_encoder, ema_unet, ema_text, opt, tokenizer, n_unet, n_text):
+    args.ckpt.parent.mkdir(parents=True, exist_ok=True)
+    state = {"unet": unet.state_dict(), "text": text_encoder.state_dict(), "ema_unet": ema_unet.state_dict(),
+             "ema_text": ema_text.state_dict(), "opt": opt.state_dict(), "step": step,
+             "torch_rng": torch.get_rng_state()}
+    torch.save(state, args.ckpt.with_suffix(".tmp"))
+    os.replace(args.ckpt.with_suffix(".tmp"), args.ckpt)
+    meta = {"step": step, "seed": args.seed, "batch_size": args.batch_size, "width": args.width, "lr": args.lr,
+            "caption_dropout": args.dropout, "ema": args.ema, "unet_params": n_unet, "text_encoder_params": n_text,
+            "command": "python scripts/train_shapes.py " + " ".join(sys.argv[1:])}
+    export(args.out, ema_unet, ema_text, tokenizer, meta)
+
+
+if __name__ == "__main__":
+    main()

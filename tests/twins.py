@@ -1,0 +1,142 @@
+"""Tiny random-weight twins of real diffusers pipelines, built offline and saved with ``save_pretrained``.
+
+Each builder makes the real pipeline class from the real component classes (sizes from diffusers'
+own tests), with character-level CLIP / T5 tokenizers built in code (no hub), and writes it to a
+folder that tts then loads through the same ``from_pretrained`` path as a real checkpoint.
+"""
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import torch
+
+CHARS = list(string.ascii_lowercase)
+
+
+def clip_tokenizer():
+    from transformers import CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in CHARS:
+        vocab[c] = len(vocab)
+        vocab[c + "</w>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+
+def t5_tokenizer():
+    from transformers import T5Tokenizer
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -1.0)]
+    vocab += [("\u2581" + c, -1.0) for c in CHARS] + [(c, -2.0) for c in CHARS]
+    return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512)
+
+
+def clip_text(projection: bool = False, hidden: int = 32, proj: int = 32):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    cfg = CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=hidden, intermediate_size=37,
+                         num_attention_heads=4, num_hidden_layers=2, vocab_size=64, projection_dim=proj)
+    return CLIPTextModelWithProjection(cfg) if projection else CLIPTextModel(cfg)
+
+
+def t5_text(d_model: int = 32):
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(T5Config(d_model=d_model, d_ff=37, d_kv=8, num_layers=2, num_heads=4, vocab_size=64,
+                                   decoder_start_token_id=0, pad_token_id=0, eos_token_id=1))
+
+
+def vae(latent_channels: int = 4, blocks=(4, 8), **kw):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(block_out_channels=list(blocks), in_channels=3, out_channels=3, latent_channels=latent_channels,
+                         down_block_types=["DownEncoderBlock2D"] * len(blocks),
+                         up_block_types=["UpDecoderBlock2D"] * len(blocks), norm_num_groups=2 if blocks[0] > 1 else 1,
+                         layers_per_block=1, sample_size=32, **kw)
+
+
+def build_sd15():
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    unet = UNet2DConditionModel(block_out_channels=(4, 8), layers_per_block=1, sample_size=16, in_channels=4,
+                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+                                norm_num_groups=2)
+    return StableDiffusionPipeline(vae=vae(), text_encoder=clip_text(), tokenizer=clip_tokenizer(), unet=unet,
+                                   scheduler=DDIMScheduler(), safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+
+
+def build_sdxl():
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    unet = UNet2DConditionModel(block_out_channels=(4, 8), layers_per_block=1, sample_size=16, in_channels=4,
+                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
+                                use_linear_projection=True, addition_embed_type="text_time",
+                                addition_time_embed_dim=8, transformer_layers_per_block=(1, 2),
+                                projection_class_embeddings_input_dim=80, cross_attention_dim=64, norm_num_groups=2)
+    return StableDiffusionXLPipeline(vae=vae(), text_encoder=clip_text(), tokenizer=clip_tokenizer(),
+                                     text_encoder_2=clip_text(projection=True), tokenizer_2=clip_tokenizer(),
+                                     unet=unet, scheduler=EulerDiscreteScheduler())
+
+
+def build_pixart_sigma():
+    from diffusers import DDIMScheduler, PixArtSigmaPipeline, PixArtTransformer2DModel
+
+    transformer = PixArtTransformer2DModel(sample_size=8, num_layers=2, patch_size=2, attention_head_dim=8,
+                                           num_attention_heads=3, caption_channels=32, in_channels=4,
+                                           cross_attention_dim=24, out_channels=8, attention_bias=True,
+                                           activation_fn="gelu-approximate", num_embeds_ada_norm=1000,
+                                           norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6)
+    return PixArtSigmaPipeline(tokenizer=t5_tokenizer(), text_encoder=t5_text(), vae=vae(), transformer=transformer,
+                               scheduler=DDIMScheduler())
+
+
+def build_sd3():
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    transformer = SD3Transformer2DModel(sample_size=16, patch_size=1, in_channels=4, num_layers=1,
+                                        attention_head_dim=8, num_attention_heads=4, caption_projection_dim=32,
+                                        joint_attention_dim=32, pooled_projection_dim=64, out_channels=4)
+    return StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae(blocks=(4,), shift_factor=0.0609, scaling_factor=1.5035, use_quant_conv=False,
+                use_post_quant_conv=False),
+        text_encoder=clip_text(projection=True), tokenizer=clip_tokenizer(),
+        text_encoder_2=clip_text(projection=True), tokenizer_2=clip_tokenizer(),
+        text_encoder_3=t5_text(), tokenizer_3=t5_tokenizer())
+
+
+def build_flux():
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    transformer = FluxTransformer2DModel(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1,
+                                         attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                         pooled_projection_dim=32, axes_dims_rope=[4, 4, 8])
+    return FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), transformer=transformer,
+                        vae=vae(latent_channels=1, blocks=(4,), shift_factor=0.0609, scaling_factor=1.5035,
+                                use_quant_conv=False, use_post_quant_conv=False),
+                        text_encoder=clip_text(), tokenizer=clip_tokenizer(),
+                        text_encoder_2=t5_text(), tokenizer_2=t5_tokenizer())
+
+
+#: family -> (builder, the preset it stands in for, call overrides small enough for CPU tests)
+TWINS = {
+    "flux": (build_flux, "flux-dev", {"height": 16, "width": 16, "num_inference_steps": 2, "max_sequence_length": 16}),
+    "sd15": (build_sd15, "sd15", {"height": 32, "width": 32, "num_inference_steps": 2}),
+    "sdxl": (build_sdxl, "sdxl", {"height": 32, "width": 32, "num_inference_steps": 2}),
+    "pixart-sigma": (build_pixart_sigma, "pixart-sigma",
+                     {"height": 16, "width": 16, "num_inference_steps": 2, "max_sequence_length": 16}),
+    "sd3": (build_sd3, "sd3-medium", {"height": 16, "width": 16, "num_inference_steps": 2, "max_sequence_length": 16}),
+}
+
+
+def save_twin(family: str, root: Path) -> Path:
+    """Build the family's twin with fixed random weights and save it in diffusers layout under root."""
+    torch.manual_seed(0)
+    path = Path(root) / family
+    if not (path / "model_index.json").exists():
+        TWINS[family][0]().save_pretrained(path)
+    return path

@@ -1,0 +1,79 @@
+"""Typed, versioned records written into a run folder (schema documented in docs/run-folder.md).
+
+Every record carries ``schema_version``; readers accept any version up to :data:`SCHEMA_VERSION`.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+SCHEMA_VERSION = 1
+
+
+class MetricScore(BaseModel):
+    """One metric of one verifier for one candidate (explanation first, as graders should write it)."""
+
+    explanation: str | None = None
+    score: float
+
+
+class Timings(BaseModel):
+    """Seconds spent on this candidate: its share of its batch's generation and verification."""
+
+    generate_s: float = 0.0
+    verify_s: float = 0.0
+
+
+class CandidateRecord(BaseModel):
+    """One line of ``manifest.jsonl``: a generated (and, if status == "ok", verified) candidate."""
+
+    schema_version: int = SCHEMA_VERSION
+    prompt: str
+    prompt_index: int
+    prompt_hash: str
+    prompt_tags: dict[str, Any] = Field(default_factory=dict)
+    round: int
+    index: int
+    seed: int
+    noise: dict[str, Any]
+    nfe: float
+    status: Literal["ok", "failed"]
+    error: str | None = None
+    verifier: str
+    choice_of_metric: str
+    score: float | None = None
+    scores: dict[str, dict[str, MetricScore]] = Field(default_factory=dict)
+    image: str
+    timings: Timings = Field(default_factory=Timings)
+    worker: str = ""
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.prompt_hash, self.round, self.index)
+
+
+class ScoreSummary(BaseModel):
+    explanation: str | None = None
+    score: float | None = None
+
+
+class RoundBest(BaseModel):
+    """``<prompt file stem>_i@<round>.json``: the reference project's per-round record plus ours."""
+
+    prompt: str
+    search_round: int
+    num_noises: int
+    best_noise_seed: int | None
+    best_score: ScoreSummary
+    choice_of_metric: str
+    best_img_path: str | None
+    # Ours:
+    schema_version: int = SCHEMA_VERSION
+    best_noise: dict[str, Any] | None = None
+    best_scores: dict[str, dict[str, MetricScore]] = Field(default_factory=dict)
+    global_best_score: float | None = None
+    global_best_img_path: str | None = None
+    num_failed: int = 0
+    nfe_round: float = 0.0
+    nfe_total: float = 0.0

@@ -1,0 +1,56 @@
+"""``tts-replay RUN_DIR IMAGE [--out PATH]``: regenerate one candidate from its record alone.
+
+Reads the run's ``config.json`` (the pipeline settings) and the candidate's manifest record (its
+prompt and noise lineage), regenerates the image with the same pipeline, writes it to ``--out``
+(default ``<RUN_DIR>/replay/<IMAGE>``) and prints the largest pixel difference from the stored one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from . import runfolder as rf
+from .generate import Generator
+from .pipelines import PipelineSpec
+
+
+def replay(run_dir: Path, image: str, out: Path | None = None, device: str | None = None) -> tuple[Path, int]:
+    """Regenerate ``image`` of ``run_dir``; return (written path, max abs pixel difference from the original)."""
+    config = json.loads((run_dir / rf.CONFIG).read_text())
+    records = [r for r in rf.read_manifest(run_dir) if r.image == Path(image).name]
+    if not records:
+        raise SystemExit(f"no record for {image!r} in {run_dir / rf.MANIFEST}")
+    record = records[-1]
+    settings = {k: v for k, v in config["pipeline"].items() if k != "_target_"}
+    if device:
+        settings["device"] = device
+    spec = PipelineSpec(**settings)
+    generator = Generator(spec.load(), spec)
+    [regenerated], _, _ = generator.generate(record.prompt, [record.noise])
+    generator.close()
+    out = out or run_dir / "replay" / record.image
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rf.save_image(out, regenerated)
+    original = np.asarray(Image.open(run_dir / record.image).convert("RGB"), dtype=np.int16)
+    diff = int(np.abs(original - np.asarray(regenerated.convert("RGB"), dtype=np.int16)).max())
+    return out, diff
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="tts-replay", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("image", help="the candidate's image file name (as in manifest.jsonl)")
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--device", default=None, help="override the recorded device (e.g. cpu)")
+    args = p.parse_args(argv)
+    out, diff = replay(args.run_dir, args.image, args.out, args.device)
+    print(f"{out}  max pixel difference from the original: {diff}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""Random search (Ma et al. 2025, Sec. 3.2; tt-scale-flux): best of N i.i.d. initial noises.
+
+Round r (1-based) draws 2**r fresh noises by default (the reference project's schedule:
+4 rounds = 2 + 4 + 8 + 16 = 30 candidates); ``schedule=constant`` draws ``per_round`` each round.
+The global best is kept across rounds.
+"""
+from __future__ import annotations
+
+from ..noise import fresh
+from . import Candidate, SeedFn, check_positive_int
+
+SCHEDULES = ("exponential", "constant")
+
+
+class RandomSearch:
+    def __init__(self, seed_fn: SeedFn, rounds: int = 4, schedule: str = "exponential", base: int = 2,
+                 per_round: int = 4):
+        self.rounds = check_positive_int("search.rounds", rounds)
+        if schedule not in SCHEDULES:
+            raise ValueError(f"search.schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+        self.schedule, self.base = schedule, check_positive_int("search.base", base)
+        self.per_round = check_positive_int("search.per_round", per_round)
+        self.seed_fn, self.round, self.best = seed_fn, 0, None
+
+    def round_size(self, round_: int) -> int:
+        return self.base ** round_ if self.schedule == "exponential" else self.per_round
+
+    def ask(self) -> list[dict]:
+        if self.round >= self.rounds:
+            return []
+        self.round += 1
+        return [fresh(self.seed_fn(self.round, i, "fresh")) for i in range(self.round_size(self.round))]
+
+    def tell(self, candidates: list[Candidate]) -> None:
+        for c in candidates:
+            if c.beats(self.best):
+                self.best = c

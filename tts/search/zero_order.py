@@ -1,0 +1,54 @@
+"""Zero-order search (Ma et al. 2025, Sec. 3.2; tt-scale-flux): hill-climb in noise space.
+
+Start from a fresh pivot; each round draws ``num_neighbors`` neighbours at cosine exactly
+``threshold`` and equal norm (tts.noise.neighbor). If the best neighbour beats the pivot it becomes
+the pivot; otherwise the next round restarts from a fresh pivot (generated with its neighbours).
+The pivot is never regenerated or re-scored, and the global best survives restarts.
+"""
+from __future__ import annotations
+
+from ..noise import fresh, neighbor
+from . import Candidate, SeedFn, check_positive_int
+
+
+class ZeroOrderSearch:
+    def __init__(self, seed_fn: SeedFn, rounds: int = 4, num_neighbors: int = 4, threshold: float = 0.95):
+        self.rounds = check_positive_int("search.rounds", rounds)
+        self.num_neighbors = check_positive_int("search.num_neighbors", num_neighbors)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
+            raise ValueError(f"search.threshold must lie strictly between 0 and 1 (a cosine), got {threshold!r}")
+        self.threshold = float(threshold)
+        self.seed_fn, self.round, self.best = seed_fn, 0, None
+        self.pivot: Candidate | None = None
+        self._fresh_pivot = False
+
+    def ask(self) -> list[dict]:
+        if self.round >= self.rounds:
+            return []
+        self.round += 1
+        noises = []
+        self._fresh_pivot = self.pivot is None
+        if self._fresh_pivot:
+            pivot_noise = fresh(self.seed_fn(self.round, 0, "pivot"))
+            noises.append(pivot_noise)
+        else:
+            pivot_noise = self.pivot.noise
+        start = len(noises)
+        noises += [neighbor(pivot_noise, self.seed_fn(self.round, start + k, "neighbor"), self.threshold)
+                   for k in range(self.num_neighbors)]
+        return noises
+
+    def tell(self, candidates: list[Candidate]) -> None:
+        if self._fresh_pivot:
+            self.pivot, candidates = candidates[0], candidates[1:]
+        for c in [self.pivot, *candidates]:
+            if c.beats(self.best):
+                self.best = c
+        best_neighbor = None
+        for c in candidates:
+            if c.beats(best_neighbor):
+                best_neighbor = c
+        if best_neighbor is not None and best_neighbor.beats(self.pivot):
+            self.pivot = best_neighbor
+        else:
+            self.pivot = None  # no neighbour improved: restart from a fresh pivot next round

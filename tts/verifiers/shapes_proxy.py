@@ -1,0 +1,73 @@
+"""An imperfect scorer for the shapes world, for verifier-hacking studies (Ma et al. 2025, Sec. 4.2):
+search can be steered by this cheap proxy while the exact checker (``verifier=shapes``) judges the
+result. It sees only colour mass and blob count, never shapes, sizes or positions:
+
+    proxy = 0.5 * colour_match + 0.5 / (1 + |blobs - objects asked for|)
+
+where colour_match = 1 - L1/2 between the colour mix of the foreground pixels and the mix the
+prompt implies (named colours weighted by count and size; 1 when no colour is named).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..records import MetricScore
+from ..world import grammar
+from .base import Verifier
+
+_AREA = {"big": 150.0, "small": 50.0, None: 90.0}
+
+
+class ShapesProxyVerifier(Verifier):
+    name = "shapes-proxy"
+    metrics = ("proxy_score",)
+
+    def check_prompt(self, prompt: str) -> None:
+        grammar.parse(prompt)
+
+    def score(self, prompts, images):
+        palette = np.array(list(grammar.COLOURS.values()), dtype=np.float32)
+        names = list(grammar.COLOURS)
+        out = []
+        for prompt, img in zip(prompts, images):
+            spec = grammar.parse(prompt)
+            arr = np.asarray(img.convert("RGB"), dtype=np.float32)
+            border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
+            fg = np.linalg.norm(arr - np.median(border, axis=0), axis=-1) > 70
+            label = np.linalg.norm(arr[..., None, :] - palette, axis=-1).argmin(-1)
+            observed = np.array([np.sum(fg & (label == i)) for i in range(len(names))], dtype=np.float64)
+            want = np.zeros(len(names))
+            for g in spec.groups:
+                if g.colour:
+                    want[names.index(g.colour)] += g.count * _AREA[g.size]
+            if want.sum() > 0 and observed.sum() > 0:
+                colour_match = 1 - 0.5 * np.abs(observed / observed.sum() - want / want.sum()).sum()
+            else:
+                colour_match = 1.0 if want.sum() == 0 else 0.0
+            blobs = _count_blobs(fg)
+            value = 0.5 * colour_match + 0.5 / (1 + abs(blobs - spec.n_objects))
+            out.append({"proxy_score": MetricScore(
+                score=float(value), explanation=f"colour match {colour_match:.2f}, {blobs} blobs for {spec.n_objects} objects")})
+        return out
+
+
+def _count_blobs(mask: np.ndarray, min_area: int = 8) -> int:
+    """4-connected foreground regions of at least ``min_area`` pixels (union-find over rows)."""
+    h, w = mask.shape
+    parent = list(range(h * w))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for r in range(h):
+        for c in range(w):
+            if not mask[r, c]:
+                continue
+            for rr, cc in ((r - 1, c), (r, c - 1)):
+                if rr >= 0 and cc >= 0 and mask[rr, cc]:
+                    parent[find(r * w + c)] = find(rr * w + cc)
+    roots = [find(i) for i in range(h * w) if mask.flat[i]]
+    return int(sum(n >= min_area for n in np.unique(roots, return_counts=True)[1])) if roots else 0
