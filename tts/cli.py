@@ -115,8 +115,8 @@ def _instantiate_strategy(factory) -> None:
         raise ConfigError(f"search._target_ built a {type(strategy).__name__} without ask()/tell() (see tts/search)")
 
 
-def run(cfg: DictConfig) -> dict:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Validate, record the config, search, print the summary table."""
     job = build_job(cfg, run_dir)
     folder = rf.RunFolder(run_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -150,7 +150,7 @@ def _version() -> str:
 @hydra.main(version_base=None, config_path=str(config_dir()), config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     try:
-        run(cfg)
+        run(cfg, Path(HydraConfig.get().runtime.output_dir))
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as e:
         if not isinstance(e, ConfigError) and not _is_user_error(e):
             raise

@@ -1,0 +1,33 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS))
+sys.path.insert(0, str(TESTS / "plugins"))
+SHARED = TESTS.parents[1] / "shared"
+PARTI = SHARED / "prompts" / "PartiPrompts.tsv"
+
+
+def compose(overrides=()):
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from tts.cli import config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
+        return hydra_compose(config_name="config", overrides=list(overrides))
+
+
+def run_tts(overrides, run_dir):
+    """Run a search in-process, exactly as tts-search does after Hydra has composed the config."""
+    from tts.cli import run
+
+    return run(compose(overrides), Path(run_dir))
+
+
+@pytest.fixture(scope="session")
+def twins_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("twins")

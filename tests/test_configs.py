@@ -1,0 +1,91 @@
+"""Every shipped YAML composes and instantiates; bad input fails fast with a clear message."""
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import PARTI, compose
+
+from tts.cli import ConfigError, build_job, choices, config_dir
+from tts.pipelines import PipelineSpec
+from tts.verifiers.base import Verifier
+
+EXTRA = {"prompts": {"file": [f"prompts.path={PARTI}", "prompts.column=Prompt", "num_prompts=2"],
+                     "dataset": ["prompts.name=unused"]}}
+
+
+@pytest.mark.parametrize("group,name", [(g, n) for g in ("pipeline", "verifier", "search", "prompts")
+                                        for n in choices(g)])
+def test_every_shipped_config_composes_and_instantiates(group, name, tmp_path):
+    import hydra
+
+    cfg = compose([f"{group}={name}", *EXTRA.get(group, {}).get(name, [])])
+    node = cfg[group]
+    if group == "pipeline":
+        assert isinstance(hydra.utils.instantiate(node), PipelineSpec)
+    elif group == "verifier":
+        v = hydra.utils.instantiate(node)
+        assert isinstance(v, Verifier) and v.choice_of_metric in v.metrics
+    elif group == "search":
+        strategy = hydra.utils.instantiate(node)(seed_fn=lambda r, i, p: i)
+        assert len(strategy.ask()) >= 1
+    elif name != "dataset":
+        assert len(hydra.utils.instantiate(node).load()) >= 1
+
+
+def test_default_config_builds_a_job(tmp_path):
+    job = build_job(compose(), tmp_path)
+    assert job.pipeline.name == "shapes" and job.verifier.name == "shapes" and len(job.prompts) == 1
+
+
+@pytest.mark.parametrize("override,match", [
+    ("search.rounds=0", "rounds must be a positive integer"),
+    ("batch_size=0", "batch_size must be a positive integer"),
+    ("search=zero-order", None),
+    ("pipeline.num_inference_steps=-1", "num_inference_steps"),
+    ("pipeline.dtype=fp8", "dtype must be one of"),
+    ("pipeline.height=4096", "max_resolution"),
+    ("verifier.choice_of_metric=corect", "did you mean 'correct'"),
+    ("num_prompts=0", "num_prompts"),
+    ("prompt='a red cube'", "not in the shapes world"),
+    ("seed=-1", "seed"),
+])
+def test_bad_numbers_and_names_fail_before_loading(override, match, tmp_path):
+    overrides = [override] + (["search=zero-order", "search.threshold=1.5"] if match is None else [])
+    with pytest.raises(Exception) as e:
+        build_job(compose(overrides), tmp_path)
+    assert (match or "threshold must lie strictly between 0 and 1") in str(e.value)
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_custom_target_that_is_not_a_verifier(tmp_path):
+    with pytest.raises(ConfigError, match="not a tts.verifiers.base.Verifier"):
+        build_job(compose(["verifier._target_=collections.OrderedDict", "~verifier.choice_of_metric"]), tmp_path)
+    with pytest.raises(ConfigError, match="cannot build verifier"):
+        build_job(compose(["verifier._target_=no_such_module.Thing"]), tmp_path)
+
+
+@pytest.mark.parametrize("arg,hint", [("pipeline=flux-deev", "did you mean 'flux-dev'"),
+                                      ("verifier=shapes-proxxy", "did you mean 'shapes-proxy'"),
+                                      ("search=zero_order", "did you mean 'zero-order'")])
+def test_cli_unknown_names_list_choices_within_seconds(arg, hint, tmp_path):
+    start = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", "from tts.cli import main; main()", arg,
+                          f"hydra.run.dir={tmp_path}/run"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert hint in out.stderr and "choices:" in out.stderr
+    group = arg.split("=")[0]
+    assert all(c in out.stderr for c in choices(group))
+    assert time.monotonic() - start < 60 and not (tmp_path / "run").exists()
+
+
+def test_cli_bad_number_exits_2_with_message(tmp_path):
+    out = subprocess.run([sys.executable, "-c", "from tts.cli import main; main()", "search.rounds=0",
+                          f"hydra.run.dir={tmp_path}/run"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "search.rounds must be a positive integer" in out.stderr + out.stdout
+    assert "loading" not in (out.stderr + out.stdout)
+
+
+def test_config_tree_is_found():
+    assert (config_dir() / "config.yaml").exists()
