@@ -9,6 +9,7 @@ os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(TESTS / "plugins"))
+sys.path.insert(0, str(TESTS.parent))  # the repository root, as a user's working directory
 SHARED = TESTS.parents[1] / "shared"
 PARTI = SHARED / "prompts" / "PartiPrompts.tsv"
 

@@ -83,8 +83,8 @@ def test_text_encoder_runs_once_per_prompt(twins_root, tmp_path):
         base = ["pipeline=sd15", f"pipeline.model_id={path}", "pipeline.device=cpu", "pipeline.dtype=fp32",
                 "pipeline.height=32", "pipeline.width=32", "pipeline.num_inference_steps=2",
                 "pipeline.guidance_scale=5.0", "verifier=compressibility", "search.rounds=3"]
-        run_tts(base + ["batch_size=1", "prompts=file", f"prompts.path={tmp_path / 'p.txt'}"]
-                if (tmp_path / "p.txt").write_text("a red cube\na blue sphere\n") else [], tmp_path / "a")
+        (tmp_path / "p.txt").write_text("a red cube\na blue sphere\n")
+        run_tts(base + ["batch_size=1", "prompts=file", f"prompts.path={tmp_path / 'p.txt'}"], tmp_path / "a")
         per_prompt_batch1 = len(calls) / 2
         calls.clear()
         run_tts(base + ["batch_size=4", "prompt=a green cone"], tmp_path / "b")

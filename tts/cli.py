@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def check_group_overrides(argv: list[str]) -> None:
         return  # user config trees may add options; let Hydra judge
     for arg in argv:
         key, sep, value = arg.lstrip("+~").partition("=")
-        if not sep or key not in GROUPS:
+        if not sep or key not in GROUPS or "(" in value:  # sweep functions like choice(...) are Hydra's to read
             continue
         valid = choices(key)
         for name in value.split(","):
@@ -167,6 +168,9 @@ def _is_user_error(e: Exception) -> bool:
 
 
 def main() -> None:
+    # Like `python -m`, let `_target_` name modules in the working directory (a user's own verifiers).
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         check_group_overrides(sys.argv[1:])
     except ConfigError as e:

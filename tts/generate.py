@@ -14,7 +14,7 @@ import time
 import torch
 
 from .noise import make_noise
-from .pipelines import LoadedPipeline, PipelineSpec
+from .pipelines import DTYPES, LoadedPipeline, PipelineSpec
 
 
 class Generator:
@@ -58,7 +58,7 @@ class Generator:
         kwargs = {k: v.repeat(batch, *([1] * (v.dim() - 1))) if isinstance(v, torch.Tensor) else v
                   for k, v in self.encode(prompt).items()}
         latents = self.family.to_pipeline_latents(self.pipe, self.noise(lineages), self.spec.height, self.spec.width)
-        latents = latents.to(device=self.pipe._execution_device, dtype=self.loaded.denoiser.dtype)
+        latents = latents.to(device=self.pipe._execution_device, dtype=DTYPES[self.spec.dtype])  # compute dtype (also under NF4)
         self._rows = 0
         with torch.no_grad():
             out = self.pipe(**kwargs, latents=latents, height=self.spec.height, width=self.spec.width,
