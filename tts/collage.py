@@ -43,11 +43,7 @@ def _row(tiles: list[Image.Image]) -> Image.Image:
 def collage_run(run: Path, grid: bool = False, size: int = 160) -> list[Path]:
     """Write the collages of one run folder; return their paths."""
     by_prompt = collections.defaultdict(lambda: collections.defaultdict(list))
-    final = {}
-    for r in rf.read_manifest(run):
-        if r.status == "ok" or r.key not in final:
-            final[r.key] = r
-    for r in final.values():
+    for r in rf.final_records(rf.read_manifest(run)):
         if r.status == "ok":
             by_prompt[r.prompt][r.round].append(r)
     out_dir = run / "collages"

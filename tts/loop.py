@@ -201,11 +201,7 @@ def best_per_prompt(records: list[CandidateRecord]) -> dict[str, CandidateRecord
 
 def summarise(records: list[CandidateRecord], job: SearchJob) -> dict:
     """summary.json: per prompt its best; means of every metric of the bests, overall and per tag value."""
-    final: dict[tuple, CandidateRecord] = {}
-    for r in records:  # a rerun may have re-verified a failed candidate: its last word counts, ok first
-        if r.status == "ok" or final.get(r.key) is None or final[r.key].status != "ok":
-            final[r.key] = r
-    records = list(final.values())
+    records = rf.final_records(records)
     best = best_per_prompt(records)
     groups: dict[str, list[CandidateRecord]] = collections.defaultdict(list)
     for r in best.values():

@@ -145,3 +145,12 @@ def read_manifest(root: Path | str) -> list[CandidateRecord]:
             raise RuntimeError(f"{path} has schema_version {data['schema_version']}; upgrade tts to read it")
         out.append(CandidateRecord.model_validate(data))
     return out
+
+
+def final_records(records: list[CandidateRecord]) -> list[CandidateRecord]:
+    """One record per candidate: a rerun may have re-verified a failed one; an ok record wins, else the last."""
+    final: dict[tuple, CandidateRecord] = {}
+    for r in records:
+        if r.status == "ok" or r.key not in final or final[r.key].status != "ok":
+            final[r.key] = r
+    return list(final.values())

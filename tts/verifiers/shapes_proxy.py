@@ -13,6 +13,7 @@ import numpy as np
 
 from ..records import MetricScore
 from ..world import grammar
+from ..world.detect import components
 from .base import Verifier
 
 _AREA = {"big": 150.0, "small": 50.0, None: 90.0}
@@ -44,30 +45,9 @@ class ShapesProxyVerifier(Verifier):
                 colour_match = 1 - 0.5 * np.abs(observed / observed.sum() - want / want.sum()).sum()
             else:
                 colour_match = 1.0 if want.sum() == 0 else 0.0
-            blobs = _count_blobs(fg)
+            blobs = sum(len(pix) >= 8 for pix in components(fg))
             value = 0.5 * colour_match + 0.5 / (1 + abs(blobs - spec.n_objects))
             out.append({"proxy_score": MetricScore(
                 score=float(value), explanation=f"colour match {colour_match:.2f}, {blobs} blobs for {spec.n_objects} objects")})
         return out
 
-
-def _count_blobs(mask: np.ndarray, min_area: int = 8) -> int:
-    """4-connected foreground regions of at least ``min_area`` pixels (union-find over rows)."""
-    h, w = mask.shape
-    parent = list(range(h * w))
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for r in range(h):
-        for c in range(w):
-            if not mask[r, c]:
-                continue
-            for rr, cc in ((r - 1, c), (r, c - 1)):
-                if rr >= 0 and cc >= 0 and mask[rr, cc]:
-                    parent[find(r * w + c)] = find(rr * w + cc)
-    roots = [find(i) for i in range(h * w) if mask.flat[i]]
-    return int(sum(n >= min_area for n in np.unique(roots, return_counts=True)[1])) if roots else 0

@@ -18,7 +18,7 @@ MIN_AREA = 8  # smaller components are noise
 BIG_SIDE = 11  # a component whose longer side is at least this is "big"
 
 
-def _components(mask: np.ndarray) -> list[np.ndarray]:
+def components(mask: np.ndarray) -> list[np.ndarray]:
     """4-connected components of a boolean mask, as arrays of (row, col) pixels."""
     seen = np.zeros_like(mask, dtype=bool)
     out = []
@@ -62,7 +62,7 @@ def detect(image: Image.Image) -> list[Obj]:
     label = np.where(fg & (dist.min(-1) < PALETTE_DISTANCE), dist.argmin(-1), -1)
     objects = []
     for ci, name in enumerate(_NAMES):
-        for pix in _components(label == ci):
+        for pix in components(label == ci):
             if len(pix) < MIN_AREA:
                 continue
             r0, c0 = pix.min(0)
