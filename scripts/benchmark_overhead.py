@@ -41,7 +41,7 @@ def bare_loop(job, out: Path) -> None:
                 latents = torch.stack([make_noise(n, shape) for n in chunk])
                 images = pipe(prompt=[prompt.text] * len(chunk), latents=latents, height=spec.height, width=spec.width,
                               num_inference_steps=spec.num_inference_steps, guidance_scale=spec.guidance_scale).images
-                scores = job.verifier.score([prompt.text] * len(chunk), images)
+                job.verifier.score([prompt.text] * len(chunk), images)
                 for n, img in zip(chunk, images):
                     img.save(out / f"{n['seed']}.png")
             strategy.tell([])  # random search: later rounds do not depend on scores
