@@ -164,7 +164,7 @@ def _is_user_error(e: Exception) -> bool:
     from .prompts import PromptSourceError
     from .world.grammar import PromptError
 
-    return isinstance(e, (PipelineConfigError, PromptSourceError, PromptError)) or "run folder" in str(e)
+    return isinstance(e, (PipelineConfigError, PromptSourceError, PromptError, rf.RunFolderMismatch))
 
 
 def main() -> None:

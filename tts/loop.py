@@ -22,7 +22,7 @@ from .generate import Generator
 from .noise import derive_seed
 from .pipelines import PipelineSpec
 from .prompts import Prompt
-from .records import CandidateRecord, MetricScore, RoundBest, ScoreSummary, Timings
+from .records import CandidateRecord, RoundBest, ScoreSummary, Timings
 from .search import Candidate
 from .verifiers.base import Verifier
 
@@ -73,10 +73,10 @@ def run_search(job: SearchJob) -> dict:
 
 
 def _resume_index(folder: rf.RunFolder):
-    finished, failed = folder.finished(), {}
-    for r in folder.records():
-        if r.status == "failed" and r.key not in finished and (folder.root / r.image).exists():
-            failed[r.key] = r
+    finished, failed = {}, {}
+    for r in rf.final_records(folder.records()):  # one read of the manifest
+        if (folder.root / r.image).exists():
+            (finished if r.status == "ok" else failed)[r.key] = r
     if finished or failed:
         log.info("resuming %s: %d finished candidates, %d to re-verify", folder.root, len(finished), len(failed))
     return finished, failed
@@ -213,7 +213,7 @@ def summarise(records: list[CandidateRecord], job: SearchJob) -> dict:
         values = collections.defaultdict(list)
         for r in rs:
             for metric, s in r.scores.get(r.verifier, {}).items():
-                values[metric].append(MetricScore.model_validate(s).score)
+                values[metric].append(s.score)
         return {"n": len(rs)} | {m: sum(v) / len(v) for m, v in values.items()}
 
     return {

@@ -81,6 +81,10 @@ def env_secrets() -> tuple[str, ...]:
     return tuple(v for k, v in os.environ.items() if _SECRET_KEY.search(k) and len(v) >= 8)
 
 
+class RunFolderMismatch(RuntimeError):
+    """A run folder made by a different search than the one asked to resume it."""
+
+
 class RunFolder:
     """One run's folder: images, per-round JSONs, ``manifest.jsonl``, ``config.json``, ``summary.json``."""
 
@@ -101,7 +105,7 @@ class RunFolder:
             old = json.loads(path.read_text())
             changed = [k for k in identity_keys if old.get(k) != config.get(k)]
             if changed:
-                raise RuntimeError(
+                raise RunFolderMismatch(
                     f"run folder {self.root} was made with a different {', '.join(changed)}; resuming it would "
                     "mix two searches. Use a new folder (drop hydra.run.dir) or the original settings.")
             return
@@ -122,13 +126,6 @@ class RunFolder:
         """Every record in the manifest (a torn last line from a killed writer is skipped)."""
         return read_manifest(self.root)
 
-    def finished(self) -> dict[tuple[str, int, int], CandidateRecord]:
-        """Latest successful record per (prompt hash, round, index): what a rerun must not redo."""
-        done = {}
-        for r in self.records():
-            if r.status == "ok" and (self.root / r.image).exists():
-                done[r.key] = r
-        return done
 
 
 def read_manifest(root: Path | str) -> list[CandidateRecord]:

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..records import MetricScore
 from ..world import grammar
-from ..world.detect import components
+from ..world.detect import components, segment
 from .base import Verifier
 
 _AREA = {"big": 150.0, "small": 50.0, None: 90.0}
@@ -27,15 +27,12 @@ class ShapesProxyVerifier(Verifier):
         grammar.parse(prompt)
 
     def score(self, prompts, images):
-        palette = np.array(list(grammar.COLOURS.values()), dtype=np.float32)
         names = list(grammar.COLOURS)
         out = []
         for prompt, img in zip(prompts, images):
             spec = grammar.parse(prompt)
-            arr = np.asarray(img.convert("RGB"), dtype=np.float32)
-            border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
-            fg = np.linalg.norm(arr - np.median(border, axis=0), axis=-1) > 70
-            label = np.linalg.norm(arr[..., None, :] - palette, axis=-1).argmin(-1)
+            fg, dist = segment(img)
+            label = dist.argmin(-1)
             observed = np.array([np.sum(fg & (label == i)) for i in range(len(names))], dtype=np.float64)
             want = np.zeros(len(names))
             for g in spec.groups:

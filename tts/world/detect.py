@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from .grammar import COLOURS, PromptSpec
-from .scenes import RESOLUTION, Obj
+from .scenes import RESOLUTION, Obj, side
 
 _PALETTE = np.array(list(COLOURS.values()), dtype=np.float32)
 _NAMES = list(COLOURS)
@@ -52,13 +52,17 @@ def _classify(pix: np.ndarray) -> str:
     return "square" if fill >= 0.88 else "circle"
 
 
-def detect(image: Image.Image) -> list[Obj]:
-    """The objects in an image: one per connected region of a single palette colour."""
+def segment(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    """(foreground mask: far from the background, the median border colour; H x W x colours palette distances)."""
     arr = np.asarray(image.convert("RGB").resize((RESOLUTION, RESOLUTION)), dtype=np.float32)
     border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
-    background = np.median(border, axis=0)
-    fg = np.linalg.norm(arr - background, axis=-1) > FOREGROUND_DISTANCE
-    dist = np.linalg.norm(arr[..., None, :] - _PALETTE, axis=-1)  # H, W, colours
+    fg = np.linalg.norm(arr - np.median(border, axis=0), axis=-1) > FOREGROUND_DISTANCE
+    return fg, np.linalg.norm(arr[..., None, :] - _PALETTE, axis=-1)
+
+
+def detect(image: Image.Image) -> list[Obj]:
+    """The objects in an image: one per connected region of a single palette colour."""
+    fg, dist = segment(image)
     label = np.where(fg & (dist.min(-1) < PALETTE_DISTANCE), dist.argmin(-1), -1)
     objects = []
     for ci, name in enumerate(_NAMES):
@@ -93,10 +97,6 @@ class Verdict:
         return "failed: " + "; ".join(self.failed)
 
 
-def _side(a: Obj, b: Obj, relation: str) -> float:
-    return {"left of": b.cx - a.cx, "right of": a.cx - b.cx, "above": b.cy - a.cy, "below": a.cy - b.cy}[relation]
-
-
 def check(spec: PromptSpec, objects: list[Obj], relation_margin: float = 1.0) -> Verdict:
     """Check every requirement: each phrase's exact count, nothing else, and the relation."""
     met, failed = [], []
@@ -109,7 +109,7 @@ def check(spec: PromptSpec, objects: list[Obj], relation_margin: float = 1.0) ->
         a = [o for o in objects if spec.groups[0].matches(o)]
         b = [o for o in objects if spec.groups[1].matches(o)]
         req = f"{spec.groups[0].words()} {spec.relation} {spec.groups[1].words()}"
-        if len(a) == 1 and len(b) == 1 and _side(a[0], b[0], spec.relation) >= relation_margin:
+        if len(a) == 1 and len(b) == 1 and side(a[0], b[0], spec.relation) >= relation_margin:
             met.append(req)
         else:
             failed.append(req + (" (not so placed)" if len(a) == 1 and len(b) == 1 else " (objects not found once each)"))

@@ -84,8 +84,10 @@ def _place(rng, sizes, relation):
             boxes.append((int(x), int(y), s))
         if any(_overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]):
             continue
-        if relation and not _relation_holds(boxes[0], boxes[1], relation, RELATION_MARGIN):
-            continue
+        if relation:
+            a, b = (Obj("", "", "", x, y, x + s, y + s) for x, y, s in boxes[:2])
+            if side(a, b, relation) < RELATION_MARGIN:
+                continue
         return boxes
     return None
 
@@ -95,10 +97,9 @@ def _overlap(a, b) -> bool:
     return not (ax + as_ + 1 <= bx or bx + bs + 1 <= ax or ay + as_ + 1 <= by or by + bs + 1 <= ay)
 
 
-def _relation_holds(a, b, relation, margin):
-    acx, acy = a[0] + a[2] / 2, a[1] + a[2] / 2
-    bcx, bcy = b[0] + b[2] / 2, b[1] + b[2] / 2
-    return {"left of": bcx - acx, "right of": acx - bcx, "above": bcy - acy, "below": acy - bcy}[relation] >= margin
+def side(a: Obj, b: Obj, relation: str) -> float:
+    """How far a's centre lies on the named side of b's (positive when the relation holds)."""
+    return {"left of": b.cx - a.cx, "right of": a.cx - b.cx, "above": b.cy - a.cy, "below": a.cy - b.cy}[relation]
 
 
 def scene_objects(spec: PromptSpec, rng: np.random.Generator, allow_held_out: bool = True) -> list[Obj]:
