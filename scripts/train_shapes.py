@@ -1,7 +1,7 @@
 """Train the embedded shapes-world model from scratch (seeded, resumable, CPU-friendly).
 
-    python scripts/train_shapes.py --minutes 55            # trains, checkpoints, exports
-    python scripts/train_shapes.py --minutes 55            # run again: resumes from the checkpoint
+    python scripts/train_shapes.py --minutes 58            # trains 3,000 steps (about 50 min on 2 cores)
+    python scripts/train_shapes.py --minutes 58            # run again: resumes from the checkpoint
 
 A pixel-space DDPM (Ho et al. 2020, epsilon prediction, cosine schedule) with a
 UNet2DConditionModel and a small CLIPTextModel over a word-level vocabulary, trained jointly on
@@ -16,6 +16,7 @@ import argparse
 import copy
 import json
 import logging
+import math
 import os
 import pathlib
 import sys
@@ -104,11 +105,12 @@ def main(argv=None):
     p.add_argument("--out", type=pathlib.Path, default=ROOT / "tts" / "assets" / "shapes-model")
     p.add_argument("--ckpt", type=pathlib.Path, default=ROOT / "outputs" / "train_shapes" / "checkpoint.pt")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=100_000, help="stop after this many steps in all")
+    p.add_argument("--steps", type=int, default=3000, help="train this many steps in all (the schedule ends there)")
     p.add_argument("--minutes", type=float, default=55.0, help="stop after this much wall time in this run")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--width", type=int, default=48, help="UNet channels at the top level")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--width", type=int, default=32, help="UNet channels at the top level")
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--min-lr-ratio", type=float, default=0.05, help="final learning rate as a share of --lr")
     p.add_argument("--dropout", type=float, default=0.1, help="caption dropout (for classifier-free guidance)")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--export-every", type=int, default=200)
@@ -141,7 +143,7 @@ def main(argv=None):
     alphas = noise_sched.alphas_cumprod
     start, losses = time.time(), []
     while step < args.steps and time.time() - start < args.minutes * 60:
-        lr = args.lr * min(1.0, (step + 1) / 200)
+        lr = learning_rate(args, step)
         for g in opt.param_groups:
             g["lr"] = lr
         x0, captions = batch(args.seed, step, args.batch_size, args.dropout)
@@ -173,6 +175,13 @@ def main(argv=None):
     log.info("stopped at step %d after %.1f min", step, (time.time() - start) / 60)
 
 
+def learning_rate(args, step: int) -> float:
+    """Linear warm-up over 200 steps, then cosine decay to ``--min-lr-ratio`` of the peak at ``--steps``."""
+    warm = min(1.0, (step + 1) / 200)
+    progress = min(1.0, step / max(1, args.steps))
+    return args.lr * warm * (args.min_lr_ratio + (1 - args.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 def save(args, step, unet, text_encoder, ema_unet, ema_text, opt, tokenizer, n_unet, n_text):
     args.ckpt.parent.mkdir(parents=True, exist_ok=True)
     state = {"unet": unet.state_dict(), "text": text_encoder.state_dict(), "ema_unet": ema_unet.state_dict(),
@@ -180,7 +189,7 @@ def save(args, step, unet, text_encoder, ema_unet, ema_text, opt, tokenizer, n_u
              "torch_rng": torch.get_rng_state()}
     torch.save(state, args.ckpt.with_suffix(".tmp"))
     os.replace(args.ckpt.with_suffix(".tmp"), args.ckpt)
-    meta = {"step": step, "seed": args.seed, "batch_size": args.batch_size, "width": args.width, "lr": args.lr,
+    meta = {"step": step, "seed": args.seed, "batch_size": args.batch_size, "width": args.width, "lr": args.lr, "min_lr_ratio": args.min_lr_ratio, "steps_planned": args.steps,
             "caption_dropout": args.dropout, "ema": args.ema, "unet_params": n_unet, "text_encoder_params": n_text,
             "command": "python scripts/train_shapes.py " + " ".join(sys.argv[1:])}
     export(args.out, ema_unet, ema_text, tokenizer, meta)

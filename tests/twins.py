@@ -140,3 +140,25 @@ def save_twin(family: str, root: Path) -> Path:
     if not (path / "model_index.json").exists():
         TWINS[family][0]().save_pretrained(path)
     return path
+
+
+def save_clip(root: Path) -> Path:
+    """A tiny random CLIPModel with its tokenizer and PIL image processor, saved like a hub checkpoint."""
+    from transformers import CLIPConfig, CLIPModel
+
+    try:
+        from transformers import CLIPImageProcessorPil as Processor
+    except ImportError:
+        from transformers import CLIPImageProcessor as Processor
+    out = root / "tiny-clip"
+    if (out / "config.json").exists():
+        return out
+    torch.manual_seed(0)
+    text = dict(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32, intermediate_size=37,
+                num_attention_heads=4, num_hidden_layers=2, vocab_size=64)
+    vision = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, image_size=32,
+                  patch_size=8)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(out)
+    clip_tokenizer().save_pretrained(out)
+    Processor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(out)
+    return out

@@ -93,6 +93,10 @@ def build_job(cfg: DictConfig, run_dir: Path) -> SearchJob:
     if not isinstance(verifier, Verifier):
         raise ConfigError(f"verifier._target_={cfg.verifier.get('_target_')!r} built a {type(verifier).__name__}, "
                           "not a tts.verifiers.base.Verifier subclass (see verifiers/example_custom.py)")
+    try:
+        verifier.check()
+    except (ValueError, ImportError) as e:
+        raise ConfigError(str(e)) from None
     factory = _instantiate(cfg.search, "search")
     _instantiate_strategy(factory)
     source = _instantiate(cfg.prompts, "prompts")
@@ -131,8 +135,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
 def format_summary(summary: dict, run_dir: Path) -> str:
     metrics = sorted({m for g in summary["groups"].values() for m in g if m != "n"})
+    usage = summary.get("usage")
+    cost = (f"; verifier: {usage['requests']} requests, {usage['input_tokens']} input + {usage['output_tokens']} "
+            f"output tokens, about ${usage['cost_usd']:.4f}" if usage else "")
     lines = [f"run folder: {run_dir}", f"{summary['candidates']} candidates, {summary['failed']} failed, "
-             f"{summary['nfe_total']:.0f} NFEs; mean of each prompt's best:",
+             f"{summary['nfe_total']:.0f} NFEs{cost}; mean of each prompt's best:",
              "| group | n | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
     for name, g in summary["groups"].items():
         lines.append(f"| {name} | {g['n']} | " + " | ".join(f"{g.get(m, float('nan')):.3f}" for m in metrics) + " |")
@@ -177,3 +184,7 @@ def main() -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -22,9 +22,9 @@ from .generate import Generator
 from .noise import derive_seed
 from .pipelines import PipelineSpec
 from .prompts import Prompt
-from .records import CandidateRecord, RoundBest, ScoreSummary, Timings
+from .records import CandidateRecord, RoundBest, ScoreSummary, Timings, Usage
 from .search import Candidate
-from .verifiers.base import Verifier
+from .verifiers.base import Verdict, Verifier, as_verdict
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ def run_search(job: SearchJob) -> dict:
         for i, prompt in enumerate(tqdm(job.prompts, desc="prompts", unit="prompt", disable=len(job.prompts) < 2)):
             search_prompt(job, folder, generator, pool, i, prompt, finished, failed)
     generator.close()
+    job.verifier.close()
     summary = summarise(folder.records(), job)
     rf.atomic_write_json(folder.root / rf.SUMMARY, summary)
     return summary
@@ -146,30 +147,35 @@ def verify_and_record(job: SearchJob, folder: rf.RunFolder, pending: list[_Pendi
     start = time.perf_counter()
     try:
         images = [Image.open(p.image_path).convert("RGB") for p in pending]
-        scores = job.verifier.score([p.prompt.text for p in pending], images)
-        if len(scores) != len(pending):
-            raise RuntimeError(f"verifier returned {len(scores)} results for {len(pending)} images")
-        error = None
+        verdicts = [as_verdict(s) for s in job.verifier.score([p.prompt.text for p in pending], images)]
+        if len(verdicts) != len(pending):
+            raise RuntimeError(f"verifier returned {len(verdicts)} results for {len(pending)} images")
     except Exception as e:  # noqa: BLE001 - a verifier failure must be recorded, never lose the run
         log.warning("verification failed for %d candidates: %s", len(pending), e)
         log.debug("%s", traceback.format_exc())
-        scores, error = [None] * len(pending), f"{type(e).__name__}: {e}"
+        verdicts = [Verdict(error=f"{type(e).__name__}: {e}")] * len(pending)
     seconds = (time.perf_counter() - start) / len(pending)
     records = []
-    for p, s in zip(pending, scores):
-        ok = s is not None and job.verifier.choice_of_metric in s
-        rec = CandidateRecord(
-            prompt=p.prompt.text, prompt_index=p.prompt_index, prompt_hash=rf.prompt_hash(p.prompt.text),
-            prompt_tags=p.prompt.tags, round=p.round, index=p.index, seed=p.noise["seed"], noise=p.noise,
-            nfe=p.nfe, status="ok" if ok else "failed",
-            error=None if ok else (error or f"no {job.verifier.choice_of_metric!r} in the verifier's answer"),
-            verifier=job.verifier.name, choice_of_metric=job.verifier.choice_of_metric,
-            score=s[job.verifier.choice_of_metric].score if ok else None,
-            scores={job.verifier.name: s} if s else {}, image=p.image_path.name,
-            timings=Timings(generate_s=p.generate_s, verify_s=seconds), worker=folder.worker)
+    for p, v in zip(pending, verdicts):
+        rec = make_record(job, folder, p, v, seconds)
         folder.append(rec)
         records.append(rec)
     return records
+
+
+def make_record(job: SearchJob, folder: rf.RunFolder, p: _Pending, v: Verdict, verify_s: float) -> CandidateRecord:
+    metric, name = job.verifier.choice_of_metric, job.verifier.name
+    ok = v.error is None and v.scores is not None and metric in v.scores
+    error = None if ok else (v.error or f"no {metric!r} in the verifier's answer")
+    if not ok:
+        log.warning("candidate %s round %d #%d: verification failed: %s", p.prompt.text[:40], p.round, p.index, error)
+    return CandidateRecord(
+        prompt=p.prompt.text, prompt_index=p.prompt_index, prompt_hash=rf.prompt_hash(p.prompt.text),
+        prompt_tags=p.prompt.tags, round=p.round, index=p.index, seed=p.noise["seed"], noise=p.noise,
+        nfe=p.nfe, status="ok" if ok else "failed", error=error, verifier=name, choice_of_metric=metric,
+        score=v.scores[metric].score if ok else None,
+        scores=({name: v.scores} if v.scores else {}) | v.members, image=p.image_path.name,
+        timings=Timings(generate_s=p.generate_s, verify_s=verify_s), worker=folder.worker, usage=v.usage)
 
 
 def write_round_best(folder, job, prompt: Prompt, round_: int, records, best: Candidate | None, nfe_total: float):
@@ -199,8 +205,19 @@ def best_per_prompt(records: list[CandidateRecord]) -> dict[str, CandidateRecord
     return best
 
 
+def total_usage(records: list[CandidateRecord]) -> Usage | None:
+    """API requests, tokens and estimated cost summed over records (None when no verifier reported usage)."""
+    used = [r.usage for r in records if r.usage is not None]
+    total = Usage()
+    for u in used:
+        total = total.add(u)
+    return total if used else None
+
+
 def summarise(records: list[CandidateRecord], job: SearchJob) -> dict:
-    """summary.json: per prompt its best; means of every metric of the bests, overall and per tag value."""
+    """summary.json: per prompt its best; means of every metric of the bests, overall and per tag value;
+    verifier usage (requests, tokens, cost) summed over every record, failed attempts included."""
+    usage = total_usage(records)
     records = rf.final_records(records)
     best = best_per_prompt(records)
     groups: dict[str, list[CandidateRecord]] = collections.defaultdict(list)
@@ -217,10 +234,11 @@ def summarise(records: list[CandidateRecord], job: SearchJob) -> dict:
         return {"n": len(rs)} | {m: sum(v) / len(v) for m, v in values.items()}
 
     return {
-        "schema_version": 1,
+        "schema_version": 2,
         "verifier": job.verifier.name, "choice_of_metric": job.verifier.choice_of_metric,
         "candidates": len(records), "failed": sum(r.status == "failed" for r in records),
         "nfe_total": sum(r.nfe for r in records),
+        "usage": usage.model_dump() if usage else None,
         "groups": {k: means(v) for k, v in sorted(groups.items())},
         "prompts": {p: {"best_score": r.score, "best_image": r.image, "round": r.round, "seed": r.seed}
                     for p, r in best.items()},

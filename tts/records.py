@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: CandidateRecord.usage (API tokens and cost)
 
 
 class MetricScore(BaseModel):
@@ -23,6 +23,19 @@ class Timings(BaseModel):
 
     generate_s: float = 0.0
     verify_s: float = 0.0
+
+
+class Usage(BaseModel):
+    """What verifying one candidate cost: requests sent (retries included), tokens, estimated USD."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def add(self, other: "Usage") -> "Usage":
+        return Usage(requests=self.requests + other.requests, input_tokens=self.input_tokens + other.input_tokens,
+                     output_tokens=self.output_tokens + other.output_tokens, cost_usd=self.cost_usd + other.cost_usd)
 
 
 class CandidateRecord(BaseModel):
@@ -47,6 +60,7 @@ class CandidateRecord(BaseModel):
     image: str
     timings: Timings = Field(default_factory=Timings)
     worker: str = ""
+    usage: Usage | None = None
 
     @property
     def key(self) -> tuple[str, int, int]:

@@ -81,6 +81,20 @@ def env_secrets() -> tuple[str, ...]:
     return tuple(v for k, v in os.environ.items() if _SECRET_KEY.search(k) and len(v) >= 8)
 
 
+#: Settings that change how a run executes, not what it computes: a resume may change them.
+OPERATIONAL_KEYS = frozenset({
+    "device", "base_url", "api_version", "max_concurrency", "max_attempts", "timeout_s", "backoff_s", "max_backoff_s",
+    "price_per_million_input_tokens", "price_per_million_output_tokens", "cpu_offload", "compile",
+    "attention_slicing", "vae_tiling", "vae_slicing", "tf32", "interface", "port", "host", "open_browser"})
+
+
+def _identity(node):
+    """A config node without its operational keys (what must match for a folder to be resumed)."""
+    if isinstance(node, dict):
+        return {k: _identity(v) for k, v in node.items() if k not in OPERATIONAL_KEYS}
+    return node
+
+
 class RunFolderMismatch(RuntimeError):
     """A run folder made by a different search than the one asked to resume it."""
 
@@ -103,7 +117,7 @@ class RunFolder:
         path = self.root / CONFIG
         if path.exists():
             old = json.loads(path.read_text())
-            changed = [k for k in identity_keys if old.get(k) != config.get(k)]
+            changed = [k for k in identity_keys if _identity(old.get(k)) != _identity(config.get(k))]
             if changed:
                 raise RunFolderMismatch(
                     f"run folder {self.root} was made with a different {', '.join(changed)}; resuming it would "

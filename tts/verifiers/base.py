@@ -1,21 +1,42 @@
 """The verifier interface: score a batch of (prompt, image) pairs into per-metric scores.
 
 Every verifier subclasses :class:`Verifier` and implements ``score(prompts, images)`` (blocking) or
-``ascore(prompts, images)`` (a coroutine; API verifiers), returning, for each pair, a dict
-``{metric: MetricScore(score, explanation)}`` holding *all* its metrics. ``choice_of_metric`` names
-the metric that search maximises. Construction must be cheap; heavy models load in ``setup()``,
-which the loop calls once, after the config has been validated.
+``ascore(prompts, images)`` (a coroutine; API verifiers), returning, for each pair, either a dict
+``{metric: MetricScore(score, explanation)}`` holding *all* its metrics, or a :class:`Verdict`
+(scores or the reason it failed, what it cost, and member verifiers' scores for ensembles).
+``choice_of_metric`` names the metric that search maximises. Construction must be cheap; ``check()``
+runs before anything expensive (missing API keys, missing packages); heavy models load in
+``setup()``, which the loop calls once, after the config has been validated.
+
+Async verifiers run on one event loop per verifier, in a background thread, so clients and
+semaphores created in ``setup`` bound the requests in flight across all the loop's worker threads.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import difflib
+import threading
 
 from PIL import Image
 
-from ..records import MetricScore
+from ..records import MetricScore, Usage
 
 Scores = dict[str, MetricScore]
+
+
+@dataclasses.dataclass
+class Verdict:
+    """One candidate's verification: ``scores`` (all metrics) or ``error`` (why it failed, for the record)."""
+
+    scores: Scores | None = None
+    error: str | None = None
+    usage: Usage | None = None
+    members: dict[str, Scores] = dataclasses.field(default_factory=dict)
+
+
+def as_verdict(result) -> Verdict:
+    return result if isinstance(result, Verdict) else Verdict(scores=result)
 
 
 class VerifierError(ValueError):
@@ -39,16 +60,35 @@ class Verifier:
                                 f"choices: {', '.join(self.metrics)}")
         self.choice_of_metric = choice_of_metric
 
+    def check(self) -> None:
+        """Raise a clear error if this verifier cannot run here (API key, package); nothing expensive."""
+
     def setup(self) -> None:
         """Load models / open clients. Called once before the first batch."""
 
     def check_prompt(self, prompt: str) -> None:
         """Raise a clear error for a prompt this verifier cannot judge (called before any generation)."""
 
-    def score(self, prompts: list[str], images: list[Image.Image]) -> list[Scores]:
+    def score(self, prompts: list[str], images: list[Image.Image]) -> list[Scores | Verdict]:
         if self.is_async:
-            return asyncio.run(self.ascore(prompts, images))
+            return self.run_async(self.ascore(prompts, images))
         raise NotImplementedError(f"{type(self).__name__} implements neither score() nor ascore()")
 
-    async def ascore(self, prompts: list[str], images: list[Image.Image]) -> list[Scores]:
+    async def ascore(self, prompts: list[str], images: list[Image.Image]) -> list[Scores | Verdict]:
         return await asyncio.to_thread(self.score, prompts, images)
+
+    def run_async(self, coro):
+        """Run a coroutine on this verifier's own event loop (started on first use) and wait for it."""
+        lock = self.__dict__.setdefault("_loop_lock", threading.Lock())
+        with lock:
+            if getattr(self, "_loop", None) is None:
+                self._loop = asyncio.new_event_loop()
+                threading.Thread(target=self._loop.run_forever, name=f"{self.name}-loop", daemon=True).start()
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def close(self) -> None:
+        """Release clients and the event loop (the loop calls it at the end of a run)."""
+        loop = getattr(self, "_loop", None)
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            self._loop = None

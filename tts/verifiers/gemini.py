@@ -1,0 +1,125 @@
+"""Gemini as an LLM grader (Ma et al. 2025, Sec. 4 "Verifiers": the six-metric grader), through the
+official ``google-genai`` client's async API with structured output into :class:`grading.Grades`.
+
+One request per image, at most ``max_concurrency`` in flight across the whole run; each retried on
+429 / 5xx / timeouts / dropped connections / unusable answers (see ``grading.RetryPolicy``), and a
+candidate that still fails is returned as a failed :class:`Verdict` with its reason. Key from
+``GEMINI_API_KEY`` (or ``GOOGLE_API_KEY``); base URL from ``base_url`` or ``GOOGLE_GEMINI_BASE_URL``.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+
+from ..records import Usage
+from . import grading
+from .base import Verdict, Verifier
+
+log = logging.getLogger(__name__)
+KEY_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+
+
+class GeminiVerifier(Verifier):
+    name = "gemini"
+    metrics = grading.METRICS
+    is_async = True
+
+    def __init__(self, model_name: str = "gemini-2.5-flash", choice_of_metric: str | None = "overall_score",
+                 prompt_path: str | None = None, max_side: int = 768, image_format: str = "png",
+                 max_concurrency: int = 8, max_attempts: int = 4, timeout_s: float = 60.0, backoff_s: float = 1.0,
+                 max_backoff_s: float = 30.0, base_url: str | None = None, api_version: str = "v1beta",
+                 max_output_tokens: int | None = None, price_per_million_input_tokens: float = 0.0,
+                 price_per_million_output_tokens: float = 0.0, seed: int = 0):
+        super().__init__(choice_of_metric)
+        grading.check_image_args(max_side, image_format)
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise ValueError(f"verifier.max_concurrency must be a positive integer, got {max_concurrency!r}")
+        self.model_name, self.prompt_path, self.max_side, self.image_format = model_name, prompt_path, max_side, image_format
+        self.max_concurrency, self.base_url, self.api_version = max_concurrency, base_url, api_version
+        self.max_output_tokens = max_output_tokens
+        self.policy = grading.RetryPolicy(max_attempts, timeout_s, backoff_s, max_backoff_s)
+        self.prices = (float(price_per_million_input_tokens), float(price_per_million_output_tokens))
+        self.template = grading.load_template(prompt_path)
+        self._rng = random.Random(seed)
+        self._client = self._slots = None
+
+    def check(self) -> None:
+        try:
+            import google.genai  # noqa: F401
+        except ImportError:
+            raise ImportError("verifier=gemini needs google-genai: pip install google-genai") from None
+        if not self._api_key():
+            raise ValueError("verifier=gemini needs an API key: set GEMINI_API_KEY (or GOOGLE_API_KEY) "
+                             "in the environment (keys are never read from configs or written to disk)")
+
+    def _api_key(self) -> str | None:
+        return next((os.environ[v] for v in KEY_VARS if os.environ.get(v)), None)
+
+    def setup(self) -> None:
+        self.check()
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        logging.getLogger("httpx2").setLevel(logging.WARNING)
+        self.run_async(self._open())
+
+    async def _open(self) -> None:
+        from google import genai
+        from google.genai import types
+
+        options = types.HttpOptions(api_version=self.api_version, base_url=self.base_url or None)
+        self._client = genai.Client(api_key=self._api_key(), http_options=options)
+        self._slots = asyncio.Semaphore(self.max_concurrency)
+
+    async def ascore(self, prompts, images):
+        if self._client is None:
+            await self._open()
+        return list(await asyncio.gather(*(self._grade(p, img) for p, img in zip(prompts, images))))
+
+    async def _grade(self, prompt: str, image) -> Verdict:
+        from google.genai import types
+
+        data, mime = grading.encode_image(image, self.max_side, self.image_format)
+        contents = [types.Part.from_bytes(data=data, mime_type=mime), grading.fill_template(self.template, prompt)]
+        config = types.GenerateContentConfig(response_mime_type="application/json", response_schema=grading.Grades,
+                                             max_output_tokens=self.max_output_tokens)
+        usage = [Usage()]
+
+        async def attempt():
+            usage[0] = usage[0].add(Usage(requests=1))
+            response = await self._client.aio.models.generate_content(
+                model=self.model_name, contents=contents, config=config)
+            meta = response.usage_metadata
+            if meta is not None:
+                usage[0] = usage[0].add(Usage(input_tokens=meta.prompt_token_count or 0,
+                                              output_tokens=meta.candidates_token_count or 0))
+            return grading.parse_grades(_answer_text(response))
+
+        grades, reasons = await grading.with_retries(attempt, self.policy, self._rng, self._slots)
+        spent = grading.cost(usage[0], *self.prices)
+        if grades is None:
+            return Verdict(error=grading.failure_reason(reasons, self.policy.max_attempts), usage=spent)
+        return Verdict(scores=grades.to_scores(), usage=spent)
+
+
+def _answer_text(response) -> str:
+    """The answer's text, or AnswerError naming why there is none (blocked, no candidate, cut short)."""
+    feedback = getattr(response, "prompt_feedback", None)
+    if feedback is not None and getattr(feedback, "block_reason", None):
+        raise grading.AnswerError(f"blocked by safety filters: {_enum_name(feedback.block_reason)}")
+    candidates = response.candidates or []
+    if not candidates:
+        raise grading.AnswerError("no candidate in the answer")
+    reason = _enum_name(getattr(candidates[0], "finish_reason", None))
+    parts = getattr(candidates[0].content, "parts", None) or []
+    text = "".join(p.text for p in parts if getattr(p, "text", None))
+    if reason in ("SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY", "RECITATION"):
+        raise grading.AnswerError(f"blocked by safety filters: finish_reason {reason}")
+    if not text and reason == "MAX_TOKENS":
+        raise grading.AnswerError("answer cut off at max_output_tokens")
+    return text
+
+
+def _enum_name(value) -> str | None:
+    return None if value is None else getattr(value, "name", str(value))
+

@@ -1,0 +1,230 @@
+"""What the grader verifiers (Gemini, OpenAI, Qwen2.5-VL) share: the answer schema, the grading prompt
+template, image encoding, and the retry policy for API calls.
+
+The schema follows the reference project (FIELD-NOTES section 1) and the paper's LLM grader
+(Ma et al. 2025, Sec. 4): six metrics, each an integer 0-10 with a short explanation written
+*before* the score, so the score is conditioned on the reasoning and not the other way round.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import email.utils
+import io
+import json
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Awaitable, Callable
+
+from PIL import Image
+from pydantic import BaseModel, Field, ValidationError
+
+from ..records import MetricScore, Usage
+
+log = logging.getLogger(__name__)
+
+METRICS = ("accuracy_to_prompt", "creativity_and_originality", "visual_quality_and_realism",
+           "consistency_and_cohesion", "emotional_or_thematic_resonance", "overall_score")
+TEMPLATE_NAME = "grading_prompt.txt"
+PROMPT_SLOT = "{prompt}"
+
+
+class MetricGrade(BaseModel):
+    explanation: str
+    score: int = Field(ge=0, le=10)
+
+
+class Grades(BaseModel):
+    """The structured answer every grader must give (property order: explanation before score)."""
+
+    accuracy_to_prompt: MetricGrade
+    creativity_and_originality: MetricGrade
+    visual_quality_and_realism: MetricGrade
+    consistency_and_cohesion: MetricGrade
+    emotional_or_thematic_resonance: MetricGrade
+    overall_score: MetricGrade
+
+    def to_scores(self) -> dict[str, MetricScore]:
+        return {m: MetricScore(explanation=getattr(self, m).explanation, score=float(getattr(self, m).score))
+                for m in METRICS}
+
+
+class AnswerError(Exception):
+    """The grader answered, but not usefully (malformed JSON, schema violation, blocked, empty)."""
+
+
+class FatalRequestError(Exception):
+    """A request that retrying cannot fix (bad key, unknown model, bad request)."""
+
+
+def parse_grades(text: str | None) -> Grades:
+    """Validate the grader's JSON text against :class:`Grades` (bounds included); AnswerError otherwise."""
+    if not text or not text.strip():
+        raise AnswerError("empty answer")
+    try:
+        return Grades.model_validate_json(text)
+    except ValidationError as e:
+        try:
+            json.loads(text)
+        except json.JSONDecodeError:
+            raise AnswerError(f"malformed JSON: {text[:80]!r}") from None
+        raise AnswerError(f"answer breaks the schema: {e.errors()[0]['loc']} {e.errors()[0]['msg']}") from None
+
+
+# ---------------------------------------------------------------------------------------------- template
+
+def templates_dir() -> Path:
+    """The shipped grading templates: ``tts/verifiers_templates`` in a wheel, the checkout's ``verifiers/``."""
+    here = Path(__file__).resolve().parents[1]
+    for candidate in (here / "verifiers_templates", here.parent / "verifiers"):
+        if (candidate / TEMPLATE_NAME).exists():
+            return candidate
+    raise FileNotFoundError(f"grading template {TEMPLATE_NAME} not found (expected verifiers/ in the checkout)")
+
+
+def load_template(prompt_path: str | None) -> str:
+    """Read a grading template; it must contain ``{prompt}`` where the image's prompt goes."""
+    path = Path(prompt_path).expanduser() if prompt_path else templates_dir() / TEMPLATE_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"verifier.prompt_path {str(path)!r} does not exist "
+                                f"(the shipped template is verifiers/{TEMPLATE_NAME})")
+    text = path.read_text()
+    if PROMPT_SLOT not in text:
+        raise ValueError(f"grading template {path} has no {PROMPT_SLOT} placeholder for the image's prompt")
+    return text
+
+
+def fill_template(template: str, prompt: str) -> str:
+    return template.replace(PROMPT_SLOT, prompt)
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+def encode_image(image: Image.Image, max_side: int, image_format: str, quality: int = 90) -> tuple[bytes, str]:
+    """Downscale so the longer side is at most ``max_side`` (never upscale) and encode; (bytes, mime type)."""
+    image = image.convert("RGB")
+    if max(image.size) > max_side:
+        scale = max_side / max(image.size)
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                             Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    if image_format == "jpeg":
+        image.save(buf, format="JPEG", quality=quality)
+        return buf.getvalue(), "image/jpeg"
+    image.save(buf, format="PNG")
+    return buf.getvalue(), "image/png"
+
+
+def check_image_args(max_side, image_format) -> None:
+    if isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 16:
+        raise ValueError(f"verifier.max_side must be an integer >= 16 (pixels), got {max_side!r}")
+    if image_format not in ("png", "jpeg"):
+        raise ValueError(f"verifier.image_format must be 'png' or 'jpeg', got {image_format!r}")
+
+
+# ---------------------------------------------------------------------------------------------- retries
+
+@dataclasses.dataclass
+class RetryPolicy:
+    """Per-request timeout; exponential backoff with jitter on 429 / 5xx / timeouts / dropped connections
+    and unusable answers; a server's Retry-After (or retry-after-ms) wins over the computed delay."""
+
+    max_attempts: int = 4
+    timeout_s: float = 60.0
+    backoff_s: float = 1.0
+    max_backoff_s: float = 30.0
+
+    def __post_init__(self):
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+            raise ValueError(f"verifier.max_attempts must be a positive integer, got {self.max_attempts!r}")
+        for name in ("timeout_s", "backoff_s", "max_backoff_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
+                    name == "timeout_s" and value == 0):
+                raise ValueError(f"verifier.{name} must be a positive number of seconds, got {value!r}")
+
+    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.max_backoff_s * 4)
+        return min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)) * (0.5 + rng.random() / 2)
+
+
+def retry_after_seconds(headers) -> float | None:
+    """Seconds a server asked us to wait: ``retry-after-ms``, ``Retry-After`` in seconds or as an HTTP date."""
+    if not headers:
+        return None
+    try:
+        if headers.get("retry-after-ms"):
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def classify(exc: BaseException) -> tuple[bool, str, float | None]:
+    """(retryable, reason, retry_after) for an exception raised by an API client or by answer parsing."""
+    if isinstance(exc, AnswerError):
+        return True, str(exc), None
+    if isinstance(exc, FatalRequestError):
+        return False, str(exc), None
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return True, "timed out", None
+    status = getattr(exc, "status_code", None) or getattr(exc, "code", None)
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if isinstance(status, int):
+        reason = f"HTTP {status}: {str(exc)[:160]}"
+        if status == 429 or status == 408 or status >= 500:
+            return True, reason, retry_after_seconds(headers)
+        return False, reason, None
+    name = type(exc).__name__.lower()
+    module = type(exc).__module__
+    if (isinstance(exc, (ConnectionError, OSError)) or "connection" in name or "timeout" in name
+            or module.startswith(("httpx", "httpcore", "aiohttp", "h11"))):
+        return True, f"connection error: {type(exc).__name__}: {str(exc)[:120]}", None
+    return False, f"{type(exc).__name__}: {str(exc)[:160]}", None
+
+
+async def with_retries(attempt_fn: Callable[[], Awaitable], policy: RetryPolicy, rng: random.Random,
+                       slots: asyncio.Semaphore):
+    """Call ``attempt_fn`` until it returns, a fatal error, or ``max_attempts``; (result or None, reasons).
+
+    Each attempt holds one of ``slots`` (requests in flight) only while it runs, not while backing off.
+    """
+    reasons: list[str] = []
+    for attempt in range(1, policy.max_attempts + 1):
+        try:
+            async with slots:
+                return await asyncio.wait_for(attempt_fn(), policy.timeout_s), reasons
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - every failure is classified and recorded
+            retryable, reason, retry_after = classify(e)
+            reasons.append(reason)
+            if not retryable or attempt == policy.max_attempts:
+                break
+            wait = policy.delay(attempt, retry_after, rng)
+            log.info("attempt %d failed (%s); retrying in %.2f s", attempt, reason, wait)
+            await asyncio.sleep(wait)
+    return None, reasons
+
+
+def failure_reason(reasons: list[str], max_attempts: int) -> str:
+    tries = len(reasons)
+    last = reasons[-1] if reasons else "unknown error"
+    return f"{last} (after {tries} attempt{'s' if tries != 1 else ''}" + (
+        f" of {max_attempts})" if tries < max_attempts else ")")
+
+
+def cost(usage: Usage, price_in: float, price_out: float) -> Usage:
+    """Fill in ``cost_usd`` from prices per million input / output tokens."""
+    return usage.model_copy(update={"cost_usd": (usage.input_tokens * price_in + usage.output_tokens * price_out) / 1e6})
