@@ -118,3 +118,41 @@ def test_mean_rank_and_zscore_arithmetic():
         EnsembleVerifier([Fixed("a", [])])
     with pytest.raises(ValueError, match="weights"):
         EnsembleVerifier([Fixed("a", []), Fixed("b", [])], weights=[1])
+
+
+@pytest.fixture(scope="module")
+def qwen_dir(tmp_path_factory):
+    from twins import save_qwen
+
+    return save_qwen(tmp_path_factory.mktemp("qwen"))
+
+
+def test_qwen_grades_with_outlines_structured_json(qwen_dir, tmp_path):
+    from tts.verifiers import grading
+
+    run_tts(["verifier=qwen", f"verifier.model_name={qwen_dir}", "verifier.max_new_tokens=700",
+             "verifier.max_explanation_chars=12", "verifier.max_side=64", *STEPS], tmp_path)
+    records = read_manifest(tmp_path)
+    assert len(records) == 6 and all(r.status == "ok" for r in records), [r.error for r in records]
+    for r in records:
+        assert set(r.scores["qwen"]) == set(grading.METRICS)
+        assert all(s.score in range(11) and len(s.explanation) <= 12 for s in r.scores["qwen"].values())
+        assert r.score == r.scores["qwen"]["overall_score"].score
+
+
+def test_qwen_answer_cut_off_is_recorded_as_failed_with_the_reason(qwen_dir, tmp_path):
+    run_tts(["verifier=qwen", f"verifier.model_name={qwen_dir}", "verifier.max_new_tokens=20",
+             "verifier.max_side=64", "pipeline.num_inference_steps=2", "search.rounds=1"], tmp_path)
+    records = read_manifest(tmp_path)
+    assert records and all(r.status == "failed" and "malformed JSON" in r.error and "max_new_tokens=20" in r.error
+                           for r in records)
+
+
+def test_a_users_own_verifier_yaml_through_hydras_search_path(tmp_path):
+    (tmp_path / "my_configs" / "verifier").mkdir(parents=True)
+    (tmp_path / "my_configs" / "verifier" / "sharp.yaml").write_text(
+        "_target_: verifiers.example_custom.Sharpness\nchoice_of_metric: sharpness\nscale: 2.0\n")
+    run_tts([f"hydra.searchpath=[file://{tmp_path / 'my_configs'}]", "verifier=sharp", *STEPS], tmp_path / "run")
+    records = read_manifest(tmp_path / "run")
+    assert records and all(r.status == "ok" and set(r.scores["sharpness"]) == {"sharpness", "colourfulness"}
+                           for r in records)

@@ -109,12 +109,12 @@ def test_generation_overlaps_a_slow_async_verifier(tmp_path, monkeypatch):
     monkeypatch.setattr(generate.Generator, "generate", timed)
     SlowAsyncVerifier.intervals.clear()
     run_tts(["verifier._target_=tts_test_plugins.SlowAsyncVerifier", "+verifier.latency=0.6",
-             "~verifier.choice_of_metric", "pipeline.num_inference_steps=2", "search=random",
+             "~verifier.choice_of_metric", "pipeline.num_inference_steps=4", "search=random",
              "search.schedule=constant", "search.per_round=8", "search.rounds=1", "batch_size=2"], tmp_path)
     verify = SlowAsyncVerifier.intervals
     assert len(verify) == 4 and len(gen_intervals) == 4
-    overlapping = [g for g in gen_intervals[1:] if any(v0 < g[0] < v1 for v0, v1 in verify)]
-    assert overlapping, "no batch was generated while an earlier batch was being verified"
+    overlapping = [g for g in gen_intervals[1:] if any(v0 < g[1] and g[0] < v1 for v0, v1 in verify)]
+    assert overlapping, f"no batch was generated while an earlier batch was being verified: {gen_intervals} {verify}"
     assert all(r.status == "ok" for r in read_manifest(tmp_path))
 
 
@@ -224,3 +224,29 @@ def test_prompt_sources(tmp_path):
     job = build_job(compose(["verifier=compressibility", "prompts=dataset", f"prompts.name={tmp_path / 'ds'}",
                              "prompts.column=caption"]), tmp_path)
     assert [p.text for p in job.prompts] == ["x y", "z"] and job.prompts[1].tags == {"n": 2}
+
+
+def test_random_search_generates_the_next_round_while_the_last_is_verified(tmp_path, monkeypatch):
+    from tts import generate
+
+    starts = []
+    original = generate.Generator.generate
+
+    def timed(self, prompt, lineages):
+        starts.append(time.perf_counter())
+        return original(self, prompt, lineages)
+
+    monkeypatch.setattr(generate.Generator, "generate", timed)
+    over = ["verifier._target_=tts_test_plugins.SlowAsyncVerifier", "+verifier.latency=1.0", "~verifier.choice_of_metric",
+            "pipeline.num_inference_steps=2", "batch_size=4"]
+    SlowAsyncVerifier.intervals.clear()
+    run_tts([*over, "search=random", "search.schedule=constant", "search.per_round=4", "search.rounds=3"],
+            tmp_path / "random")
+    first_verified = SlowAsyncVerifier.intervals[0][1]
+    assert starts[1] < first_verified  # round 2 was generated before round 1's scores came back
+    records = read_manifest(tmp_path / "random")
+    assert [r.round for r in sorted(records, key=lambda r: (r.round, r.index))] == [1] * 4 + [2] * 4 + [3] * 4
+    starts.clear()
+    SlowAsyncVerifier.intervals.clear()
+    run_tts([*over, "search=zero-order", "search.rounds=2", "search.num_neighbors=3"], tmp_path / "zo")  # round 1: one batch
+    assert starts[1] >= SlowAsyncVerifier.intervals[0][1]  # zero-order needs round 1's scores first

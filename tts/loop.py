@@ -84,23 +84,37 @@ def _resume_index(folder: rf.RunFolder):
 
 
 def search_prompt(job, folder, generator, pool, prompt_index, prompt, finished, failed) -> None:
-    """Run one prompt's search to the end, round by round."""
+    """Run one prompt's search to the end, round by round.
+
+    A strategy whose rounds do not depend on scores (``independent_rounds = True``, e.g. random search)
+    has its next round generated while the previous round is still being verified; otherwise each
+    round is told its scores before the next is asked for.
+    """
     phash = rf.prompt_hash(prompt.text)
     strategy = job.search_factory(seed_fn=lambda r, i, purpose: derive_seed(job.seed, phash, r, i, purpose))
-    nfe_total, round_ = 0.0, 0
-    bar = tqdm(desc=prompt.text[:40], unit="img", leave=False)
-    while noises := strategy.ask():
-        round_ += 1
-        records = run_round(job, folder, generator, pool, prompt_index, prompt, round_, noises, finished, failed, bar)
-        strategy.tell([Candidate(r.round, r.index, r.noise, r.score if r.status == "ok" else None, r)
-                       for r in records])
-        nfe_total += sum(r.nfe for r in records)
-        write_round_best(folder, job, prompt, round_, records, strategy.best, nfe_total)
+    ahead = getattr(strategy, "independent_rounds", False)
+    bar = tqdm(desc=prompt.text[:40], unit="img", leave=False, total=0)
+    in_flight: list[tuple[int, dict]] = []
+    nfe_total, round_, exhausted = 0.0, 0, False
+    while not exhausted or in_flight:
+        noises = [] if exhausted else strategy.ask()
+        exhausted = exhausted or not noises
+        if noises:
+            round_ += 1
+            in_flight.append((round_, start_round(job, folder, generator, pool, prompt_index, prompt, round_, noises,
+                                                  finished, failed, bar)))
+        if in_flight and (exhausted or not ahead or len(in_flight) > 1):
+            r, started = in_flight.pop(0)
+            records = finish_round(started, bar)
+            strategy.tell([Candidate(c.round, c.index, c.noise, c.score if c.status == "ok" else None, c)
+                           for c in records])
+            nfe_total += sum(c.nfe for c in records)
+            write_round_best(folder, job, prompt, r, records, strategy.best, nfe_total)
     bar.close()
 
 
-def run_round(job, folder, generator, pool, prompt_index, prompt, round_, noises, finished, failed, bar):
-    """Generate and verify one round's candidates (batched, overlapped); return their records in order."""
+def start_round(job, folder, generator, pool, prompt_index, prompt, round_, noises, finished, failed, bar) -> dict:
+    """Generate one round's missing candidates in batches, each batch handed to a verifier worker at once."""
     phash = rf.prompt_hash(prompt.text)
     done: dict[int, CandidateRecord] = {}
     todo: list[_Pending] = []
@@ -115,7 +129,7 @@ def run_round(job, folder, generator, pool, prompt_index, prompt, round_, noises
                                  old.timings.generate_s))
         else:
             regen.append((i, noise))
-    bar.reset(total=len(noises))
+    bar.total += len(noises)
     bar.update(len(done))
     futures = [pool.submit(verify_and_record, job, folder, todo[k:k + job.batch_size])
                for k in range(0, len(todo), job.batch_size)]
@@ -123,11 +137,17 @@ def run_round(job, folder, generator, pool, prompt_index, prompt, round_, noises
         batch = regen[k:k + job.batch_size]
         pending = generate_batch(generator, folder, prompt_index, prompt, round_, batch)
         futures.append(pool.submit(verify_and_record, job, folder, pending))
-    for fut in futures:
+    return {"done": done, "futures": futures, "n": len(noises)}
+
+
+def finish_round(started: dict, bar) -> list[CandidateRecord]:
+    """Wait for a round's verifications; its records in candidate order."""
+    done = started["done"]
+    for fut in started["futures"]:
         for rec in fut.result():
             done[rec.index] = rec
             bar.update(1)
-    return [done[i] for i in range(len(noises))]
+    return [done[i] for i in range(started["n"])]
 
 
 def generate_batch(generator: Generator, folder, prompt_index, prompt, round_, batch) -> list[_Pending]:

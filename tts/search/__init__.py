@@ -7,7 +7,10 @@ the strategy never touches a global RNG. Then, round after round:
 * ``ask() -> list[dict]``: the noise lineages (tts.noise) to generate this round; ``[]`` when done;
 * ``tell(candidates: list[Candidate])``: the same candidates, in order, with their scores
   (``score is None`` for a candidate whose verification failed);
-* ``best``: the best candidate seen so far (the global best, across rounds and restarts).
+* ``best``: the best candidate seen so far (the global best, across rounds and restarts);
+* ``independent_rounds`` (optional, default False): True when ``ask()`` never depends on ``tell()``
+  (random search), so the loop generates the next round while the previous one is being verified;
+  ``tell()`` still receives the rounds in order.
 
 Strategies that act inside the denoising loop (search over paths, particle resampling) will
 return richer lineages (a trajectory with branch points) from ``ask()``; the generator, not the

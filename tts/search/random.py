@@ -13,6 +13,9 @@ SCHEDULES = ("exponential", "constant")
 
 
 class RandomSearch:
+    #: ask() never depends on tell(): the loop may generate round r+1 while round r is verified.
+    independent_rounds = True
+
     def __init__(self, seed_fn: SeedFn, rounds: int = 4, schedule: str = "exponential", base: int = 2,
                  per_round: int = 4):
         self.rounds = check_positive_int("search.rounds", rounds)

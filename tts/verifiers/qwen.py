@@ -1,0 +1,151 @@
+"""Qwen2.5-VL as a local six-metric grader (the reference project's open VLM verifier; Ma et al.
+2025, Sec. 4), through transformers, with outlines constraining decoding to the grading JSON schema.
+
+The same grading template and schema as the API verifiers; the integer scores are a ``Literal`` of
+0-10 and explanations are bounded in length, because outlines does not enforce numeric bounds and a
+truncated answer at ``max_new_tokens`` does not raise (FIELD-NOTES section 5); every answer is
+validated again with :func:`grading.parse_grades`. One batched ``generate`` per verification batch,
+greedy. Loading: ``Qwen2_5_VLForConditionalGeneration.from_pretrained`` plus the checkpoint's
+tokenizer and PIL image processor in an image-only processor (no video processor, so no torchvision).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from pydantic import BaseModel, Field, create_model
+
+from . import grading
+from .base import Verdict, Verifier
+
+log = logging.getLogger(__name__)
+Score = Literal[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+
+
+class QwenVerifier(Verifier):
+    name = "qwen"
+    metrics = grading.METRICS
+
+    def __init__(self, model_name: str = "Qwen/Qwen2.5-VL-7B-Instruct", choice_of_metric: str | None = "overall_score",
+                 prompt_path: str | None = None, max_new_tokens: int = 1024, max_explanation_chars: int = 300,
+                 max_side: int = 512, device: str = "auto", dtype: str = "auto", load_in_4bit: bool = False,
+                 attn_implementation: str | None = None):
+        super().__init__(choice_of_metric)
+        grading.check_image_args(max_side, "png")
+        for key, value in (("max_new_tokens", max_new_tokens), ("max_explanation_chars", max_explanation_chars)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"verifier.{key} must be a positive integer, got {value!r}")
+        if dtype not in ("auto", "fp32", "fp16", "bf16"):
+            raise ValueError(f"verifier.dtype must be auto, fp32, fp16 or bf16; got {dtype!r}")
+        self.model_name, self.max_new_tokens, self.max_side = model_name, max_new_tokens, max_side
+        self.max_explanation_chars, self.device, self.dtype = max_explanation_chars, device, dtype
+        self.load_in_4bit, self.attn_implementation = load_in_4bit, attn_implementation
+        self.template = grading.load_template(prompt_path)
+        self._generator = None
+
+    def check(self) -> None:
+        for module, hint in (("outlines", "pip install outlines"), ("transformers", "pip install transformers")):
+            try:
+                __import__(module)
+            except ImportError:
+                raise ImportError(f"verifier=qwen needs {module}: {hint}") from None
+        if self.load_in_4bit:
+            import torch
+
+            try:
+                import bitsandbytes  # noqa: F401
+            except ImportError:
+                raise ImportError("verifier.load_in_4bit=true needs bitsandbytes: pip install 'tts[quant]'") from None
+            if not torch.cuda.is_available():
+                raise ValueError("verifier.load_in_4bit=true needs a CUDA GPU (bitsandbytes NF4)")
+
+    def setup(self) -> None:
+        import outlines
+        import torch
+        from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else torch.device(self.device)
+        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(
+            self.dtype, torch.bfloat16 if device.type == "cuda" else torch.float32)
+        kwargs = {"dtype": dtype}
+        if self.attn_implementation:
+            kwargs["attn_implementation"] = self.attn_implementation
+        if self.load_in_4bit:
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                               bnb_4bit_compute_dtype=dtype)
+            kwargs["device_map"] = {"": device.index or 0}
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(self.model_name, **kwargs).eval()
+        if not self.load_in_4bit:
+            model = model.to(device)
+        tokenizer = AutoTokenizer.from_pretrained(self.model_name)
+        processor = image_only_processor(_image_processor(self.model_name), tokenizer)
+        self._generator = outlines.Generator(outlines.from_transformers(model, processor), self._answer_model())
+
+    def _answer_model(self) -> type[BaseModel]:
+        grade = create_model("MetricGrade", explanation=(str, Field(max_length=self.max_explanation_chars)),
+                             score=(Score, ...))
+        return create_model("Grades", **{m: (grade, ...) for m in grading.METRICS})
+
+    def score(self, prompts, images):
+        import outlines
+
+        chats = [outlines.inputs.Chat([{"role": "user", "content": [
+            {"type": "image", "image": outlines.inputs.Image(_with_format(img, self.max_side))},
+            {"type": "text", "text": grading.fill_template(self.template, prompt)}]}])
+            for prompt, img in zip(prompts, images)]
+        answers = self._generator.batch(chats, max_new_tokens=self.max_new_tokens, do_sample=False)
+        out = []
+        for text in answers:
+            try:
+                out.append(Verdict(scores=grading.parse_grades(text).to_scores()))
+            except grading.AnswerError as e:
+                out.append(Verdict(error=f"{e} (max_new_tokens={self.max_new_tokens})"))
+        return out
+
+
+def _with_format(image, max_side: int):
+    """Downscaled and round-tripped through PNG bytes: outlines needs a PIL image that knows its format."""
+    import io
+
+    from PIL import Image
+
+    data, _ = grading.encode_image(image, max_side, "png")
+    return Image.open(io.BytesIO(data))
+
+
+def _image_processor(model_name: str):
+    try:
+        from transformers import Qwen2VLImageProcessorPil as cls
+    except ImportError:  # older transformers: the slow processor is PIL-based
+        from transformers import Qwen2VLImageProcessor as cls
+    return cls.from_pretrained(model_name)
+
+
+def image_only_processor(image_processor, tokenizer):
+    """Qwen2_5_VLProcessor without a video processor (the stock one insists on it, and it needs torchvision)."""
+    from transformers import Qwen2_5_VLProcessor
+
+    class ImageOnlyQwenProcessor(Qwen2_5_VLProcessor):
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            super().__init__(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
+                             chat_template=chat_template, **kwargs)
+
+    return ImageOnlyQwenProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                  chat_template=tokenizer.chat_template or _processor_chat_template(tokenizer))
+
+
+def _processor_chat_template(tokenizer) -> str:
+    """The checkpoint's processor-level chat template (chat_template.jinja or chat_template.json)."""
+    import json
+
+    from transformers.utils import cached_file
+
+    name = tokenizer.name_or_path
+    for filename in ("chat_template.jinja", "chat_template.json"):
+        path = cached_file(name, filename, _raise_exceptions_for_missing_entries=False)
+        if path:
+            text = open(path).read()
+            return json.loads(text)["chat_template"] if filename.endswith(".json") else text
+    raise ValueError(f"{name} has no chat template (tokenizer_config.json, chat_template.jinja or .json)")
