@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from conftest import run_tts
-from tts.loopback import OUTPUT_TOKENS, LoopbackGrader, score_image
+from tts.loopback import LoopbackGrader, score_image
 from tts.runfolder import read_manifest
 from tts.verifiers import grading
 

@@ -23,7 +23,7 @@ from .noise import derive_seed
 from .pipelines import PipelineSpec
 from .prompts import Prompt
 from .records import CandidateRecord, RoundBest, ScoreSummary, Timings, Usage
-from .search import Candidate
+from .search import Candidate, SearchContext
 from .verifiers.base import Verdict, Verifier, as_verdict
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,9 @@ def search_prompt(job, folder, generator, pool, prompt_index, prompt, finished, 
     round is told its scores before the next is asked for.
     """
     phash = rf.prompt_hash(prompt.text)
-    strategy = job.search_factory(seed_fn=lambda r, i, purpose: derive_seed(job.seed, phash, r, i, purpose))
+    context = SearchContext(prompt.text, prompt_index, phash, folder.root, tuple(generator.latent_shape))
+    strategy = job.search_factory(seed_fn=lambda r, i, purpose: derive_seed(job.seed, phash, r, i, purpose),
+                                  context=context)
     ahead = getattr(strategy, "independent_rounds", False)
     bar = tqdm(desc=prompt.text[:40], unit="img", leave=False, total=0)
     in_flight: list[tuple[int, dict]] = []

@@ -85,7 +85,8 @@ def env_secrets() -> tuple[str, ...]:
 OPERATIONAL_KEYS = frozenset({
     "device", "base_url", "api_version", "max_concurrency", "max_attempts", "timeout_s", "backoff_s", "max_backoff_s",
     "price_per_million_input_tokens", "price_per_million_output_tokens", "cpu_offload", "compile",
-    "attention_slicing", "vae_tiling", "vae_slicing", "tf32", "interface", "port", "host", "open_browser"})
+    "attention_slicing", "vae_tiling", "vae_slicing", "tf32", "interface", "port", "host", "open_browser", "script",
+    "simulate_top_k", "simulate_noise"})
 
 
 def _identity(node):
@@ -93,6 +94,18 @@ def _identity(node):
     if isinstance(node, dict):
         return {k: _identity(v) for k, v in node.items() if k not in OPERATIONAL_KEYS}
     return node
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line under ``flock`` in a single write, then fsync (safe with several writers)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, (line.rstrip("\n") + "\n").encode())
+        os.fsync(fd)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 class RunFolderMismatch(RuntimeError):
@@ -126,15 +139,7 @@ class RunFolder:
         atomic_write_json(path, config)
 
     def append(self, record: CandidateRecord) -> None:
-        line = (record.model_dump_json() + "\n").encode()
-        fd = os.open(self.manifest, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+        append_line(self.manifest, record.model_dump_json())
 
     def records(self) -> list[CandidateRecord]:
         """Every record in the manifest (a torn last line from a killed writer is skipped)."""

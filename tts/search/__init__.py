@@ -1,8 +1,10 @@
 """Search strategies: one file each, all with the same ask/tell interface.
 
-A strategy is built once per prompt as ``factory(seed_fn=...)`` (Hydra ``_partial_: true``), where
-``seed_fn(round, index, purpose) -> int`` derives every seed from the run seed and the prompt, so
-the strategy never touches a global RNG. Then, round after round:
+A strategy is built once per prompt as ``factory(seed_fn=..., context=...)`` (Hydra ``_partial_: true``),
+where ``seed_fn(round, index, purpose) -> int`` derives every seed from the run seed and the prompt, so
+the strategy never touches a global RNG, and ``context`` (:class:`SearchContext`: the prompt, the run
+folder, the latent shape; None when a config is only being validated) tells it where it runs. Then,
+round after round:
 
 * ``ask() -> list[dict]``: the noise lineages (tts.noise) to generate this round; ``[]`` when done;
 * ``tell(candidates: list[Candidate])``: the same candidates, in order, with their scores
@@ -20,9 +22,21 @@ strategy's ``tell()`` asks its front-end which candidates the person prefers.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, Callable
 
 SeedFn = Callable[[int, int, str], int]
+
+
+@dataclasses.dataclass
+class SearchContext:
+    """Where a strategy runs: its prompt, the run folder, and the pipeline's latent shape."""
+
+    prompt: str
+    prompt_index: int
+    prompt_hash: str
+    run_dir: Path
+    latent_shape: tuple[int, ...]
 
 
 @dataclasses.dataclass

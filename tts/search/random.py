@@ -7,7 +7,7 @@ The global best is kept across rounds.
 from __future__ import annotations
 
 from ..noise import fresh
-from . import Candidate, SeedFn, check_positive_int
+from . import Candidate, SearchContext, SeedFn, check_positive_int
 
 SCHEDULES = ("exponential", "constant")
 
@@ -16,7 +16,7 @@ class RandomSearch:
     #: ask() never depends on tell(): the loop may generate round r+1 while round r is verified.
     independent_rounds = True
 
-    def __init__(self, seed_fn: SeedFn, rounds: int = 4, schedule: str = "exponential", base: int = 2,
+    def __init__(self, seed_fn: SeedFn, context: SearchContext | None = None, rounds: int = 4, schedule: str = "exponential", base: int = 2,
                  per_round: int = 4):
         self.rounds = check_positive_int("search.rounds", rounds)
         if schedule not in SCHEDULES:

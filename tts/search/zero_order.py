@@ -8,11 +8,11 @@ The pivot is never regenerated or re-scored, and the global best survives restar
 from __future__ import annotations
 
 from ..noise import fresh, neighbor
-from . import Candidate, SeedFn, check_positive_int
+from . import Candidate, SearchContext, SeedFn, check_positive_int
 
 
 class ZeroOrderSearch:
-    def __init__(self, seed_fn: SeedFn, rounds: int = 4, num_neighbors: int = 4, threshold: float = 0.95):
+    def __init__(self, seed_fn: SeedFn, context: SearchContext | None = None, rounds: int = 4, num_neighbors: int = 4, threshold: float = 0.95):
         self.rounds = check_positive_int("search.rounds", rounds)
         self.num_neighbors = check_positive_int("search.num_neighbors", num_neighbors)
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:

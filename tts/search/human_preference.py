@@ -1,0 +1,184 @@
+"""Human-preference search: a person steers the noise search; a value model learned from their choices
+screens the proposals they are shown.
+
+Round 1 shows ``per_round`` fresh noises. Each later round shows proposals near the person's latest
+favourites (neighbours at an angle ``step`` from them, exactly as zero-order search steps; Ma et al.
+2025, Sec. 3.2) plus ``explore`` share of fresh noises. The step shrinks by ``shrink`` when the person
+picks a proposal near their favourites (choices agree) and grows back, up to ``step_degrees``, when
+they pick an exploration noise or reject all. Proposals are screened by a value model: kernel ridge
+regression (Gaussian-process mean with a linear kernel) on the candidates' initial noises, fitted to
+every choice so far (picked = 1, ranked picks 1, 0.9, ..., shown and not picked = 0); from
+``pool_factor`` times as many proposals as are shown, those it predicts the person will like most are
+shown. Why ridge on the noise: a session has tens of labels, so a closed-form, tuning-free linear
+model is what the data supports; proposals all lie within ``step`` of the favourites (a trust radius
+where a linear model is a fair local fit); and it is the model of the human-feedback references
+(FIELD-NOTES section 3). Features are the noises themselves, at the pipeline's latent shape.
+
+The front-end (``interface``: terminal, web, scripted) only shows and answers; every answer is appended
+to ``feedback.jsonl`` in the run folder. A rerun of the folder replays logged answers (rebuilding the
+value model and step size exactly) and asks the person again from the first round without one; a
+stop on its own is not replayed, so a stopped session continues where it stopped.
+"""
+from __future__ import annotations
+
+import datetime
+import difflib
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from ..noise import fresh, make_noise, neighbor
+from . import Candidate, SearchContext, SeedFn, check_positive_int
+from .frontends import INTERFACES, Choice, ShownItem, get_frontend
+
+FEEDBACK = "feedback.jsonl"
+FEEDBACK_SCHEMA_VERSION = 1
+
+
+class HumanPreferenceSearch:
+    independent_rounds = False
+
+    def __init__(self, seed_fn: SeedFn, context: SearchContext | None = None, rounds: int = 20, per_round: int = 8,
+                 explore: float = 0.25, step_degrees: float = 30.0, min_step_degrees: float = 5.0, shrink: float = 0.7,
+                 pool_factor: int = 4, ridge_alpha: float = 1.0, interface: str = "terminal", host: str = "127.0.0.1",
+                 port: int = 8787, open_browser: bool = False, inline_images: str = "auto", script: str | None = None,
+                 simulate_top_k: int | None = None, simulate_noise: float = 0.0):
+        self.rounds = check_positive_int("search.rounds", rounds)
+        self.per_round = check_positive_int("search.per_round", per_round)
+        self.pool_factor = check_positive_int("search.pool_factor", pool_factor)
+        _check_range("search.explore", explore, 0.0, 1.0, hi_open=True)
+        _check_range("search.step_degrees", step_degrees, 0.0, 90.0, lo_open=True, hi_open=True)
+        _check_range("search.min_step_degrees", min_step_degrees, 0.0, step_degrees, lo_open=True)
+        _check_range("search.shrink", shrink, 0.0, 1.0, lo_open=True)
+        _check_range("search.ridge_alpha", ridge_alpha, 0.0, math.inf, lo_open=True)
+        if interface not in INTERFACES:
+            close = difflib.get_close_matches(str(interface), INTERFACES, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"unknown search.interface {interface!r}{hint} choices: {', '.join(INTERFACES)}")
+        options = {"terminal": {"inline_images": inline_images},
+                   "web": {"host": host, "port": port, "open_browser": open_browser},
+                   "scripted": {"script": script, "simulate_top_k": simulate_top_k, "simulate_noise": simulate_noise}}
+        self.frontend = get_frontend(interface, **options[interface])
+        self.interface, self.seed_fn, self.context = interface, seed_fn, context
+        self.explore, self.max_step, self.min_step, self.shrink = explore, step_degrees, min_step_degrees, shrink
+        self.alpha, self.step = ridge_alpha, step_degrees
+        self.round, self.best, self.stopped = 0, None, False
+        self.anchors: list[dict] = []
+        self.features: list[torch.Tensor] = []
+        self.labels: list[float] = []
+        self.shown: list[tuple[dict, bool]] = []  # this round: (lineage, is exploration)
+        self.log = _read_log(context) if context else {}
+        if context is not None and hasattr(self.frontend, "start"):
+            self.frontend.start()  # the page is up (and its URL printed) before the first round is generated
+
+    # -- ask ---------------------------------------------------------------------------------------------
+    def ask(self) -> list[dict]:
+        """This round's noises: fresh at first; then screened neighbours of the favourites plus fresh ones."""
+        if self.stopped or self.round >= self.rounds:
+            self._finish()
+            return []
+        self.round += 1
+        if not self.anchors:
+            self.shown = [(fresh(self.seed_fn(self.round, i, "fresh")), True) for i in range(self.per_round)]
+            return [n for n, _ in self.shown]
+        n_explore = min(self.per_round - 1, math.ceil(self.explore * self.per_round)) if self.explore > 0 else 0
+        local = self._screen(self._proposals((self.per_round - n_explore) * self.pool_factor), self.per_round - n_explore)
+        explore = [fresh(self.seed_fn(self.round, k, "explore")) for k in range(n_explore)]
+        self.shown = [(n, False) for n in local] + [(n, True) for n in explore]
+        return [n for n, _ in self.shown]
+
+    def _proposals(self, count: int) -> list[dict]:
+        tau = math.cos(math.radians(self.step))
+        return [neighbor(self.anchors[k % len(self.anchors)], self.seed_fn(self.round, k, "proposal"), tau)
+                for k in range(count)]
+
+    def _screen(self, pool: list[dict], keep: int) -> list[dict]:
+        """The ``keep`` proposals the value model rates highest (all, in order, until it has both labels)."""
+        if len(set(self.labels)) < 2 or self.context is None:
+            return pool[:keep]
+        predicted = self._predict(torch.stack([self._feature(n) for n in pool]))
+        order = sorted(range(len(pool)), key=lambda i: (-float(predicted[i]), i))
+        return [pool[i] for i in order[:keep]]
+
+    def _feature(self, lineage: dict) -> torch.Tensor:
+        x = make_noise(lineage, self.context.latent_shape).flatten().double()
+        return x / x.norm()
+
+    def _predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Kernel ridge regression with a linear (cosine) kernel: k(x)^T (K + alpha I)^-1 (y - mean) + mean."""
+        train = torch.stack(self.features)
+        y = torch.tensor(self.labels, dtype=torch.float64)
+        mean = y.mean()
+        gram = train @ train.T + self.alpha * torch.eye(len(y), dtype=torch.float64)
+        weights = torch.linalg.solve(gram, y - mean)
+        return x @ train.T @ weights + mean
+
+    # -- tell --------------------------------------------------------------------------------------------
+    def tell(self, candidates: list[Candidate]) -> None:
+        """Get the person's choice (replayed from the log when there is one), learn from it, move the step."""
+        choice = self._logged_choice() or self._ask_person(candidates)
+        picked = [candidates[k - 1] for k in choice.picks]
+        for rank, c in enumerate(candidates):
+            self.features.append(self._feature(c.noise) if self.context else torch.zeros(1, dtype=torch.float64))
+            self.labels.append(max(0.1, 1.0 - 0.1 * choice.picks.index(rank + 1)) if rank + 1 in choice.picks else 0.0)
+        if picked:
+            near = any(not self.shown[c.index][1] for c in picked)
+            self.step = max(self.min_step, self.step * self.shrink) if near else min(self.max_step, self.step / self.shrink)
+            self.anchors = [c.noise for c in picked]
+            self.best = picked[0]
+        elif choice.action == "reject":
+            self.step = min(self.max_step, self.step / self.shrink)
+        if choice.stop:
+            self.stopped = True
+
+    def _logged_choice(self) -> Choice | None:
+        entry = self.log.get(self.round)
+        if entry is None or entry["action"] == "stop" and not entry["picks"]:
+            return None  # not answered yet, or a bare stop: ask again (a rerun continues a stopped session)
+        return Choice(list(entry["picks"]), entry["action"], False)
+
+    def _ask_person(self, candidates: list[Candidate]) -> Choice:
+        ctx = self.context
+        items = [ShownItem(number=k + 1, image=ctx.run_dir / c.record.image, seed=c.record.seed, score=c.score,
+                           metric=c.record.choice_of_metric, explore=self.shown[k][1])
+                 for k, c in enumerate(candidates)]
+        choice = self.frontend.present(self.round, ctx.prompt, items, ctx.run_dir)
+        entry = {"schema_version": FEEDBACK_SCHEMA_VERSION, "prompt": ctx.prompt, "prompt_hash": ctx.prompt_hash,
+                 "round": self.round, "interface": self.interface, "action": choice.action, "picks": choice.picks,
+                 "stop": choice.stop, "step_degrees": self.step, "labels_before": len(self.labels),
+                 "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                 "shown": [{"number": i.number, "image": i.image.name, "seed": i.seed, "score": i.score,
+                            "explore": i.explore} for i in items]}
+        from ..runfolder import append_line
+
+        append_line(ctx.run_dir / FEEDBACK, json.dumps(entry))
+        return choice
+
+    def _finish(self) -> None:
+        finish = getattr(self.frontend, "finish", None)
+        if finish is not None and self.context is not None:
+            finish()
+
+
+def _read_log(context: SearchContext) -> dict[int, dict]:
+    """This prompt's logged answers by round (the last answer of a round wins)."""
+    path = Path(context.run_dir) / FEEDBACK
+    out: dict[int, dict] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line from a killed writer
+            if entry.get("prompt_hash") == context.prompt_hash:
+                out[entry["round"]] = entry
+    return out
+
+
+def _check_range(name, value, lo, hi, lo_open=False, hi_open=False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if not ok:
+        raise ValueError(f"{name} must lie in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}, got {value!r}")
