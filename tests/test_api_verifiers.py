@@ -208,3 +208,18 @@ def test_grades_schema_puts_each_explanation_before_its_score():
     assert grading.parse_grades(ok).overall_score.score == 7
     with pytest.raises(grading.AnswerError, match="schema"):
         grading.parse_grades(ok.replace("7", "11"))  # bounds are checked, not trusted to the API
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_base_url_from_the_clients_own_environment_variable(protocol, monkeypatch):
+    from tts.verifiers.gemini import GeminiVerifier
+    from tts.verifiers.openai import OpenAIVerifier
+
+    with LoopbackGrader(api_key=KEY) as server:
+        var = "GOOGLE_GEMINI_BASE_URL" if protocol == "gemini" else "OPENAI_BASE_URL"
+        monkeypatch.setenv(var, base_url(server, protocol))
+        verifier = (GeminiVerifier if protocol == "gemini" else OpenAIVerifier)()  # no base_url in the config
+        verifier.setup()
+        [verdict] = verifier.score(["a red circle"], [Image.new("RGB", (32, 32), "red")])
+        verifier.close()
+        assert verdict.error is None and server.stats["requests"] == 1

@@ -19,5 +19,6 @@ def test_wheel_contains_configs_and_embedded_model(tmp_path):
     shipped = {p.relative_to(ROOT / "configs").as_posix() for p in (ROOT / "configs").rglob("*.yaml")}
     assert {f"tts/configs/{n}" for n in shipped} <= names
     assert "tts/assets/shapes-model/model_index.json" in names
+    assert "tts/verifiers_templates/grading_prompt.txt" in names  # the API / Qwen graders' default prompt
     assert any(n.startswith("tts/assets/shapes-model/unet/") and n.endswith(".safetensors") for n in names)
     assert not any(n.startswith(("outputs/", "tests/")) for n in names)
