@@ -59,6 +59,7 @@ def make_job(layout: list[str], verifier_overrides: list[str], run_dir: Path):
 
 def after_generation(job) -> None:
     """The reference project's order: generate a round's images, then verify them all (per round)."""
+    job.run_dir.mkdir(parents=True, exist_ok=True)
     generator = Generator(job.pipeline.load(), job.pipeline)
     job.verifier.setup()
     for prompt in job.prompts:

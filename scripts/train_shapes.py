@@ -49,11 +49,10 @@ def build_tokenizer():
                                    model_max_length=MAX_TOKENS)
 
 
-def build_models(width: int, tokenizer):
+def build_models(width: int, tokenizer, text_dim: int = 64):
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    text_dim = 64
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=text_dim, intermediate_size=2 * text_dim, num_hidden_layers=2,
         num_attention_heads=4, max_position_embeddings=MAX_TOKENS, pad_token_id=0, bos_token_id=0, eos_token_id=0))
@@ -78,14 +77,14 @@ def batch(seed: int, step: int, size: int, dropout: float):
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2), captions
 
 
-def export(out: pathlib.Path, unet, text_encoder, tokenizer, meta: dict):
+def export(out: pathlib.Path, unet, text_encoder, tokenizer, meta: dict, spacing: str = "leading"):
     """Write the pipeline in diffusers layout (atomically: a temp folder renamed over the old one)."""
     from diffusers import DDIMScheduler
 
     from tts.world.pipeline import ShapesPipeline
 
     scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=True,
-                              set_alpha_to_one=True, prediction_type="epsilon")
+                              set_alpha_to_one=True, prediction_type="epsilon", timestep_spacing=spacing)
     pipe = ShapesPipeline(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
     tmp = out.with_name(out.name + ".tmp")
     pipe.save_pretrained(tmp, safe_serialization=True)
@@ -109,6 +108,9 @@ def main(argv=None):
     p.add_argument("--minutes", type=float, default=55.0, help="stop after this much wall time in this run")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--width", type=int, default=32, help="UNet channels at the top level")
+    p.add_argument("--text-dim", type=int, default=64, help="text encoder width (2 layers)")
+    p.add_argument("--timestep-spacing", default="leading", choices=("leading", "trailing"),
+                   help="the exported DDIM scheduler's spacing (trailing starts sampling at t=999)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--min-lr-ratio", type=float, default=0.05, help="final learning rate as a share of --lr")
     p.add_argument("--dropout", type=float, default=0.1, help="caption dropout (for classifier-free guidance)")
@@ -124,7 +126,7 @@ def main(argv=None):
     from diffusers import DDPMScheduler
 
     tokenizer = build_tokenizer()
-    unet, text_encoder = build_models(args.width, tokenizer)
+    unet, text_encoder = build_models(args.width, tokenizer, args.text_dim)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
     ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
@@ -189,10 +191,10 @@ def save(args, step, unet, text_encoder, ema_unet, ema_text, opt, tokenizer, n_u
              "torch_rng": torch.get_rng_state()}
     torch.save(state, args.ckpt.with_suffix(".tmp"))
     os.replace(args.ckpt.with_suffix(".tmp"), args.ckpt)
-    meta = {"step": step, "seed": args.seed, "batch_size": args.batch_size, "width": args.width, "lr": args.lr, "min_lr_ratio": args.min_lr_ratio, "steps_planned": args.steps,
+    meta = {"step": step, "seed": args.seed, "batch_size": args.batch_size, "width": args.width, "text_dim": args.text_dim, "timestep_spacing": args.timestep_spacing, "lr": args.lr, "min_lr_ratio": args.min_lr_ratio, "steps_planned": args.steps,
             "caption_dropout": args.dropout, "ema": args.ema, "unet_params": n_unet, "text_encoder_params": n_text,
             "command": "python scripts/train_shapes.py " + " ".join(sys.argv[1:])}
-    export(args.out, ema_unet, ema_text, tokenizer, meta)
+    export(args.out, ema_unet, ema_text, tokenizer, meta, args.timestep_spacing)
 
 
 if __name__ == "__main__":

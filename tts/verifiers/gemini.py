@@ -34,8 +34,7 @@ class GeminiVerifier(Verifier):
                  price_per_million_output_tokens: float = 0.0, seed: int = 0):
         super().__init__(choice_of_metric)
         grading.check_image_args(max_side, image_format)
-        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
-            raise ValueError(f"verifier.max_concurrency must be a positive integer, got {max_concurrency!r}")
+        grading.check_concurrency(max_concurrency)
         self.model_name, self.prompt_path, self.max_side, self.image_format = model_name, prompt_path, max_side, image_format
         self.max_concurrency, self.base_url, self.api_version = max_concurrency, base_url, api_version
         self.max_output_tokens = max_output_tokens
@@ -96,10 +95,7 @@ class GeminiVerifier(Verifier):
             return grading.parse_grades(_answer_text(response))
 
         grades, reasons = await grading.with_retries(attempt, self.policy, self._rng, self._slots)
-        spent = grading.cost(usage[0], *self.prices)
-        if grades is None:
-            return Verdict(error=grading.failure_reason(reasons, self.policy.max_attempts), usage=spent)
-        return Verdict(scores=grades.to_scores(), usage=spent)
+        return grading.verdict(grades, reasons, usage[0], self.policy, self.prices)
 
 
 def _answer_text(response) -> str:

@@ -225,6 +225,21 @@ def failure_reason(reasons: list[str], max_attempts: int) -> str:
         f" of {max_attempts})" if tries < max_attempts else ")")
 
 
+def check_concurrency(max_concurrency) -> None:
+    if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
+        raise ValueError(f"verifier.max_concurrency must be a positive integer, got {max_concurrency!r}")
+
+
+def verdict(grades: Grades | None, reasons: list[str], usage: Usage, policy: RetryPolicy, prices: tuple[float, float]):
+    """The candidate's Verdict after its attempts: the grades, or the last reason it failed; usage priced."""
+    from .base import Verdict
+
+    spent = cost(usage, *prices)
+    if grades is None:
+        return Verdict(error=failure_reason(reasons, policy.max_attempts), usage=spent)
+    return Verdict(scores=grades.to_scores(), usage=spent)
+
+
 def cost(usage: Usage, price_in: float, price_out: float) -> Usage:
     """Fill in ``cost_usd`` from prices per million input / output tokens."""
     return usage.model_copy(update={"cost_usd": (usage.input_tokens * price_in + usage.output_tokens * price_out) / 1e6})

@@ -38,8 +38,7 @@ class OpenAIVerifier(Verifier):
                  price_per_million_output_tokens: float = 0.0, seed: int = 0):
         super().__init__(choice_of_metric)
         grading.check_image_args(max_side, image_format)
-        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
-            raise ValueError(f"verifier.max_concurrency must be a positive integer, got {max_concurrency!r}")
+        grading.check_concurrency(max_concurrency)
         if image_detail not in ("auto", "low", "high"):
             raise ValueError(f"verifier.image_detail must be auto, low or high, got {image_detail!r}")
         self.model_name, self.prompt_path, self.max_side, self.image_format = model_name, prompt_path, max_side, image_format
@@ -98,10 +97,7 @@ class OpenAIVerifier(Verifier):
             return grading.parse_grades(_answer_text(body))
 
         grades, reasons = await grading.with_retries(attempt, self.policy, self._rng, self._slots)
-        spent = grading.cost(usage[0], *self.prices)
-        if grades is None:
-            return Verdict(error=grading.failure_reason(reasons, self.policy.max_attempts), usage=spent)
-        return Verdict(scores=grades.to_scores(), usage=spent)
+        return grading.verdict(grades, reasons, usage[0], self.policy, self.prices)
 
 
 def _json_body(text: str) -> dict:
