@@ -95,14 +95,27 @@ class QwenVerifier(Verifier):
             {"type": "image", "image": outlines.inputs.Image(_with_format(img, self.max_side))},
             {"type": "text", "text": grading.fill_template(self.template, prompt)}]}])
             for prompt, img in zip(prompts, images)]
-        answers = self._generator.batch(chats, max_new_tokens=self.max_new_tokens, do_sample=False)
+        try:
+            answers = self._generator.batch(chats, max_new_tokens=self.max_new_tokens, do_sample=False)
+        except ValueError as e:  # outlines' batched guide can lose sync when rows end at different steps
+            log.info("batched structured generation failed (%s); generating one image at a time", e)
+            answers = [self._one(chat) for chat in chats]
         out = []
         for text in answers:
+            if isinstance(text, Exception):
+                out.append(Verdict(error=f"{type(text).__name__}: {text}"))
+                continue
             try:
                 out.append(Verdict(scores=grading.parse_grades(text).to_scores()))
             except grading.AnswerError as e:
                 out.append(Verdict(error=f"{e} (max_new_tokens={self.max_new_tokens})"))
         return out
+
+    def _one(self, chat):
+        try:
+            return self._generator(chat, max_new_tokens=self.max_new_tokens, do_sample=False)
+        except ValueError as e:
+            return e
 
 
 def _with_format(image, max_side: int):
