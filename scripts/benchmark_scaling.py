@@ -93,12 +93,13 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=3.0)
     p.add_argument("--model", default="tts://shapes-model")
+    p.add_argument("--device", default="cpu", help="where the model runs (cpu, cuda)")
     p.add_argument("--json", type=Path, default=None, help="also write raw results here")
     p.add_argument("--plot", type=Path, default=None, help="write the score-vs-NFE plot here (needs matplotlib)")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     spec = PipelineSpec(name="shapes", model_id=args.model, height=32, width=32, num_inference_steps=args.steps,
-                        guidance_scale=args.guidance, device="cpu")
+                        guidance_scale=args.guidance, device=args.device)
     gen = Generator(spec.load(), spec)
     prompts = subset(build(), args.prompts)
     ks = [k for k in (1, 2, 4, 8, 16, 32) if k <= args.max_k]
@@ -117,7 +118,7 @@ def main(argv=None):
     rows = tables(prompts, pools, ks, nfe)
     print(f"command: python scripts/benchmark_scaling.py {' '.join(argv if argv is not None else sys.argv[1:])}")
     print(f"{len(prompts)} prompts, {args.steps} DDIM steps, guidance {args.guidance}, {nfe:.0f} NFEs per candidate, "
-          f"{elapsed / 60:.1f} min on {torch.get_num_threads()} CPU threads\n")
+          f"{elapsed / 60:.1f} min on {args.device if args.device != 'cpu' else f'{torch.get_num_threads()} CPU threads'}\n")
     print("\n".join(rows["text"]))
     if args.json:
         args.json.write_text(json.dumps({"prompts": [p.text for p in prompts], "pools": pools, "nfe": nfe}))

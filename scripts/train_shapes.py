@@ -24,7 +24,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -49,9 +48,15 @@ def build_tokenizer():
                                    model_max_length=MAX_TOKENS)
 
 
-def build_models(width: int, tokenizer, text_dim: int = 64):
+def build_models(width: int, tokenizer, text_dim: int = 64, top_attention: bool = False, text_time: bool = False):
+    """The UNet and text encoder. ``top_attention`` adds cross-attention (only) at full resolution;
+    ``text_time`` adds the attention-pooled caption to the timestep embedding (diffusers'
+    ``addition_embed_type="text"``, as in unCLIP/Kandinsky), a global conditioning path beside cross-attention."""
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
+
+    top_down, top_up = ("CrossAttnDownBlock2D", "CrossAttnUpBlock2D") if top_attention else ("DownBlock2D", "UpBlock2D")
+    extra = {"addition_embed_type": "text", "addition_embed_type_num_heads": 4} if text_time else {}
 
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=text_dim, intermediate_size=2 * text_dim, num_hidden_layers=2,
@@ -59,9 +64,10 @@ def build_models(width: int, tokenizer, text_dim: int = 64):
     unet = UNet2DConditionModel(
         sample_size=RESOLUTION, in_channels=3, out_channels=3, layers_per_block=1,
         block_out_channels=(width, 2 * width, 2 * width),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=text_dim, attention_head_dim=8, norm_num_groups=16)
+        down_block_types=(top_down, "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", top_up),
+        only_cross_attention=(top_attention, False, False),
+        cross_attention_dim=text_dim, attention_head_dim=8, norm_num_groups=16, **extra)
     return unet, text_encoder
 
 
@@ -111,6 +117,11 @@ def main(argv=None):
     p.add_argument("--text-dim", type=int, default=64, help="text encoder width (2 layers)")
     p.add_argument("--timestep-spacing", default="leading", choices=("leading", "trailing"),
                    help="the exported DDIM scheduler's spacing (trailing starts sampling at t=999)")
+    p.add_argument("--top-attention", action="store_true", help="cross-attention at 32x32 too")
+    p.add_argument("--text-time", action="store_true", help="pooled caption added to the timestep embedding")
+    p.add_argument("--snr-gamma", type=float, default=0.0,
+                   help="min-SNR loss weighting (Hang et al. 2023), e.g. 5; 0 = plain MSE")
+    p.add_argument("--device", default="cpu")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--min-lr-ratio", type=float, default=0.05, help="final learning rate as a share of --lr")
     p.add_argument("--dropout", type=float, default=0.1, help="caption dropout (for classifier-free guidance)")
@@ -126,23 +137,24 @@ def main(argv=None):
     from diffusers import DDPMScheduler
 
     tokenizer = build_tokenizer()
-    unet, text_encoder = build_models(args.width, tokenizer, args.text_dim)
+    unet, text_encoder = build_models(args.width, tokenizer, args.text_dim, args.top_attention, args.text_time)
+    unet.to(args.device), text_encoder.to(args.device)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
     ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
     step = 0
     if args.ckpt.exists():
-        state = torch.load(args.ckpt, weights_only=False)
+        state = torch.load(args.ckpt, weights_only=False, map_location=args.device)
         for m, k in ((unet, "unet"), (text_encoder, "text"), (ema_unet, "ema_unet"), (ema_text, "ema_text"), (opt, "opt")):
             m.load_state_dict(state[k])
         step = state["step"]
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())
         log.info("resumed from %s at step %d", args.ckpt, step)
     n_unet = sum(p.numel() for p in unet.parameters())
     n_text = sum(p.numel() for p in text_encoder.parameters())
     log.info("unet %.2fM params, text encoder %.2fM params", n_unet / 1e6, n_text / 1e6)
     noise_sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
-    alphas = noise_sched.alphas_cumprod
+    alphas = noise_sched.alphas_cumprod.to(args.device)
     start, losses = time.time(), []
     while step < args.steps and time.time() - start < args.minutes * 60:
         lr = learning_rate(args, step)
@@ -150,13 +162,14 @@ def main(argv=None):
             g["lr"] = lr
         x0, captions = batch(args.seed, step, args.batch_size, args.dropout)
         ids = tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True,
-                        return_tensors="pt").input_ids
-        t = torch.randint(0, 1000, (x0.shape[0],))
-        eps = torch.randn_like(x0)
+                        return_tensors="pt").input_ids.to(args.device)
+        x0 = x0.to(args.device)
+        t = torch.randint(0, 1000, (x0.shape[0],)).to(args.device)
+        eps = torch.randn(x0.shape).to(args.device)
         a = alphas[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
         pred = unet(xt, t, encoder_hidden_states=text_encoder(ids)[0]).sample
-        loss = F.mse_loss(pred, eps)
+        loss = loss_fn(pred, eps, a.flatten(), args.snr_gamma)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -165,8 +178,7 @@ def main(argv=None):
         decay = min(args.ema, (1 + step) / (10 + step))
         with torch.no_grad():
             for src, dst in ((unet, ema_unet), (text_encoder, ema_text)):
-                for ps, pd in zip(src.parameters(), dst.parameters()):
-                    pd.mul_(decay).add_(ps.detach(), alpha=1 - decay)
+                torch._foreach_lerp_(list(dst.parameters()), list(src.parameters()), 1 - decay)
         losses.append(loss.item())
         if step % 50 == 0:
             log.info("step %d loss %.4f (%.1f s/step)", step, float(np.mean(losses[-50:])),
@@ -175,6 +187,16 @@ def main(argv=None):
             save(args, step, unet, text_encoder, ema_unet, ema_text, opt, tokenizer, n_unet, n_text)
     save(args, step, unet, text_encoder, ema_unet, ema_text, opt, tokenizer, n_unet, n_text)
     log.info("stopped at step %d after %.1f min", step, (time.time() - start) / 60)
+
+
+def loss_fn(pred, eps, alpha_bar, snr_gamma: float):
+    """MSE on the noise; with ``snr_gamma`` > 0 each sample is weighted min(SNR, gamma) / SNR
+    (Min-SNR weighting, Hang et al. 2023, eq. 9 for epsilon prediction)."""
+    per_sample = ((pred - eps) ** 2).mean(dim=(1, 2, 3))
+    if snr_gamma > 0:
+        snr = alpha_bar / (1 - alpha_bar)
+        per_sample = per_sample * torch.clamp(snr, max=snr_gamma) / snr
+    return per_sample.mean()
 
 
 def learning_rate(args, step: int) -> float:
@@ -191,7 +213,7 @@ def save(args, step, unet, text_encoder, ema_unet, ema_text, opt, tokenizer, n_u
              "torch_rng": torch.get_rng_state()}
     torch.save(state, args.ckpt.with_suffix(".tmp"))
     os.replace(args.ckpt.with_suffix(".tmp"), args.ckpt)
-    meta = {"step": step, "seed": args.seed, "batch_size": args.batch_size, "width": args.width, "text_dim": args.text_dim, "timestep_spacing": args.timestep_spacing, "lr": args.lr, "min_lr_ratio": args.min_lr_ratio, "steps_planned": args.steps,
+    meta = {"step": step, "seed": args.seed, "batch_size": args.batch_size, "width": args.width, "text_dim": args.text_dim, "top_attention": args.top_attention, "text_time": args.text_time, "snr_gamma": args.snr_gamma, "device": args.device, "timestep_spacing": args.timestep_spacing, "lr": args.lr, "min_lr_ratio": args.min_lr_ratio, "steps_planned": args.steps,
             "caption_dropout": args.dropout, "ema": args.ema, "unet_params": n_unet, "text_encoder_params": n_text,
             "command": "python scripts/train_shapes.py " + " ".join(sys.argv[1:])}
     export(args.out, ema_unet, ema_text, tokenizer, meta, args.timestep_spacing)

@@ -75,26 +75,29 @@ def sample_training_spec(rng: np.random.Generator) -> PromptSpec:
             return spec
 
 
-def _place(rng, sizes, relation):
-    """Top-left corners for square boxes of the given sides, not overlapping (1 px gap), relation honoured."""
-    for _ in range(400):
-        boxes = []
-        for s in sizes:
-            x, y = rng.integers(1, RESOLUTION - s), rng.integers(1, RESOLUTION - s)
-            boxes.append((int(x), int(y), s))
-        if any(_overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]):
-            continue
-        if relation:
-            a, b = (Obj("", "", "", x, y, x + s, y + s) for x, y, s in boxes[:2])
-            if side(a, b, relation) < RELATION_MARGIN:
-                continue
-        return boxes
-    return None
+def _place(rng, sizes, relation, tries: int = 400):
+    """Top-left corners for square boxes of the given sides, not overlapping (1 px gap), relation honoured.
 
-
-def _overlap(a, b) -> bool:
-    (ax, ay, as_), (bx, by, bs) = a, b
-    return not (ax + as_ + 1 <= bx or bx + bs + 1 <= ax or ay + as_ + 1 <= by or by + bs + 1 <= ay)
+    Draws ``tries`` candidate layouts at once and keeps the first valid one (None if none is)."""
+    sides = np.asarray(sizes)
+    xy = rng.integers(1, RESOLUTION - sides, size=(tries, 2, len(sides)))  # (try, x/y, box)
+    x, y = xy[:, 0], xy[:, 1]
+    ok = np.ones(tries, dtype=bool)
+    for i in range(len(sides)):
+        for j in range(i + 1, len(sides)):
+            apart = ((x[:, i] + sides[i] + 1 <= x[:, j]) | (x[:, j] + sides[j] + 1 <= x[:, i])
+                     | (y[:, i] + sides[i] + 1 <= y[:, j]) | (y[:, j] + sides[j] + 1 <= y[:, i]))
+            ok &= apart
+    if relation:
+        ca = (x[:, 0] + sides[0] / 2, y[:, 0] + sides[0] / 2)
+        cb = (x[:, 1] + sides[1] / 2, y[:, 1] + sides[1] / 2)
+        gap = {"left of": cb[0] - ca[0], "right of": ca[0] - cb[0], "above": cb[1] - ca[1], "below": ca[1] - cb[1]}
+        ok &= gap[relation] >= RELATION_MARGIN
+    hits = np.flatnonzero(ok)
+    if not len(hits):
+        return None
+    k = hits[0]
+    return [(int(x[k, i]), int(y[k, i]), int(s)) for i, s in enumerate(sides)]
 
 
 def side(a: Obj, b: Obj, relation: str) -> float:
