@@ -11,6 +11,7 @@ tokenizer and PIL image processor in an image-only processor (no video processor
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Literal
 
 from pydantic import BaseModel, Field, create_model
@@ -42,6 +43,9 @@ class QwenVerifier(Verifier):
         self.load_in_4bit, self.attn_implementation = load_in_4bit, attn_implementation
         self.template = grading.load_template(prompt_path)
         self._generator = None
+        # outlines' Generator keeps per-call guide state in one logits processor: two calls at once (the
+        # loop verifies batches on worker threads) would advance each other's guides, so one at a time.
+        self._lock = threading.Lock()
 
     def check(self) -> None:
         for module, hint in (("outlines", "pip install outlines"), ("transformers", "pip install transformers")):
@@ -95,11 +99,8 @@ class QwenVerifier(Verifier):
             {"type": "image", "image": outlines.inputs.Image(_with_format(img, self.max_side))},
             {"type": "text", "text": grading.fill_template(self.template, prompt)}]}])
             for prompt, img in zip(prompts, images)]
-        try:
-            answers = self._generator.batch(chats, max_new_tokens=self.max_new_tokens, do_sample=False)
-        except ValueError as e:  # outlines' batched guide can lose sync when rows end at different steps
-            log.info("batched structured generation failed (%s); generating one image at a time", e)
-            answers = [self._one(chat) for chat in chats]
+        with self._lock:
+            answers = self._generate(chats)
         out = []
         for text in answers:
             if isinstance(text, Exception):
@@ -110,6 +111,13 @@ class QwenVerifier(Verifier):
             except grading.AnswerError as e:
                 out.append(Verdict(error=f"{e} (max_new_tokens={self.max_new_tokens})"))
         return out
+
+    def _generate(self, chats) -> list:
+        try:
+            return self._generator.batch(chats, max_new_tokens=self.max_new_tokens, do_sample=False)
+        except ValueError as e:  # a guide that reaches a dead state fails the whole batch
+            log.info("batched structured generation failed (%s); generating one image at a time", e)
+            return [self._one(chat) for chat in chats]
 
     def _one(self, chat):
         try:
