@@ -1,12 +1,15 @@
 """Train the embedded shapes-world model from scratch (seeded, resumable, CPU-friendly).
 
-    python scripts/train_shapes.py --minutes 58            # trains 3,000 steps (about 50 min on 2 cores)
-    python scripts/train_shapes.py --minutes 58            # run again: resumes from the checkpoint
+    python scripts/train_shapes.py --threads 2     # 3,100 steps, about 52 min on 2 CPU cores
+    python scripts/train_shapes.py --threads 2     # run again after a stop: resumes from the checkpoint
+    python scripts/train_shapes.py --device cuda   # the same recipe on a GPU
 
-A pixel-space DDPM (Ho et al. 2020, epsilon prediction, cosine schedule) with a
-UNet2DConditionModel and a small CLIPTextModel over a word-level vocabulary, trained jointly on
-procedurally rendered scenes of in-distribution prompts (held-out combinations never drawn), with
-10% caption dropout for classifier-free guidance. The EMA weights are exported in diffusers layout
+A pixel-space DDPM (Ho et al. 2020, epsilon prediction, cosine schedule, Min-SNR-5 loss weighting)
+with a UNet2DConditionModel (cross-attention at 16x16 and 8x8, plus the attention-pooled caption
+added to the timestep embedding) and a small CLIPTextModel over a word-level vocabulary, trained
+jointly on procedurally rendered scenes of in-distribution prompts (held-out combinations never
+drawn), with 10% caption dropout for classifier-free guidance. The defaults are the recipe of the
+committed model; the exported DDIM scheduler uses trailing timestep spacing (sampling starts at t=999). The EMA weights are exported in diffusers layout
 to ``tts/assets/shapes-model`` every ``--export-every`` steps, so a stop at any time leaves a model.
 Every batch is a pure function of (seed, step), so resuming reproduces the same data stream.
 """
@@ -110,17 +113,19 @@ def main(argv=None):
     p.add_argument("--out", type=pathlib.Path, default=ROOT / "tts" / "assets" / "shapes-model")
     p.add_argument("--ckpt", type=pathlib.Path, default=ROOT / "outputs" / "train_shapes" / "checkpoint.pt")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=3000, help="train this many steps in all (the schedule ends there)")
-    p.add_argument("--minutes", type=float, default=55.0, help="stop after this much wall time in this run")
+    p.add_argument("--steps", type=int, default=3100, help="train this many steps in all (the schedule ends there)")
+    p.add_argument("--minutes", type=float, default=58.0, help="stop after this much wall time in this run")
+    p.add_argument("--stop-after", type=int, default=None, help="stop this run at this step (the schedule still ends at --steps)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--width", type=int, default=32, help="UNet channels at the top level")
-    p.add_argument("--text-dim", type=int, default=64, help="text encoder width (2 layers)")
-    p.add_argument("--timestep-spacing", default="leading", choices=("leading", "trailing"),
+    p.add_argument("--width", type=int, default=48, help="UNet channels at the top level")
+    p.add_argument("--text-dim", type=int, default=128, help="text encoder width (2 layers)")
+    p.add_argument("--timestep-spacing", default="trailing", choices=("leading", "trailing"),
                    help="the exported DDIM scheduler's spacing (trailing starts sampling at t=999)")
     p.add_argument("--top-attention", action="store_true", help="cross-attention at 32x32 too")
-    p.add_argument("--text-time", action="store_true", help="pooled caption added to the timestep embedding")
-    p.add_argument("--snr-gamma", type=float, default=0.0,
-                   help="min-SNR loss weighting (Hang et al. 2023), e.g. 5; 0 = plain MSE")
+    p.add_argument("--text-time", action=argparse.BooleanOptionalAction, default=True,
+                   help="pooled caption added to the timestep embedding")
+    p.add_argument("--snr-gamma", type=float, default=5.0,
+                   help="min-SNR loss weighting (Hang et al. 2023); 0 = plain MSE")
     p.add_argument("--device", default="cpu")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--min-lr-ratio", type=float, default=0.05, help="final learning rate as a share of --lr")
@@ -145,6 +150,7 @@ def main(argv=None):
     step = 0
     if args.ckpt.exists():
         state = torch.load(args.ckpt, weights_only=False, map_location=args.device)
+        check_recipe(args, state.get("recipe"))
         for m, k in ((unet, "unet"), (text_encoder, "text"), (ema_unet, "ema_unet"), (ema_text, "ema_text"), (opt, "opt")):
             m.load_state_dict(state[k])
         step = state["step"]
@@ -156,7 +162,8 @@ def main(argv=None):
     noise_sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
     alphas = noise_sched.alphas_cumprod.to(args.device)
     start, losses = time.time(), []
-    while step < args.steps and time.time() - start < args.minutes * 60:
+    stop = min(args.steps, args.stop_after or args.steps)
+    while step < stop and time.time() - start < args.minutes * 60:
         lr = learning_rate(args, step)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -189,6 +196,23 @@ def main(argv=None):
     log.info("stopped at step %d after %.1f min", step, (time.time() - start) / 60)
 
 
+RECIPE = ("seed", "steps", "batch_size", "width", "text_dim", "top_attention", "text_time", "snr_gamma", "lr",
+          "min_lr_ratio", "dropout", "ema")
+
+
+def recipe(args) -> dict:
+    """The settings a resumed run must share with the checkpoint (device, threads, time may differ)."""
+    return {k: getattr(args, k) for k in RECIPE}
+
+
+def check_recipe(args, saved: dict | None) -> None:
+    diff = {k: (v, getattr(args, k)) for k, v in (saved or {}).items() if getattr(args, k) != v}
+    if diff:
+        flags = ", ".join(f"--{k.replace('_', '-')} {old} (asked {new})" for k, (old, new) in diff.items())
+        raise SystemExit(f"{args.ckpt} was trained with {flags}; resume with the same settings, "
+                         f"or pass another --ckpt to start afresh")
+
+
 def loss_fn(pred, eps, alpha_bar, snr_gamma: float):
     """MSE on the noise; with ``snr_gamma`` > 0 each sample is weighted min(SNR, gamma) / SNR
     (Min-SNR weighting, Hang et al. 2023, eq. 9 for epsilon prediction)."""
@@ -210,7 +234,7 @@ def save(args, step, unet, text_encoder, ema_unet, ema_text, opt, tokenizer, n_u
     args.ckpt.parent.mkdir(parents=True, exist_ok=True)
     state = {"unet": unet.state_dict(), "text": text_encoder.state_dict(), "ema_unet": ema_unet.state_dict(),
              "ema_text": ema_text.state_dict(), "opt": opt.state_dict(), "step": step,
-             "torch_rng": torch.get_rng_state()}
+             "torch_rng": torch.get_rng_state(), "recipe": recipe(args)}
     torch.save(state, args.ckpt.with_suffix(".tmp"))
     os.replace(args.ckpt.with_suffix(".tmp"), args.ckpt)
     meta = {"step": step, "seed": args.seed, "batch_size": args.batch_size, "width": args.width, "text_dim": args.text_dim, "top_attention": args.top_attention, "text_time": args.text_time, "snr_gamma": args.snr_gamma, "device": args.device, "timestep_spacing": args.timestep_spacing, "lr": args.lr, "min_lr_ratio": args.min_lr_ratio, "steps_planned": args.steps,
