@@ -46,6 +46,7 @@ def test_resume_matches_an_uninterrupted_run_and_exports_a_loadable_pipeline(tra
     pipe = ShapesPipeline.from_pretrained(str(resumed / "model"))
     assert pipe.scheduler.config.timestep_spacing == "trailing"
     assert pipe.unet.config.addition_embed_type == "text"
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
     out = pipe("a red circle", num_inference_steps=2, output_type="np")
     assert out.images.shape == (1, 32, 32, 3)
 
@@ -55,3 +56,16 @@ def test_resume_with_another_recipe_is_refused(train, tmp_path):
     train.main(args)
     with pytest.raises(SystemExit, match="--width 16 \\(asked 32\\)"):
         train.main([*args, "--width", "32"])
+
+
+def test_shifted_schedule_divides_the_cosine_snr_and_reaches_the_exported_scheduler(train, tmp_path):
+    from diffusers import DDPMScheduler
+
+    from tts.world.pipeline import ShapesPipeline
+
+    train.main([*TINY, "--steps", "1", "--schedule-shift", "4", "--out", str(tmp_path / "m"), "--ckpt", str(tmp_path / "ck.pt")])
+    shifted = ShapesPipeline.from_pretrained(str(tmp_path / "m")).scheduler.alphas_cumprod.double()
+    cosine = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2").alphas_cumprod.double()
+    ratio = (cosine / (1 - cosine)) / (shifted / (1 - shifted))
+    assert torch.allclose(ratio[:950], torch.full_like(ratio[:950], 4.0), rtol=1e-2)  # float32 cumprod
+    assert json.loads((tmp_path / "m" / "training.json").read_text())["schedule_shift"] == 4.0
