@@ -51,23 +51,13 @@ def score(prompt, images):
 
 def generate_mixed(gen, items, batch):
     """Images for (prompt, lineage) pairs, ``batch`` per pipeline call with prompts mixed inside a call
-    (each row carries its own prompt's embeddings, as ``prompt_embeds`` allows), so every call is full
-    even when each prompt's search asks for 3 or 4 candidates at a time. Returns (images, NFEs per image)."""
-    embeds, images, nfe = {}, [], 0.0
+    (one prompt per row), so every call is full even when each prompt's search asks for 3 or 4
+    candidates at a time. Returns (images, NFEs per image)."""
+    images, nfe = [], 0.0
     for s in range(0, len(items), batch):
         chunk = items[s:s + batch]
-        for prompt, _ in chunk:
-            if prompt not in embeds:
-                embeds[prompt] = gen.encode(prompt)
-        kwargs = {k: torch.cat([embeds[p][k] for p, _ in chunk]) for k in embeds[chunk[0][0]]}
-        latents = gen.family.to_pipeline_latents(gen.pipe, gen.noise([n for _, n in chunk]), 32, 32)
-        gen._rows = 0
-        with torch.no_grad():
-            out = gen.pipe(**kwargs, latents=latents.to(gen.pipe._execution_device), height=32, width=32,
-                           num_inference_steps=gen.spec.num_inference_steps,
-                           guidance_scale=gen.spec.guidance_scale, output_type="pil")
-        images += out.images
-        nfe = gen._rows / len(chunk)
+        out, nfe, _ = gen.generate([p for p, _ in chunk], [n for _, n in chunk])
+        images += out
     return images, nfe
 
 

@@ -23,10 +23,15 @@ THRESHOLD = 0.5  # measured 21 of 24 with the committed weights; a text-blind mo
 
 
 @pytest.fixture(scope="module")
-def verdicts():
+def pipe():
+    p = ShapesPipeline.from_pretrained(resolve_model_path("tts://shapes-model"))
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+@pytest.fixture(scope="module")
+def verdicts(pipe):
     preset = yaml.safe_load((ROOT / "configs" / "pipeline" / "shapes.yaml").read_text())
-    pipe = ShapesPipeline.from_pretrained(resolve_model_path("tts://shapes-model"))
-    pipe.set_progress_bar_config(disable=True)
     prompts = [p for p in PROMPTS for _ in range(SEEDS)]
     images = pipe(prompts, num_inference_steps=preset["num_inference_steps"], guidance_scale=preset["guidance_scale"],
                   generator=torch.Generator().manual_seed(0)).images
@@ -38,9 +43,7 @@ def test_single_objects_have_the_named_colour_and_shape(verdicts):
     assert correct >= THRESHOLD, f"only {correct:.0%} of single-object images are right"
 
 
-def test_text_changes_the_image():
-    pipe = ShapesPipeline.from_pretrained(resolve_model_path("tts://shapes-model"))
-    pipe.set_progress_bar_config(disable=True)
+def test_text_changes_the_image(pipe):
     latents = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     red = pipe("a red circle", latents=latents, num_inference_steps=10, output_type="np").images[0]
     blue = pipe("a blue circle", latents=latents, num_inference_steps=10, output_type="np").images[0]

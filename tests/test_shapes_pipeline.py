@@ -58,3 +58,21 @@ def test_callback_on_step_end_sees_and_replaces_latents_and_can_interrupt(pipe):
     pipe("a red circle", num_inference_steps=5, num_images_per_prompt=2, callback_on_step_end=callback,
          callback_on_step_end_tensor_inputs=["latents"])
     assert seen == [(0, (2, 3, 32, 32)), (1, (2, 3, 32, 32))]
+
+
+def test_generator_mixes_prompts_in_one_batch_as_if_generated_apart():
+    from tts.generate import Generator
+    from tts.noise import fresh
+    from tts.pipelines import PipelineSpec
+
+    spec = PipelineSpec(name="shapes", model_id="tts://shapes-model", height=32, width=32, num_inference_steps=3,
+                        guidance_scale=2.0, device="cpu")
+    gen = Generator(spec.load(), spec)
+    noises = [fresh(1), fresh(2), fresh(3)]
+    mixed, nfe, _ = gen.generate(["a red circle", "a blue square", "a red circle"], noises)
+    red, _, _ = gen.generate("a red circle", [noises[0], noises[2]])
+    blue, _, _ = gen.generate("a blue square", [noises[1]])
+    gen.close()
+    assert nfe == 6  # 3 steps, two passes each with guidance
+    for a, b in zip(mixed, [red[0], blue[0], red[1]]):
+        assert np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).max() <= 1

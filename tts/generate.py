@@ -51,12 +51,20 @@ class Generator:
     def noise(self, lineages: list[dict]) -> torch.Tensor:
         return torch.stack([make_noise(n, self.latent_shape) for n in lineages])
 
-    def generate(self, prompt: str, lineages: list[dict]):
-        """(images, NFEs per candidate, seconds) for one batch."""
+    def row_embeds(self, prompt: str | list[str], batch: int) -> dict:
+        """Embeddings for a batch: one prompt repeated, or one prompt per row (each distinct one encoded once)."""
+        if isinstance(prompt, str):
+            return {k: v.repeat(batch, *([1] * (v.dim() - 1))) if isinstance(v, torch.Tensor) else v
+                    for k, v in self.encode(prompt).items()}
+        per = {p: self.encode(p) for p in dict.fromkeys(prompt)}
+        first = per[prompt[0]]
+        return {k: torch.cat([per[p][k] for p in prompt]) if isinstance(v, torch.Tensor) else v for k, v in first.items()}
+
+    def generate(self, prompt: str | list[str], lineages: list[dict]):
+        """(images, NFEs per candidate, seconds) for one batch; ``prompt`` is the batch's prompt or one per row."""
         start = time.perf_counter()
         batch = len(lineages)
-        kwargs = {k: v.repeat(batch, *([1] * (v.dim() - 1))) if isinstance(v, torch.Tensor) else v
-                  for k, v in self.encode(prompt).items()}
+        kwargs = self.row_embeds(prompt, batch)
         latents = self.family.to_pipeline_latents(self.pipe, self.noise(lineages), self.spec.height, self.spec.width)
         latents = latents.to(device=self.pipe._execution_device, dtype=DTYPES[self.spec.dtype])  # compute dtype (also under NF4)
         self._rows = 0
