@@ -28,7 +28,7 @@ def reference_logits(clip_dir, prompt, path):
     tokens = AutoTokenizer.from_pretrained(clip_dir)([prompt], padding=True, return_tensors="pt")
     with torch.no_grad():
         out = model(pixel_values=pixels, **tokens)
-    return float(out.logits_per_image[0, 0]), float(model.logit_scale.exp())
+    return float(out.logits_per_image[0, 0]), float(model.logit_scale.detach().exp())
 
 
 def test_clipscore_and_pickscore_match_the_clip_forward(clip_dir, tmp_path):

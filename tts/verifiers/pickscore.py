@@ -28,6 +28,6 @@ class PickScoreVerifier(Verifier):
     def score(self, prompts, images):
         img = _clip.embed_images(self._model, self._proc, images, self._dev, self._dtype)
         txt = _clip.embed_texts(self._model, self._tok, prompts, self._dev)
-        scale = float(self._model.logit_scale.exp())
+        scale = float(self._model.logit_scale.detach().exp())
         return [{"pickscore": MetricScore(score=scale * float(c), explanation=f"{scale:.1f} * cos(image, prompt)")}
                 for c in (img * txt).sum(-1).tolist()]
