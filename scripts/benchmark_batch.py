@@ -16,11 +16,15 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 from tts.generate import Generator  # noqa: E402
 from tts.noise import fresh  # noqa: E402
 from tts.pipelines import PipelineSpec  # noqa: E402
+
+PRESET = yaml.safe_load((ROOT / "configs" / "pipeline" / "shapes.yaml").read_text())  # default steps and guidance
 
 
 def main(argv=None):
@@ -29,8 +33,8 @@ def main(argv=None):
     p.add_argument("--prompt", default="two red circles and a blue triangle")
     p.add_argument("--height", type=int, default=32)
     p.add_argument("--width", type=int, default=32)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--guidance", type=float, default=3.0)
+    p.add_argument("--steps", type=int, default=PRESET["num_inference_steps"], help="default: the shapes preset's")
+    p.add_argument("--guidance", type=float, default=PRESET["guidance_scale"], help="default: the shapes preset's")
     p.add_argument("--dtype", default="fp32")
     p.add_argument("--device", default="cpu")
     p.add_argument("--images", type=int, default=32, help="images per measurement")
