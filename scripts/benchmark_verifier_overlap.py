@@ -13,13 +13,19 @@ runs alternate, all in one process on the same loaded embedded model:
             (same verifier, same concurrency)
 
 ratio = median(tts) / max(median(gen-only), N * L / concurrency); the issue asks for <= 1.15.
+The server runs in its own process by default (``--server process``), as a remote API would: inside the
+benchmark's process (``--server thread``) its HTTP threads would compete for the GIL with the
+generator's Python-side dispatch, a cost no real deployment has.
 Timings are of tts.loop.run_search (run folder, PNGs, manifest, round JSONs, summary), excluding
 interpreter start-up and model loading, which are the same for all three.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import socket
+import subprocess
 import statistics
 import sys
 import tempfile
@@ -49,6 +55,30 @@ class Instant(Verifier):
 
     def score(self, prompts, images):
         return [{"instant": MetricScore(score=float(i))} for i in range(len(images))]
+
+
+@contextlib.contextmanager
+def server_process(latency: float):
+    """``python -m tts.loopback`` in a child process; yields its base URL once it is listening."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "tts.loopback", "--port", str(port), "--latency", str(latency)],
+                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        if "loopback grader on" not in line:
+            raise SystemExit(f"the loopback server did not start: {line!r}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def server_thread(latency: float):
+    with LoopbackGrader(latency_s=latency, api_key=KEY) as server:
+        yield server.url
 
 
 def make_job(layout: list[str], verifier_overrides: list[str], run_dir: Path):
@@ -88,14 +118,17 @@ def main(argv=None):
     p.add_argument("--protocol", choices=("openai", "gemini"), default="openai")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--server", choices=("process", "thread"), default="process",
+                   help="run the loopback server in a child process (as a remote API) or in this process")
     args = p.parse_args(argv)
     os.environ["OPENAI_API_KEY" if args.protocol == "openai" else "GEMINI_API_KEY"] = KEY
     layouts = {f"1 round x {args.n}": ["search.schedule=constant", f"search.per_round={args.n}", "search.rounds=1"],
                f"4 rounds x {args.n // 4}": ["search.schedule=constant", f"search.per_round={args.n // 4}",
                                               "search.rounds=4"]}
     rows = []
-    with LoopbackGrader(latency_s=args.latency, api_key=KEY) as server, tempfile.TemporaryDirectory() as tmp:
-        url = server.url + ("/v1" if args.protocol == "openai" else "")
+    serve = server_process if args.server == "process" else server_thread
+    with serve(args.latency) as base_url, tempfile.TemporaryDirectory() as tmp:
+        url = base_url + ("/v1" if args.protocol == "openai" else "")
         api = [f"verifier={args.protocol}", f"verifier.base_url={url}", f"verifier.max_concurrency={args.concurrency}"]
         for name, layout in layouts.items():
             layout = ["search=random", *layout, f"batch_size={args.batch_size}"]
@@ -116,7 +149,7 @@ def main(argv=None):
             rows.append((name, med, floor))
     print(f"\n`python scripts/benchmark_verifier_overlap.py --n {args.n} --latency {args.latency} "
           f"--concurrency {args.concurrency} --protocol {args.protocol} --batch-size {args.batch_size} "
-          f"--repeats {args.repeats}` (medians of {args.repeats})\n")
+          f"--repeats {args.repeats} --server {args.server}` (medians of {args.repeats})\n")
     print("| search | gen-only s | N*L/C s | tts s | tts ratio | verify-after s | verify-after ratio |")
     print("|---|---|---|---|---|---|---|")
     for name, med, floor in rows:
