@@ -28,6 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tts.cli import config_dir  # noqa: E402
 from tts.generate import Generator  # noqa: E402
 from tts.noise import derive_seed, fresh  # noqa: E402
 from tts.pipelines import PipelineSpec  # noqa: E402
@@ -39,7 +40,7 @@ from tts.verifiers.shapes_proxy import ShapesProxyVerifier  # noqa: E402
 from tts.world.bench import build  # noqa: E402
 
 EXACT, PROXY = ShapesVerifier(), ShapesProxyVerifier()
-PRESET = yaml.safe_load((ROOT / "configs" / "pipeline" / "shapes.yaml").read_text())  # default steps and guidance
+PRESET = yaml.safe_load((config_dir() / "pipeline" / "shapes.yaml").read_text())  # default steps and guidance
 
 
 def score(prompt, images):

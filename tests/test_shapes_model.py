@@ -5,18 +5,16 @@ tts/assets/shapes-model draw what single-object prompts ask for far more often t
 model could: a model that ignores the prompt gets the named colour and shape of a single object
 right about 1 time in 18 at best.
 """
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 import yaml
 
+from tts.cli import config_dir
 from tts.pipelines import resolve_model_path
 from tts.verifiers.shapes import ShapesVerifier
 from tts.world.pipeline import ShapesPipeline
 
-ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["a red circle", "a blue square", "a green triangle", "a yellow triangle", "a purple circle", "a cyan circle"]
 SEEDS = 4
 THRESHOLD = 0.5  # measured 21 of 24 with the committed weights; a text-blind model: about 1 in 18
@@ -31,7 +29,7 @@ def pipe():
 
 @pytest.fixture(scope="module")
 def verdicts(pipe):
-    preset = yaml.safe_load((ROOT / "configs" / "pipeline" / "shapes.yaml").read_text())
+    preset = yaml.safe_load((config_dir() / "pipeline" / "shapes.yaml").read_text())
     prompts = [p for p in PROMPTS for _ in range(SEEDS)]
     images = pipe(prompts, num_inference_steps=preset["num_inference_steps"], guidance_scale=preset["guidance_scale"],
                   generator=torch.Generator().manual_seed(0)).images

@@ -53,12 +53,10 @@ class Generator:
 
     def row_embeds(self, prompt: str | list[str], batch: int) -> dict:
         """Embeddings for a batch: one prompt repeated, or one prompt per row (each distinct one encoded once)."""
-        if isinstance(prompt, str):
-            return {k: v.repeat(batch, *([1] * (v.dim() - 1))) if isinstance(v, torch.Tensor) else v
-                    for k, v in self.encode(prompt).items()}
-        per = {p: self.encode(p) for p in dict.fromkeys(prompt)}
-        first = per[prompt[0]]
-        return {k: torch.cat([per[p][k] for p in prompt]) if isinstance(v, torch.Tensor) else v for k, v in first.items()}
+        rows = [prompt] * batch if isinstance(prompt, str) else prompt
+        per = {p: self.encode(p) for p in dict.fromkeys(rows)}
+        first = per[rows[0]]
+        return {k: torch.cat([per[p][k] for p in rows]) if isinstance(v, torch.Tensor) else v for k, v in first.items()}
 
     def generate(self, prompt: str | list[str], lineages: list[dict]):
         """(images, NFEs per candidate, seconds) for one batch; ``prompt`` is the batch's prompt or one per row."""
