@@ -11,7 +11,8 @@ from tts.pipelines import PipelineSpec
 from tts.verifiers.base import Verifier
 
 EXTRA = {"prompts": {"file": [f"prompts.path={PARTI}", "prompts.column=Prompt", "num_prompts=2"],
-                     "dataset": ["prompts.name=unused"]}}
+                     "dataset": ["prompts.name=unused"]},
+         "verifier": {"custom": ["verifier._target_=verifiers.example_custom.Sharpness"]}}
 
 
 @pytest.mark.parametrize("group,name", [(g, n) for g in ("pipeline", "verifier", "search", "prompts")

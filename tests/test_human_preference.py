@@ -3,6 +3,7 @@ through a real headless Chromium, scripted), the feedback log, and resuming a st
 import json
 import os
 import pty
+import re
 import select
 import shutil
 import socket
@@ -160,7 +161,7 @@ CHROMEDRIVER = shutil.which("chromedriver")
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("TTS_REQUIRE_BROWSER"),
                     reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; "
                            ".ci/run installs them and sets TTS_REQUIRE_BROWSER=1)")
-def test_web_front_end_in_headless_chromium(tmp_path):
+def test_web_front_end_in_headless_chromium(tmp_path, capfd):
     import numpy as np
     from PIL import Image
     from selenium import webdriver
@@ -180,13 +181,14 @@ def test_web_front_end_in_headless_chromium(tmp_path):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
-        end = time.time() + 240
-        while time.time() < end:  # the page comes up once the pipeline has loaded
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.2)
-        driver.get(f"http://127.0.0.1:{port}/")
+        printed, end = "", time.time() + 240
+        while time.time() < end and not (url := re.search(rf"http://127\.0\.0\.1:{port}/\?session=[\w-]+", printed)):
+            time.sleep(0.2)  # the page comes up, its URL printed, before the first round is generated
+            printed += capfd.readouterr().err
+        assert url, printed[-2000:]
+        driver.get(f"http://127.0.0.1:{port}/")  # without the session token in its URL the page is refused
+        assert "session token" in driver.page_source
+        driver.get(url.group(0))
         wait = WebDriverWait(driver, 120)
         wait.until(lambda d: d.find_elements(By.ID, "candidate-4"))
         wait.until(lambda d: all(d.execute_script("return arguments[0].naturalWidth", img) > 0
@@ -209,8 +211,16 @@ def test_web_front_end_in_headless_chromium(tmp_path):
         run.join(timeout=240)
         assert not run.is_alive() and "summary" in result
         wait.until(lambda d: "finished" in d.find_element(By.ID, "status").text)
+        # the final view: the favourite (round 2's pick) and the run folder
+        assert "round 2, candidate #2" in driver.find_element(By.ID, "best-label").text
+        assert driver.find_element(By.ID, "run-dir").text == str((tmp_path / "run").resolve())
+        assert driver.execute_script("return arguments[0].naturalWidth",
+                                     driver.find_element(By.CSS_SELECTOR, "#best img")) > 0
     finally:
         driver.quit()
+    printed += capfd.readouterr().err
+    for word in ("Traceback", "BrokenPipeError", "ConnectionResetError"):  # closing the browser is not an error
+        assert word not in printed, printed[-3000:]
     log = feedback(tmp_path / "run")
     assert [(e["round"], e["action"], e["picks"]) for e in log] == [(1, "pick", [3, 1]), (2, "pick", [2]),
                                                                      (3, "stop", [])]

@@ -3,33 +3,39 @@
     tts-search                                        # the embedded shapes world, random search
     tts-search pipeline=flux-dev verifier=gemini search=zero-order prompt="..."
     tts-search -m prompt="a red cube","a blue sphere" search.rounds=3,5
+    tts-search ttsf_config=flux.1_dev.json            # a tt-scale-flux JSON config, as is
 
-Steps: check group names (before Hydra, to suggest close matches), compose the config, build and
-validate every component (no model loaded yet), write ``config.json`` (secrets redacted), then run
-the search (tts.loop.run_search) in the Hydra-owned run folder.
+Steps: (1) expand a tt-scale-flux config into overrides, (2) check every override before Hydra
+(group names, key names with "did you mean", tt-scale-flux habits, secrets), (3) compose the config,
+(4) build and validate every component (no model loaded yet), (5) write ``config.json`` (secrets
+redacted), then run the search (tts.loop.run_search) in the Hydra-owned run folder. A run refused in
+step 4 leaves no folder behind.
 """
 from __future__ import annotations
 
 import difflib
 import logging
 import os
+import secrets
+import shutil
 import sys
 from pathlib import Path
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from . import runfolder as rf
-from .loop import SearchJob, run_search
-from .pipelines import PipelineSpec
-from .prompts import take
-from .verifiers.base import Verifier
+from . import ttsf
 
 log = logging.getLogger("tts")
 GROUPS = ("pipeline", "verifier", "search", "prompts")
 IDENTITY_KEYS = ("pipeline", "verifier", "search", "seed")
+#: Hydra's own flags that take a value in the next argument.
+_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
+                     "-cd", "--experimental-rerun"}
+#: Where each component's API key is read from (never from configs or the command line).
+KEY_VARS = {"gemini": "GEMINI_API_KEY (or GOOGLE_API_KEY)", "openai": "OPENAI_API_KEY"}
+_RUN_UID = secrets.token_hex(2)
+OmegaConf.register_new_resolver("tts_uid", lambda: _RUN_UID, replace=True)
 
 
 class ConfigError(ValueError):
@@ -49,23 +55,117 @@ def choices(group: str) -> list[str]:
     return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
 
 
-def check_group_overrides(argv: list[str]) -> None:
-    """Fail fast on ``group=name`` overrides naming no shipped config, with a close match if any."""
-    if any(a.startswith("hydra.searchpath") for a in argv):
-        return  # user config trees may add options; let Hydra judge
+def _suggest(name: str, valid) -> str:
+    close = difflib.get_close_matches(name, list(valid), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _overrides(argv: list[str]) -> list[str]:
+    """The ``key=value`` overrides of a command line (Hydra's own flags and their values left out)."""
+    out, skip = [], False
     for arg in argv:
-        key, sep, value = arg.lstrip("+~").partition("=")
-        if not sep or key not in GROUPS or "(" in value:  # sweep functions like choice(...) are Hydra's to read
+        if skip:
+            skip = False
+        elif arg in _FLAGS_WITH_VALUE:
+            skip = True
+        elif arg.startswith("-") and not arg.startswith("--") and "=" not in arg:
             continue
-        valid = choices(key)
-        for name in value.split(","):
-            if name and name not in valid:
-                close = difflib.get_close_matches(name, valid, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(f"unknown {key} {name!r}{hint} choices: {', '.join(valid)}")
+        elif arg.startswith("--"):
+            key = arg[2:].partition("=")[0].replace("-", "_")
+            if "=" in arg and (key in ttsf.HABITS or key in _top_keys()):
+                hint = ttsf.HABITS.get(key, f"{key}=...")
+                raise ConfigError(f"{arg!r}: tts takes Hydra overrides without dashes; use {hint}")
+        elif "=" in arg or arg.startswith("~"):
+            out.append(arg)
+    return out
+
+
+def _top_keys() -> set[str]:
+    cfg = OmegaConf.load(config_dir() / "config.yaml")
+    return {k for k in cfg if k not in ("defaults", "hydra")} | set(GROUPS)
+
+
+def _selected(overrides: list[str], group: str) -> str | None:
+    """The option chosen for a group (the command line's, else config.yaml's default); None for a sweep."""
+    for arg in overrides:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key == group:
+            return None if ("," in value or "(" in value) else value
+    for entry in OmegaConf.load(config_dir() / "config.yaml").defaults:
+        if isinstance(entry, (dict, DictConfig)) and group in entry:
+            return entry[group]
+    return None
+
+
+def check_overrides(argv: list[str]) -> None:
+    """Fail fast, before Hydra writes anything, on overrides that name no group option or no key, on
+    tt-scale-flux habits (pointing to the tts key), and on secrets passed on the command line."""
+    overrides = _overrides(argv)
+    user_tree = any(a.startswith("hydra.searchpath") for a in overrides)
+    for arg in overrides:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        _check_secret(key, value, overrides)
+        if key.startswith("hydra") or "@" in key or "/" in key:
+            continue
+        if key in GROUPS and sep and not user_tree and "(" not in value:
+            _check_group_value(key, value)
+        elif not arg.startswith("+") and not user_tree:
+            _check_key(key, value, overrides)
+
+
+def _check_group_value(group: str, value: str) -> None:
+    valid = choices(group)
+    for name in value.split(","):
+        if name and name not in valid:
+            raise ConfigError(f"unknown {group} {name!r}{_suggest(name, valid)} choices: {', '.join(valid)}")
+
+
+def _check_key(key: str, value: str, overrides: list[str]) -> None:
+    head, _, rest = key.partition(".")
+    top = _top_keys()
+    if head not in top:
+        if head in ttsf.HABITS:
+            raise ConfigError(f"{head!r} is tt-scale-flux's name; in tts use {ttsf.HABITS[head]}")
+        raise ConfigError(f"unknown key {key!r}{_suggest(head, top)} (top-level keys: {', '.join(sorted(top))})")
+    if head == "num_prompts" and value in ("None", "null"):
+        raise ConfigError("num_prompts=None is tt-scale-flux's spelling; in tts use num_prompts=all (every prompt) "
+                          "or num_prompts=N")
+    if head not in GROUPS or not rest:
+        return
+    option = _selected(overrides, head)
+    if option is None or option not in choices(head):
+        return
+    import yaml
+
+    node = yaml.safe_load((config_dir() / head / f"{option}.yaml").read_text(encoding="utf-8"))
+    path = head
+    for part in rest.split("."):
+        if not isinstance(node, dict) or len(node) == 0:
+            return  # a free-form or empty mapping (e.g. pipeline.call_args): Hydra judges
+        if part not in node:
+            valid = [k for k in node if not str(k).startswith("_")]
+            habit = ttsf.HABITS.get(part)
+            hint = (f"; tt-scale-flux's {part!r} is {habit} in tts" if habit
+                    else _suggest(part, valid).replace("mean '", f"mean '{path}."))
+            raise ConfigError(f"unknown key {path}.{part} for {head}={option}{hint} (keys: {', '.join(map(str, valid))}"
+                              f"; a keyword of your own class: +{path}.{part}=...)")
+        node, path = node[part], f"{path}.{part}"
+
+
+def _check_secret(key: str, value: str, overrides: list[str]) -> None:
+    if rf.is_secret_key(key) and value not in ("", "null"):
+        where = KEY_VARS.get(_selected(overrides, "verifier") or "", "the environment variable the verifier documents")
+        raise ConfigError(f"do not pass {key} on the command line (Hydra would write it to its logs and "
+                          f"multirun.yaml): set {where} in the environment instead")
+    if rf.redact_url(value) != value:
+        raise ConfigError(f"{key} carries credentials in its URL (scheme://user:KEY@host): keep the key in the "
+                          f"environment ({', '.join(KEY_VARS.values())}) and pass the URL without it")
 
 
 def _instantiate(node: DictConfig, what: str, **kwargs):
+    import hydra
+    from hydra.errors import InstantiationException
+
     try:
         return hydra.utils.instantiate(node, **kwargs)
     except InstantiationException as e:
@@ -77,18 +177,28 @@ def _instantiate(node: DictConfig, what: str, **kwargs):
         raise ConfigError(str(e)) from None
 
 
-def _positive_int(cfg, key: str) -> int:
+def _positive_int(cfg, key: str, allow_auto: bool = False) -> int | None:
     value = cfg.get(key)
+    if allow_auto and value in (None, "auto"):
+        return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+        raise ConfigError(f"{key} must be a positive integer{' or auto' if allow_auto else ''}, got {value!r}")
     return value
 
 
-def build_job(cfg: DictConfig, run_dir: Path) -> SearchJob:
+def build_job(cfg: DictConfig, run_dir: Path):
     """Build and validate every component; nothing expensive happens here."""
+    from .loop import SearchJob
+    from .pipelines import PipelineSpec
+    from .prompts import select
+    from .verifiers.base import Verifier
+
     pipeline = _instantiate(cfg.pipeline, "pipeline")
     if not isinstance(pipeline, PipelineSpec):
         raise ConfigError(f"pipeline._target_ must build a tts.pipelines.PipelineSpec, got {type(pipeline).__name__}")
+    if OmegaConf.is_missing(cfg.verifier, "_target_") or not cfg.verifier.get("_target_"):
+        raise ConfigError("verifier=custom needs your class: verifier._target_=my_module.MyVerifier "
+                          "(see verifiers/example_custom.py)")
     verifier = _instantiate(cfg.verifier, "verifier")
     if not isinstance(verifier, Verifier):
         raise ConfigError(f"verifier._target_={cfg.verifier.get('_target_')!r} built a {type(verifier).__name__}, "
@@ -100,7 +210,7 @@ def build_job(cfg: DictConfig, run_dir: Path) -> SearchJob:
     factory = _instantiate(cfg.search, "search")
     _instantiate_strategy(factory)
     source = _instantiate(cfg.prompts, "prompts")
-    prompts = take(source.load(), cfg.num_prompts)
+    prompts = select(source, cfg.num_prompts)
     for p in prompts:
         verifier.check_prompt(p.text)
     seed = cfg.get("seed")
@@ -108,25 +218,36 @@ def build_job(cfg: DictConfig, run_dir: Path) -> SearchJob:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     return SearchJob(pipeline=pipeline, verifier=verifier, search_factory=factory, prompts=prompts, run_dir=run_dir,
                      seed=seed, batch_size=_positive_int(cfg, "batch_size"),
-                     verify_concurrency=_positive_int(cfg, "verify_concurrency"))
+                     verify_concurrency=_positive_int(cfg, "verify_concurrency", allow_auto=True),
+                     group_by=getattr(source, "group_by", None))
 
 
-def _instantiate_strategy(factory) -> None:
+def _instantiate_strategy(factory):
     try:
         strategy = factory(seed_fn=lambda r, i, purpose: 0)
     except (TypeError, ValueError) as e:
         raise ConfigError(str(e)) from None
     if not (hasattr(strategy, "ask") and hasattr(strategy, "tell")):
         raise ConfigError(f"search._target_ built a {type(strategy).__name__} without ask()/tell() (see tts/search)")
+    return strategy
+
+
+def _resumable_keys(job) -> frozenset[str]:
+    """Keys a rerun of a folder may change: those the strategy declares (``resume_keys``, e.g. ``rounds``
+    for strategies that can be extended)."""
+    strategy = getattr(job.search_factory, "func", job.search_factory)
+    return frozenset(f"search.{k}" for k in getattr(strategy, "resume_keys", ()))
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Validate, record the config, search, print the summary table."""
+    from .loop import run_search
+
     job = build_job(cfg, run_dir)
     folder = rf.RunFolder(run_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
     config["tts_version"] = _version()
-    folder.write_config(config, IDENTITY_KEYS)
+    folder.write_config(config, IDENTITY_KEYS, _resumable_keys(job))
     log.info("run folder: %s (%d prompts)", run_dir, len(job.prompts))
     summary = run_search(job)
     print(format_summary(summary, run_dir))
@@ -155,23 +276,54 @@ def _version() -> str:
         return "0+checkout"
 
 
-@hydra.main(version_base=None, config_path=str(config_dir()), config_name="config")
-def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        run(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as e:
-        if not isinstance(e, ConfigError) and not _is_user_error(e):
-            raise
-        log.error("%s", e)
-        sys.exit(2)
-
-
 def _is_user_error(e: Exception) -> bool:
     from .pipelines import PipelineConfigError
     from .prompts import PromptSourceError
     from .world.grammar import PromptError
 
-    return isinstance(e, (PipelineConfigError, PromptSourceError, PromptError, rf.RunFolderMismatch))
+    return isinstance(e, (ConfigError, PipelineConfigError, PromptSourceError, PromptError, rf.RunFolderError))
+
+
+def _remove_if_empty(run_dir: Path, output_root: Path) -> None:
+    """A refused run leaves nothing: drop the folder Hydra made if it holds only this run's log, and the
+    folders above it that are left empty, up to ``output_root``."""
+    if not run_dir.is_dir() or any(p.name != "tts-search.log" for p in run_dir.iterdir()):
+        return
+    for handler in logging.getLogger().handlers[:]:
+        if Path(getattr(handler, "baseFilename", "/")).parent == run_dir.resolve():
+            handler.close()
+            logging.getLogger().removeHandler(handler)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    root, parent = output_root.resolve(), run_dir.resolve().parent
+    while root in parent.parents and not any(parent.iterdir()):
+        parent.rmdir()
+        parent = parent.parent
+
+
+def _job(cfg: DictConfig) -> None:
+    """The Hydra job: run, and turn every expected failure into one line (exit 2; Ctrl-C 130)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        run(cfg, run_dir)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished candidates are saved in {run_dir}; rerun the same command with "
+              f"hydra.run.dir={run_dir} to resume", file=sys.stderr)
+        sys.exit(130)
+    except OSError as e:
+        if not rf.disk_full(e) and not isinstance(e, PermissionError):
+            raise
+        what = "the disk is full" if rf.disk_full(e) else f"permission denied ({e.filename})"
+        log.error("cannot write %s: %s; free space or fix it, then rerun the same command with hydra.run.dir=%s "
+                  "to resume (nothing finished is lost)", run_dir, what, run_dir)
+        sys.exit(2)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        if not _is_user_error(e):
+            raise
+        log.error("%s", e)
+        _remove_if_empty(run_dir, Path(str(cfg.get("output_root", "outputs"))))
+        sys.exit(2)
 
 
 def main() -> None:
@@ -179,11 +331,15 @@ def main() -> None:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        check_group_overrides(sys.argv[1:])
-    except ConfigError as e:
+        argv = ttsf.expand_config_args(sys.argv[1:])
+        check_overrides(argv)
+    except (ConfigError, ttsf.TtsfConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    _hydra_main()
+    sys.argv[1:] = argv
+    import hydra
+
+    hydra.main(version_base=None, config_path=str(config_dir()), config_name="config")(_job)()
 
 
 if __name__ == "__main__":

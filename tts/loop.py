@@ -1,7 +1,8 @@
 """The batched search loop: per prompt, ask the strategy for noises, generate them in batches,
 verify each batch in a worker thread while the next batch generates, record every candidate,
 tell the strategy, and write the round's best. Finished candidates found in the run folder's
-manifest are neither regenerated nor re-scored, so a rerun of the same folder resumes.
+manifest (with a readable image) are neither regenerated nor re-scored, so a rerun of the same
+folder resumes; a prompt another live process has claimed is left to it.
 """
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import collections
 import concurrent.futures as cf
 import dataclasses
 import logging
+import math
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -18,7 +21,6 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import runfolder as rf
-from .generate import Generator
 from .noise import derive_seed
 from .pipelines import PipelineSpec
 from .prompts import Prompt
@@ -40,7 +42,21 @@ class SearchJob:
     run_dir: Path
     seed: int = 0
     batch_size: int = 4
-    verify_concurrency: int = 2
+    #: verifier batches in flight; None: enough for the verifier's own ``max_concurrency`` at this batch size
+    verify_concurrency: int | None = None
+    #: prompt tags the summary groups by (None: every tag)
+    group_by: tuple[str, ...] | None = None
+
+    @property
+    def verify_workers(self) -> int:
+        """Worker threads for verification: the set value, or enough batches in flight for the verifier's
+        ``max_concurrency`` requests (API graders split a batch into one request per image)."""
+        if self.verify_concurrency is not None:
+            return self.verify_concurrency
+        limit = getattr(self.verifier, "max_concurrency", None)
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+            return max(2, math.ceil(limit / self.batch_size))
+        return 2
 
 
 @dataclasses.dataclass
@@ -57,108 +73,204 @@ class _Pending:
     generate_s: float
 
 
+@dataclasses.dataclass
+class _Resume:
+    """What the run folder already holds: finished candidates, and ones whose verification failed."""
+
+    finished: dict[tuple, CandidateRecord]
+    failed: dict[tuple, CandidateRecord]
+
+
+class _Progress:
+    """One bar per prompt counting candidates generated, with how many are verified beside it."""
+
+    def __init__(self, prompt: str, disable: bool, leave: bool):
+        self.bar = tqdm(desc=prompt[:40], unit="img", total=None, disable=disable, leave=leave, dynamic_ncols=True)
+        self.verified = 0
+        self._lock = threading.Lock()
+
+    def generated(self, n: int) -> None:
+        self.bar.update(n)
+
+    def verified_(self, n: int) -> None:
+        with self._lock:
+            self.verified += n
+            self.bar.set_postfix_str(f"verified {self.verified}", refresh=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+@dataclasses.dataclass
+class _PromptRun:
+    """One prompt's search in progress: where it writes, what it reuses, its bar."""
+
+    job: SearchJob
+    folder: rf.RunFolder
+    generator: object
+    pool: cf.ThreadPoolExecutor
+    index: int
+    prompt: Prompt
+    resume: _Resume
+    progress: _Progress
+
+    @property
+    def phash(self) -> str:
+        return rf.prompt_hash(self.prompt.text)
+
+
+@dataclasses.dataclass
+class _Round:
+    """A round in flight: candidates reused from the folder, verifications under way."""
+
+    number: int
+    size: int
+    done: dict[int, CandidateRecord]
+    futures: list[cf.Future]
+
+
 def run_search(job: SearchJob) -> dict:
     """1. open the run folder, 2. load pipeline and verifier, 3. search every prompt, 4. summarise."""
+    from .generate import Generator
+
     folder = rf.RunFolder(job.run_dir)
-    finished, failed = _resume_index(folder)
+    folder.clean()
+    resume = _resume_index(folder)
     generator = Generator(job.pipeline.load(), job.pipeline)
-    job.verifier.setup()
-    with cf.ThreadPoolExecutor(job.verify_concurrency, thread_name_prefix="verify") as pool:
-        for i, prompt in enumerate(tqdm(job.prompts, desc="prompts", unit="prompt", disable=len(job.prompts) < 2)):
-            search_prompt(job, folder, generator, pool, i, prompt, finished, failed)
-    generator.close()
-    job.verifier.close()
+    try:
+        job.verifier.setup()
+        with cf.ThreadPoolExecutor(job.verify_workers, thread_name_prefix="verify") as pool:
+            _search_all(job, folder, generator, pool, resume)
+    finally:
+        generator.close()
+        job.verifier.close()
     summary = summarise(folder.records(), job)
     rf.atomic_write_json(folder.root / rf.SUMMARY, summary)
     return summary
 
 
-def _resume_index(folder: rf.RunFolder):
-    finished, failed = {}, {}
+def _search_all(job: SearchJob, folder: rf.RunFolder, generator, pool, resume: _Resume) -> None:
+    """Every prompt this process can claim; prompts held by another live process are left to it."""
+    many = len(job.prompts) > 1
+    skipped = []
+    for i, prompt in enumerate(tqdm(job.prompts, desc="prompts", unit="prompt", disable=not many)):
+        phash = rf.prompt_hash(prompt.text)
+        holder = folder.claim(phash)
+        if holder is not None:
+            skipped.append(holder)
+            continue
+        try:
+            run = _PromptRun(job, folder, generator, pool, i, prompt, resume, _Progress(prompt.text, False, not many))
+            search_prompt(run)
+        finally:
+            folder.release(phash)
+    if skipped:
+        log.warning("%d prompt%s left to other processes writing this folder (%s); their results join the "
+                    "manifest, and the last process to finish writes the full summary", len(skipped),
+                    "s" if len(skipped) > 1 else "", ", ".join(sorted(set(skipped))))
+
+
+def _resume_index(folder: rf.RunFolder) -> _Resume:
+    """Finished and failed candidates of the folder whose image is still readable; the rest are redone."""
+    resume = _Resume({}, {})
+    unreadable = 0
     for r in rf.final_records(folder.records()):  # one read of the manifest
-        if (folder.root / r.image).exists():
-            (finished if r.status == "ok" else failed)[r.key] = r
-    if finished or failed:
-        log.info("resuming %s: %d finished candidates, %d to re-verify", folder.root, len(finished), len(failed))
-    return finished, failed
+        if rf.image_ok(folder.root / r.image):
+            (resume.finished if r.status == "ok" else resume.failed)[r.key] = r
+        else:
+            unreadable += 1
+    if unreadable:
+        log.warning("%d candidate image%s missing or unreadable in %s: regenerating them", unreadable,
+                    "s are" if unreadable > 1 else " is", folder.root)
+    if resume.finished or resume.failed:
+        log.info("resuming %s: %d finished candidates, %d to re-verify", folder.root, len(resume.finished),
+                 len(resume.failed))
+    return resume
 
 
-def search_prompt(job, folder, generator, pool, prompt_index, prompt, finished, failed) -> None:
+def search_prompt(run: _PromptRun) -> None:
     """Run one prompt's search to the end, round by round.
 
     A strategy whose rounds do not depend on scores (``independent_rounds = True``, e.g. random search)
     has its next round generated while the previous round is still being verified; otherwise each
     round is told its scores before the next is asked for.
     """
-    phash = rf.prompt_hash(prompt.text)
-    context = SearchContext(prompt.text, prompt_index, phash, folder.root, tuple(generator.latent_shape))
+    job, phash = run.job, run.phash
+    context = SearchContext(run.prompt.text, run.index, phash, run.folder.root, tuple(run.generator.latent_shape))
     strategy = job.search_factory(seed_fn=lambda r, i, purpose: derive_seed(job.seed, phash, r, i, purpose),
                                   context=context)
+    if getattr(strategy, "interactive", False):  # never draw a bar over a question the person is answering
+        run.progress.bar.disable = True
     ahead = getattr(strategy, "independent_rounds", False)
-    bar = tqdm(desc=prompt.text[:40], unit="img", leave=False, total=0)
-    in_flight: list[tuple[int, dict]] = []
-    nfe_total, round_, exhausted = 0.0, 0, False
-    while not exhausted or in_flight:
-        noises = [] if exhausted else strategy.ask()
-        exhausted = exhausted or not noises
-        if noises:
-            round_ += 1
-            in_flight.append((round_, start_round(job, folder, generator, pool, prompt_index, prompt, round_, noises,
-                                                  finished, failed, bar)))
-        if in_flight and (exhausted or not ahead or len(in_flight) > 1):
-            r, started = in_flight.pop(0)
-            records = finish_round(started, bar)
-            strategy.tell([Candidate(c.round, c.index, c.noise, c.score if c.status == "ok" else None, c)
-                           for c in records])
-            nfe_total += sum(c.nfe for c in records)
-            write_round_best(folder, job, prompt, r, records, strategy.best, nfe_total)
-    bar.close()
+    in_flight: list[_Round] = []
+    nfe_total, number, exhausted = 0.0, 0, False
+    try:
+        while not exhausted or in_flight:
+            noises = [] if exhausted else strategy.ask()
+            exhausted = exhausted or not noises
+            if noises:
+                number += 1
+                in_flight.append(start_round(run, number, noises))
+            if in_flight and (exhausted or not ahead or len(in_flight) > 1):
+                started = in_flight.pop(0)
+                records = finish_round(run, started)
+                strategy.tell([Candidate(c.round, c.index, c.noise, c.score if c.status == "ok" else None, c)
+                               for c in records])
+                nfe_total += sum(c.nfe for c in records)
+                write_round_best(run, started.number, records, strategy.best, nfe_total)
+    finally:
+        run.progress.close()
 
 
-def start_round(job, folder, generator, pool, prompt_index, prompt, round_, noises, finished, failed, bar) -> dict:
+def start_round(run: _PromptRun, number: int, noises: list[dict]) -> _Round:
     """Generate one round's missing candidates in batches, each batch handed to a verifier worker at once."""
-    phash = rf.prompt_hash(prompt.text)
+    job, folder, phash = run.job, run.folder, run.phash
     done: dict[int, CandidateRecord] = {}
     todo: list[_Pending] = []
     regen: list[tuple[int, dict]] = []
     for i, noise in enumerate(noises):
-        key = (phash, round_, i)
-        if key in finished and finished[key].noise == noise:
-            done[i] = finished[key]
-        elif key in failed and failed[key].noise == noise:
-            old = failed[key]
-            todo.append(_Pending(prompt_index, prompt, round_, i, noise, folder.root / old.image, old.nfe,
+        key = (phash, number, i)
+        if key in run.resume.finished and run.resume.finished[key].noise == noise:
+            done[i] = run.resume.finished[key]
+        elif key in run.resume.failed and run.resume.failed[key].noise == noise:
+            old = run.resume.failed[key]
+            todo.append(_Pending(run.index, run.prompt, number, i, noise, folder.root / old.image, old.nfe,
                                  old.timings.generate_s))
         else:
             regen.append((i, noise))
-    bar.total += len(noises)
-    bar.update(len(done))
-    futures = [pool.submit(verify_and_record, job, folder, todo[k:k + job.batch_size])
+    run.progress.generated(len(done) + len(todo))
+    run.progress.verified_(len(done))
+    futures = [run.pool.submit(_verify_counted, run, todo[k:k + job.batch_size])
                for k in range(0, len(todo), job.batch_size)]
     for k in range(0, len(regen), job.batch_size):
-        batch = regen[k:k + job.batch_size]
-        pending = generate_batch(generator, folder, prompt_index, prompt, round_, batch)
-        futures.append(pool.submit(verify_and_record, job, folder, pending))
-    return {"done": done, "futures": futures, "n": len(noises)}
+        pending = generate_batch(run, number, regen[k:k + job.batch_size])
+        run.progress.generated(len(pending))
+        futures.append(run.pool.submit(_verify_counted, run, pending))
+        folder.heartbeat(phash)
+    return _Round(number, len(noises), done, futures)
 
 
-def finish_round(started: dict, bar) -> list[CandidateRecord]:
+def finish_round(run: _PromptRun, started: _Round) -> list[CandidateRecord]:
     """Wait for a round's verifications; its records in candidate order."""
-    done = started["done"]
-    for fut in started["futures"]:
+    for fut in started.futures:
         for rec in fut.result():
-            done[rec.index] = rec
-            bar.update(1)
-    return [done[i] for i in range(started["n"])]
+            started.done[rec.index] = rec
+    return [started.done[i] for i in range(started.size)]
 
 
-def generate_batch(generator: Generator, folder, prompt_index, prompt, round_, batch) -> list[_Pending]:
-    images, nfe, seconds = generator.generate(prompt.text, [noise for _, noise in batch])
+def _verify_counted(run: _PromptRun, pending: list[_Pending]) -> list[CandidateRecord]:
+    records = verify_and_record(run.job, run.folder, pending)
+    run.progress.verified_(len(records))
+    return records
+
+
+def generate_batch(run: _PromptRun, number: int, batch: list[tuple[int, dict]]) -> list[_Pending]:
+    images, nfe, seconds = run.generator.generate(run.prompt.text, [noise for _, noise in batch])
     pending = []
     for (i, noise), image in zip(batch, images):
-        path = folder.root / rf.image_name(prompt.text, round_, noise["seed"])
+        path = run.folder.root / rf.image_name(run.prompt.text, number, noise["seed"])
         rf.save_image(path, image)
-        pending.append(_Pending(prompt_index, prompt, round_, i, noise, path, nfe, seconds / len(batch)))
+        pending.append(_Pending(run.index, run.prompt, number, i, noise, path, nfe, seconds / len(batch)))
     return pending
 
 
@@ -200,22 +312,30 @@ def make_record(job: SearchJob, folder: rf.RunFolder, p: _Pending, v: Verdict, v
         timings=Timings(generate_s=p.generate_s, verify_s=verify_s), worker=folder.worker, usage=v.usage)
 
 
-def write_round_best(folder, job, prompt: Prompt, round_: int, records, best: Candidate | None, nfe_total: float):
+def write_round_best(run: _PromptRun, number: int, records, best: Candidate | None, nfe_total: float) -> None:
+    """``<stem>_i@<round>_s@<best seed>.json`` (the reference project's name and fields, plus ours); image
+    paths are relative to the run folder. A stale JSON of the same round (another best) is removed."""
+    job, folder, prompt = run.job, run.folder, run.prompt
     scored = [r for r in records if r.status == "ok"]
     top = max(scored, key=lambda r: r.score, default=None)
     metric = job.verifier.choice_of_metric
     top_metric = top.scores[job.verifier.name][metric] if top else None
     doc = RoundBest(
-        prompt=prompt.text, search_round=round_, num_noises=len(records),
+        prompt=prompt.text, search_round=number, num_noises=len(records),
         best_noise_seed=top.seed if top else None,
         best_score=ScoreSummary(explanation=top_metric.explanation if top_metric else None,
                                 score=top.score if top else None),
-        choice_of_metric=metric, best_img_path=str(folder.root / top.image) if top else None,
+        choice_of_metric=metric, best_img_path=top.image if top else None,
         best_noise=top.noise if top else None, best_scores=top.scores if top else {},
         global_best_score=best.score if best else None,
-        global_best_img_path=str(folder.root / best.record.image) if best and best.record else None,
+        global_best_img_path=best.record.image if best and best.record else None,
         num_failed=len(records) - len(scored), nfe_round=sum(r.nfe for r in records), nfe_total=nfe_total)
-    rf.atomic_write_json(folder.root / rf.round_json_name(prompt.text, round_), doc.model_dump())
+    name = rf.round_json_name(prompt.text, number, top.seed if top else None)
+    rf.atomic_write_json(folder.root / name, doc.model_dump())
+    stem = rf.prompt_stem(prompt.text)
+    for old in [*folder.root.glob(f"{stem}_i@{number}_s@*.json"), folder.root / f"{stem}_i@{number}.json"]:
+        if old.name != name and old.exists():
+            old.unlink(missing_ok=True)
 
 
 def best_per_prompt(records: list[CandidateRecord]) -> dict[str, CandidateRecord]:
@@ -237,8 +357,9 @@ def total_usage(records: list[CandidateRecord]) -> Usage | None:
 
 
 def summarise(records: list[CandidateRecord], job: SearchJob) -> dict:
-    """summary.json: per prompt its best; means of every metric of the bests, overall and per tag value;
-    verifier usage (requests, tokens, cost) summed over every record, failed attempts included."""
+    """summary.json: per prompt its best; means of every metric of the bests, overall and per value of the
+    prompt source's grouping tags; verifier usage (requests, tokens, cost) summed over every record,
+    failed attempts included."""
     usage = total_usage(records)
     records = rf.final_records(records)
     best = best_per_prompt(records)
@@ -246,7 +367,8 @@ def summarise(records: list[CandidateRecord], job: SearchJob) -> dict:
     for r in best.values():
         groups["all"].append(r)
         for tag, value in r.prompt_tags.items():
-            groups[f"{tag}={value}"].append(r)
+            if job.group_by is None or tag in job.group_by:
+                groups[f"{tag}={value}"].append(r)
 
     def means(rs):
         values = collections.defaultdict(list)

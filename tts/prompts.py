@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
+import logging
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,39 +44,82 @@ class SinglePrompt:
         return [Prompt(str(self.text).strip())]
 
 
-class FilePrompts:
-    """A local file: .txt (one prompt a line), .csv/.tsv (``column``, other columns kept as tags), .jsonl."""
+#: Columns the summary groups by when a file or dataset does not say (``prompts.tags``): PartiPrompts'
+#: declared tag columns and the shapes bench's; free-text columns (e.g. PartiPrompts' ``Note``) are not tags.
+DEFAULT_GROUP_TAGS = ("Category", "Challenge", "category", "challenge", "split")
 
-    def __init__(self, path: str, column: str = "prompt"):
+
+class FilePrompts:
+    """A local file: .txt (one prompt a line), .csv/.tsv (``column``, other columns kept as tags), .jsonl
+    (one JSON object a line). Lines are read only as far as the prompts asked for; a bad line is an error
+    naming the file and line."""
+
+    def __init__(self, path: str, column: str = "prompt", tags: list[str] | None = None):
         self.path, self.column = path, column
+        self.group_by = tuple(tags) if tags is not None else DEFAULT_GROUP_TAGS
 
     def load(self) -> list[Prompt]:
+        return list(self.iter())
+
+    def iter(self):
         path = Path(self.path).expanduser()
         if not path.is_file():
             raise PromptSourceError(f"prompt file {str(path)!r} does not exist (set prompts.path=...)")
+        text = _read_utf8(path)
         suffix = path.suffix.lower()
         if suffix in (".csv", ".tsv"):
-            with open(path, newline="", encoding="utf-8") as f:
-                rows = list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
-            return [self._row(r, f"{path}:{i + 2}") for i, r in enumerate(rows)]
-        if suffix == ".jsonl":
-            lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-            return [self._row(json.loads(ln), f"{path}:{i + 1}") for i, ln in enumerate(lines)]
-        return [Prompt(ln.strip()) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
+            try:
+                for row in reader:
+                    yield self._row(row, f"{path}:{reader.line_num}")
+            except csv.Error as e:
+                raise PromptSourceError(f"{path}:{reader.line_num}: not valid {suffix[1:].upper()} ({e})") from None
+            return
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            if suffix == ".jsonl":
+                yield self._row(_json_object(line, f"{path}:{number}", self.column), f"{path}:{number}")
+            else:
+                yield Prompt(line.strip())
 
     def _row(self, row: dict, where: str) -> Prompt:
         if self.column not in row:
-            raise PromptSourceError(f"{where}: no column {self.column!r}; columns: {', '.join(row)} "
+            raise PromptSourceError(f"{where}: no column {self.column!r}; columns: {', '.join(map(str, row))} "
                                     "(set prompts.column=...)")
-        tags = {k: v for k, v in row.items() if k != self.column}
+        tags = {k: v for k, v in row.items() if k != self.column and k is not None}
         return Prompt(_check_text(row[self.column], where), tags)
+
+
+def _read_utf8(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise PromptSourceError(f"{path}:{line}: not UTF-8 text (byte {data[e.start]:#04x}); save the file as "
+                                "UTF-8 and rerun") from None
+
+
+def _json_object(line: str, where: str, column: str) -> dict:
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise PromptSourceError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); each line must be a JSON "
+                                f"object such as {{\"{column}\": \"a red circle\"}}") from None
+    if not isinstance(value, dict):
+        raise PromptSourceError(f"{where}: a JSON object with a {column!r} key expected, got {type(value).__name__} "
+                                f"{line.strip()[:40]!r}")
+    return value
 
 
 class DatasetPrompts:
     """A Hugging Face ``datasets`` dataset by name or local path (``load_dataset(name, split=...)``)."""
 
-    def __init__(self, name: str, split: str = "train", column: str = "prompt", config_name: str | None = None):
+    def __init__(self, name: str, split: str = "train", column: str = "prompt", config_name: str | None = None,
+                 tags: list[str] | None = None):
         self.name, self.split, self.column, self.config_name = name, split, column, config_name
+        self.group_by = tuple(tags) if tags is not None else DEFAULT_GROUP_TAGS
 
     def load(self) -> list[Prompt]:
         try:
@@ -93,10 +140,43 @@ class DatasetPrompts:
                 for i, r in enumerate(ds)]
 
 
-def take(prompts: list[Prompt], num_prompts) -> list[Prompt]:
-    """The first ``num_prompts`` prompts (``all`` / None for every one)."""
+def check_num_prompts(num_prompts) -> int | None:
+    """``all`` / None -> None (every prompt), else a positive integer; tt-scale-flux's ``None`` gets a hint."""
     if num_prompts in (None, "all"):
-        return prompts
+        return None
+    if num_prompts in ("None", "null"):
+        raise PromptSourceError("num_prompts=None is tt-scale-flux's spelling; in tts use num_prompts=all (every "
+                                "prompt) or num_prompts=N")
     if isinstance(num_prompts, bool) or not isinstance(num_prompts, int) or num_prompts < 1:
         raise PromptSourceError(f"num_prompts must be a positive integer or 'all', got {num_prompts!r}")
-    return prompts[:num_prompts]
+    return num_prompts
+
+
+def take(prompts, num_prompts) -> list[Prompt]:
+    """The first ``num_prompts`` distinct prompts (``all`` / None for every one) of a list or an iterator;
+    a prompt listed again is dropped with one warning (the first keeps its tags)."""
+    limit = check_num_prompts(num_prompts)
+    out: list[Prompt] = []
+    seen: set[str] = set()
+    repeated = 0
+    for p in prompts:
+        if p.text in seen:
+            repeated += 1
+            continue
+        seen.add(p.text)
+        out.append(p)
+        if limit is not None and len(out) >= limit:
+            break
+    if repeated:
+        log.warning("%d repeated prompt%s dropped (each prompt is searched once; the first keeps its tags)", repeated,
+                    "s" if repeated > 1 else "")
+    return out
+
+
+def select(source, num_prompts) -> list[Prompt]:
+    """The prompts a run searches: a source's own subset rule when it has one (a stratified subset of a
+    suite), else the first ``num_prompts`` distinct prompts, reading no further than needed."""
+    limit = check_num_prompts(num_prompts)
+    if limit is not None and hasattr(source, "subset"):
+        return source.subset(limit)
+    return take(source.iter() if hasattr(source, "iter") else source.load(), limit)

@@ -8,22 +8,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from . import runfolder as rf
-from .generate import Generator
-from .pipelines import PipelineSpec
 
 
 def replay(run_dir: Path, image: str, out: Path | None = None, device: str | None = None) -> tuple[Path, int]:
     """Regenerate ``image`` of ``run_dir``; return (written path, max abs pixel difference from the original)."""
+    from .generate import Generator
+    from .pipelines import PipelineSpec
+
+    if not (run_dir / rf.CONFIG).is_file():
+        raise SystemExit(f"tts-replay: {run_dir} is not a run folder (no {rf.CONFIG}); pass the folder tts-search "
+                         "printed as 'run folder: ...'")
     config = json.loads((run_dir / rf.CONFIG).read_text())
     records = [r for r in rf.read_manifest(run_dir) if r.image == Path(image).name]
     if not records:
-        raise SystemExit(f"no record for {image!r} in {run_dir / rf.MANIFEST}")
+        raise SystemExit(f"tts-replay: no record for {image!r} in {run_dir / rf.MANIFEST} (give an image file name "
+                         "listed there)")
     record = records[-1]
     settings = {k: v for k, v in config["pipeline"].items() if k != "_target_"}
     if device:
@@ -48,7 +54,14 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--device", default=None, help="override the recorded device (e.g. cpu)")
     args = p.parse_args(argv)
-    out, diff = replay(args.run_dir, args.image, args.out, args.device)
+    try:
+        out, diff = replay(args.run_dir, args.image, args.out, args.device)
+    except SystemExit as e:
+        print(e, file=sys.stderr)
+        sys.exit(2)
+    except rf.RunFolderError as e:
+        print(f"tts-replay: {e}", file=sys.stderr)
+        sys.exit(2)
     print(f"{out}  max pixel difference from the original: {diff}")
 
 

@@ -1,55 +1,110 @@
-"""The run folder: file names, atomic writes, the shared manifest, and resume.
+"""The run folder: file names, atomic writes, the shared manifest, work claims, and resume.
 
-Several processes may write one run folder at once (prompts sharded across GPUs): every file is
-written to a unique temporary name and renamed into place (atomic on POSIX), and manifest lines are
-appended under an exclusive ``flock`` in one ``write`` call, so a reader never sees half a record
-and a process killed at any moment loses no finished candidate.
+Several processes may write one run folder at once (prompts sharded across GPUs, or the same command
+started twice): every file is written to a temporary name and renamed into place (atomic on POSIX);
+manifest lines are appended under an exclusive ``flock`` as whole lines (a short write is finished,
+a torn tail left by a crash is closed first); ``config.json`` is created under the folder lock; and a
+process claims a prompt before searching it, so a second writer takes what is left. A process killed
+at any moment loses no finished candidate; a rerun of the folder resumes.
+
+``flock`` is advisory and per host; on NFS/Lustre it is only as good as the file system's lock
+support (see docs/run-folder.md).
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import socket
+import time
 import uuid
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from .records import SCHEMA_VERSION, CandidateRecord
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.jsonl"
 CONFIG = "config.json"
 SUMMARY = "summary.json"
-_SECRET_KEY = re.compile(r"(api_?key|secret|token|password|authorization)", re.I)
+LOCK = ".tts.lock"
+CLAIMS = ".claims"
+_SECRET_KEY = re.compile(r"(api_?key|secret|token|password|passwd|authorization|credential)", re.I)
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
 REDACTED = "***redacted***"
+#: A claim on a prompt by a process on another host expires when its heartbeat is older than this.
+CLAIM_STALE_S = 600.0
 
+
+class RunFolderError(RuntimeError):
+    """A run folder tts cannot use as it is (the message says what to do)."""
+
+
+class RunFolderMismatch(RunFolderError):
+    """A run folder made by a different search than the one asked to resume it."""
+
+
+# -- names (the reference project's rule, byte for byte) --------------------------------------------
 
 def prompt_hash(prompt: str) -> str:
+    """The first 8 hex digits of SHA-256 of the prompt as given."""
     return hashlib.sha256(prompt.encode()).hexdigest()[:8]
 
 
-def prompt_stem(prompt: str) -> str:
-    """``prompt@<sanitised>_hash@<sha256[:8]>``: only [A-Za-z0-9_], so no prompt can leave the folder."""
-    safe = re.sub(r"[^A-Za-z0-9]+", "_", prompt).strip("_")[:80] or "empty"
-    return f"prompt@{safe}_hash@{prompt_hash(prompt)}"
+def prompt_stem(prompt: str, max_length: int = 100) -> str:
+    """``prompt@<name>_hash@<hash>``, tt-scale-flux's rule: every character of the stripped prompt that is
+    not ASCII alphanumeric becomes ``_``, runs of ``_`` collapse, and when the stem is longer than
+    ``max_length`` the name is cut to ``max_length - 8 - 7`` characters. Only ``[A-Za-z0-9_@]``, so no
+    prompt can name a path outside the folder."""
+    name = re.sub(r"_+", "_", re.sub(r"[^a-zA-Z0-9]", "_", prompt.strip()))
+    stem = f"prompt@{name}_hash@{prompt_hash(prompt)}"
+    if len(stem) > max_length:
+        stem = f"prompt@{name[:max_length - 8 - 7]}_hash@{prompt_hash(prompt)}"
+    return stem
 
 
 def image_name(prompt: str, round_: int, seed: int) -> str:
     return f"{prompt_stem(prompt)}_i@{round_}_s@{seed}.png"
 
 
-def round_json_name(prompt: str, round_: int) -> str:
-    return f"{prompt_stem(prompt)}_i@{round_}.json"
+def round_json_name(prompt: str, round_: int, seed: int | None) -> str:
+    """A round's JSON is named after its best image (``..._i@<round>_s@<seed>.json``), as the reference
+    project names it; a round with no scored candidate has no best seed: ``..._i@<round>.json``."""
+    tail = f"_s@{seed}" if seed is not None else ""
+    return f"{prompt_stem(prompt)}_i@{round_}{tail}.json"
+
+
+#: Round JSONs, tt-scale-flux's process_results.py pattern (and tts before 0.3: no ``_s@``).
+ROUND_JSON = re.compile(r"prompt@(.+?)_hash@([^_]+)_i@(\d+)(?:_s@(\d+))?\.json$")
+
+
+# -- atomic files ------------------------------------------------------------------------------------
+
+def _tmp_name(path: Path) -> Path:
+    """``.<name>.<host>.<pid>.<uuid>.tmp``: the writer is in the name, so a rerun knows which are stale."""
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40]
+    return path.with_name(f".{path.name}.{host}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = _tmp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def atomic_write_json(path: Path, obj) -> None:
@@ -64,16 +119,79 @@ def save_image(path: Path, image) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def image_ok(path: Path) -> bool:
+    """Cheap integrity check of a written image: it exists and its PNG chunks and CRCs read back."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.verify()
+        return True
+    except Exception:  # noqa: BLE001 - any unreadable file is simply "not there"
+        return False
+
+
+def clean_stale_temp_files(root: Path) -> int:
+    """Remove temporary files left by killed writers: this host's whose process is gone, legacy ones
+    without a writer in the name, and another host's older than :data:`CLAIM_STALE_S`."""
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40]
+    removed = 0
+    for tmp in root.glob(".*.tmp"):
+        parts = tmp.name.split(".")
+        owner_host, pid = (parts[-4], parts[-3]) if len(parts) >= 6 and parts[-3].isdigit() else (None, None)
+        if owner_host == host and pid is not None:
+            stale = not _pid_alive(int(pid))
+        elif owner_host is None:
+            stale = True
+        else:
+            stale = _age(tmp) > CLAIM_STALE_S
+        if stale:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed += 1
+    return removed
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return float("inf")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# -- secrets ------------------------------------------------------------------------------------------
+
+def redact_url(text: str) -> str:
+    """``scheme://user:KEY@host`` -> ``scheme://***redacted***@host``."""
+    return _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
+
+
 def redact(obj, secrets: tuple[str, ...] = ()):
-    """A copy of a JSON-like config with secret-looking keys and known secret values replaced."""
+    """A copy of a JSON-like config with secret-looking keys, URL credentials and known secret values replaced."""
     if isinstance(obj, dict):
         return {k: (REDACTED if _SECRET_KEY.search(str(k)) and v not in (None, "") else redact(v, secrets))
                 for k, v in obj.items()}
     if isinstance(obj, list):
         return [redact(v, secrets) for v in obj]
-    if isinstance(obj, str) and any(s and s in obj for s in secrets):
-        return REDACTED
+    if isinstance(obj, str):
+        return REDACTED if any(s and s in obj for s in secrets) else redact_url(obj)
     return obj
+
+
+def is_secret_key(key: str) -> bool:
+    return bool(_SECRET_KEY.search(key.rsplit(".", 1)[-1]))
 
 
 def env_secrets() -> tuple[str, ...]:
@@ -81,36 +199,102 @@ def env_secrets() -> tuple[str, ...]:
     return tuple(v for k, v in os.environ.items() if _SECRET_KEY.search(k) and len(v) >= 8)
 
 
+# -- resume identity ------------------------------------------------------------------------------------
+
 #: Settings that change how a run executes, not what it computes: a resume may change them.
 OPERATIONAL_KEYS = frozenset({
     "device", "base_url", "api_version", "max_concurrency", "max_attempts", "timeout_s", "backoff_s", "max_backoff_s",
     "price_per_million_input_tokens", "price_per_million_output_tokens", "cpu_offload", "compile",
     "attention_slicing", "vae_tiling", "vae_slicing", "tf32", "interface", "port", "host", "open_browser", "script",
-    "simulate_top_k", "simulate_noise"})
+    "simulate_top_k", "simulate_noise", "inline_images"})
 
 
-def _identity(node):
-    """A config node without its operational keys (what must match for a folder to be resumed)."""
-    if isinstance(node, dict):
-        return {k: _identity(v) for k, v in node.items() if k not in OPERATIONAL_KEYS}
-    return node
+def config_differences(old, new, path: str = "") -> list[tuple[str, object, object]]:
+    """``(dotted key, old, new)`` for every setting (operational keys aside) that differs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new), key=str):
+            if k in OPERATIONAL_KEYS:
+                continue
+            out += config_differences(old.get(k), new.get(k), f"{path}.{k}" if path else str(k))
+        return out
+    return [] if old == new else [(path, old, new)]
 
+
+# -- the manifest -----------------------------------------------------------------------------------------
 
 def append_line(path: Path, line: str) -> None:
-    """Append one line under ``flock`` in a single write, then fsync (safe with several writers)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    """Append one whole line under ``flock`` and fsync it (safe with several writers).
+
+    A torn tail (a writer killed mid-line, a full disk) is closed with a newline first, so this record
+    starts on a line of its own; a short write is finished; a write that fails is cut back off, so the
+    file never keeps half of this record.
+    """
+    data = (line.rstrip("\n") + "\n").encode()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, (line.rstrip("\n") + "\n").encode())
-        os.fsync(fd)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 
 
-class RunFolderMismatch(RuntimeError):
-    """A run folder made by a different search than the one asked to resume it."""
+def read_manifest(root: Path | str) -> list[CandidateRecord]:
+    """Every readable record of a run folder's manifest.
 
+    Lines that are not a record (a torn line from a killed writer, invalid UTF-8, a stray value) are
+    skipped with one warning naming them; a record from a newer tts is an error that says to upgrade.
+    """
+    path = Path(root) / MANIFEST
+    if not path.exists():
+        return []
+    with open(path, "rb") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_SH)
+        raw = f.read()
+    out, bad = [], []
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line.decode("utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+            version = data.get("schema_version", 0)
+            if isinstance(version, int) and version > SCHEMA_VERSION:
+                raise RunFolderError(f"{path} line {number} has schema_version {version} (this tts reads up to "
+                                     f"{SCHEMA_VERSION}): upgrade tts (pip install -U tts) to read or resume it")
+            out.append(CandidateRecord.model_validate(data))
+        except (UnicodeDecodeError, ValueError, ValidationError):
+            bad.append(number)
+    if bad:
+        shown = ", ".join(map(str, bad[:10])) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        log.warning("%s: skipped %d unreadable line%s (%s); their candidates are redone", path, len(bad),
+                    "s" if len(bad) > 1 else "", shown)
+    return out
+
+
+def final_records(records: list[CandidateRecord]) -> list[CandidateRecord]:
+    """One record per candidate: a rerun may have re-verified a failed one; an ok record wins, else the last."""
+    final: dict[tuple, CandidateRecord] = {}
+    for r in records:
+        if r.status == "ok" or r.key not in final or final[r.key].status != "ok":
+            final[r.key] = r
+    return list(final.values())
+
+
+# -- the folder ---------------------------------------------------------------------------------------------
 
 class RunFolder:
     """One run's folder: images, per-round JSONs, ``manifest.jsonl``, ``config.json``, ``summary.json``."""
@@ -124,49 +308,96 @@ class RunFolder:
     def manifest(self) -> Path:
         return self.root / MANIFEST
 
-    def write_config(self, config: dict, identity_keys: tuple[str, ...]) -> None:
-        """Write ``config.json`` (redacted); refuse to resume a folder made with a different search."""
+    @contextlib.contextmanager
+    def locked(self):
+        """The folder's exclusive lock (config creation, claims), held for the ``with`` block."""
+        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def write_config(self, config: dict, identity_keys: tuple[str, ...], may_change: frozenset[str] = frozenset()) -> None:
+        """Create ``config.json`` (redacted) under the folder lock; refuse to resume a folder made with a
+        different search, naming each differing key. Keys in ``may_change`` (dotted, e.g. ``search.rounds``
+        for a strategy that can be extended) may differ: the folder's config is then updated."""
         config = redact(config, env_secrets())
         path = self.root / CONFIG
-        if path.exists():
-            old = json.loads(path.read_text())
-            changed = [k for k in identity_keys if _identity(old.get(k)) != _identity(config.get(k))]
-            if changed:
+        with self.locked():
+            if not path.exists():
+                atomic_write_json(path, config)
+                return
+            try:
+                old = json.loads(path.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise RunFolderError(f"{path} is unreadable ({e}); use a new folder, or delete it to adopt "
+                                     "this run's settings") from None
+            diffs = [d for k in identity_keys for d in config_differences(old.get(k), config.get(k), k)]
+            fixed = [d for d in diffs if d[0] not in may_change]
+            if fixed:
+                shown = "; ".join(f"{k}: {o!r} -> {n!r}" for k, o, n in fixed[:6])
                 raise RunFolderMismatch(
-                    f"run folder {self.root} was made with a different {', '.join(changed)}; resuming it would "
-                    "mix two searches. Use a new folder (drop hydra.run.dir) or the original settings.")
-            return
-        atomic_write_json(path, config)
+                    f"run folder {self.root} was made with a different {', '.join(k for k, _, _ in fixed[:6])} "
+                    f"({shown}); resuming it would mix two searches. Use a new folder (drop hydra.run.dir) "
+                    "or the original settings.")
+            if diffs:
+                log.info("resuming %s with %s", self.root, "; ".join(f"{k} {o!r} -> {n!r}" for k, o, n in diffs))
+                atomic_write_json(path, config)
 
     def append(self, record: CandidateRecord) -> None:
         append_line(self.manifest, record.model_dump_json())
 
     def records(self) -> list[CandidateRecord]:
-        """Every record in the manifest (a torn last line from a killed writer is skipped)."""
         return read_manifest(self.root)
 
+    def clean(self) -> None:
+        """Remove stale temporary files (called when a run starts or resumes)."""
+        with self.locked():
+            n = clean_stale_temp_files(self.root)
+        if n:
+            log.info("removed %d temporary file%s left by an interrupted writer", n, "s" if n > 1 else "")
+
+    # Claims: one process searches a prompt at a time; a second writer takes the prompts left.
+    def claim(self, prompt_hash_: str) -> str | None:
+        """Claim a prompt for this process: None when claimed (or already ours), else the live holder."""
+        claims = self.root / CLAIMS
+        path = claims / prompt_hash_
+        with self.locked():
+            claims.mkdir(exist_ok=True)
+            holder = _read_text(path)
+            if holder and holder != self.worker and _holder_alive(holder, path):
+                return holder
+            atomic_write_bytes(path, self.worker.encode())
+        return None
+
+    def heartbeat(self, prompt_hash_: str) -> None:
+        with contextlib.suppress(OSError):
+            os.utime(self.root / CLAIMS / prompt_hash_)
+
+    def release(self, prompt_hash_: str) -> None:
+        path = self.root / CLAIMS / prompt_hash_
+        with self.locked():
+            if _read_text(path) == self.worker:
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
 
-def read_manifest(root: Path | str) -> list[CandidateRecord]:
-    path = Path(root) / MANIFEST
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if data.get("schema_version", 0) > SCHEMA_VERSION:
-            raise RuntimeError(f"{path} has schema_version {data['schema_version']}; upgrade tts to read it")
-        out.append(CandidateRecord.model_validate(data))
-    return out
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return None
 
 
-def final_records(records: list[CandidateRecord]) -> list[CandidateRecord]:
-    """One record per candidate: a rerun may have re-verified a failed one; an ok record wins, else the last."""
-    final: dict[tuple, CandidateRecord] = {}
-    for r in records:
-        if r.status == "ok" or r.key not in final or final[r.key].status != "ok":
-            final[r.key] = r
-    return list(final.values())
+def _holder_alive(holder: str, path: Path) -> bool:
+    """A claim's holder is alive: on this host, its process exists; elsewhere, its heartbeat is recent."""
+    host, _, pid = holder.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        return _pid_alive(int(pid))
+    return _age(path) < CLAIM_STALE_S
+
+
+def disk_full(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)

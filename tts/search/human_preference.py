@@ -39,6 +39,8 @@ FEEDBACK_SCHEMA_VERSION = 1
 
 class HumanPreferenceSearch:
     independent_rounds = False
+    #: more rounds extend a session: logged answers are replayed, the person is asked from the first new round
+    resume_keys = ("rounds",)
 
     def __init__(self, seed_fn: SeedFn, context: SearchContext | None = None, rounds: int = 20, per_round: int = 8,
                  explore: float = 0.25, step_degrees: float = 30.0, min_step_degrees: float = 5.0, shrink: float = 0.7,
@@ -62,6 +64,8 @@ class HumanPreferenceSearch:
                    "scripted": {"script": script, "simulate_top_k": simulate_top_k, "simulate_noise": simulate_noise}}
         self.frontend = get_frontend(interface, **options[interface])
         self.interface, self.seed_fn, self.context = interface, seed_fn, context
+        #: the terminal front-end asks questions on the console: the loop draws no progress bar over them
+        self.interactive = interface == "terminal"
         self.explore, self.max_step, self.min_step, self.shrink = explore, step_degrees, min_step_degrees, shrink
         self.alpha, self.step = ridge_alpha, step_degrees
         self.round, self.best, self.stopped = 0, None, False
@@ -159,7 +163,8 @@ class HumanPreferenceSearch:
     def _finish(self) -> None:
         finish = getattr(self.frontend, "finish", None)
         if finish is not None and self.context is not None:
-            finish()
+            best = self.context.run_dir / self.best.record.image if self.best is not None and self.best.record else None
+            finish(best_image=best, run_dir=self.context.run_dir)
 
 
 def _read_log(context: SearchContext) -> dict[int, dict]:

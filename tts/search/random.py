@@ -15,6 +15,8 @@ SCHEDULES = ("exponential", "constant")
 class RandomSearch:
     #: ask() never depends on tell(): the loop may generate round r+1 while round r is verified.
     independent_rounds = True
+    #: a rerun of a run folder may change these (more rounds extend a finished search).
+    resume_keys = ("rounds",)
 
     def __init__(self, seed_fn: SeedFn, context: SearchContext | None = None, rounds: int = 4, schedule: str = "exponential", base: int = 2,
                  per_round: int = 4):

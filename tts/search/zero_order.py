@@ -12,6 +12,9 @@ from . import Candidate, SearchContext, SeedFn, check_positive_int
 
 
 class ZeroOrderSearch:
+    #: a rerun of a run folder may change these: rounds are replayed from recorded scores, so more extend it.
+    resume_keys = ("rounds",)
+
     def __init__(self, seed_fn: SeedFn, context: SearchContext | None = None, rounds: int = 4, num_neighbors: int = 4, threshold: float = 0.95):
         self.rounds = check_positive_int("search.rounds", rounds)
         self.num_neighbors = check_positive_int("search.num_neighbors", num_neighbors)

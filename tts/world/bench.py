@@ -5,6 +5,10 @@ each other GenEval-style category; in the four categories that can name a held-o
 (counting, colors, position, color_attr) a third of the prompts are ``held_out`` (a colour-shape
 pair or relation never drawn or captioned in training; the colors category has only 9 such prompts),
 the rest ``in_dist``.
+
+``num_prompts=N`` takes a stratified subset (``ShapesBench.subset``): the categories take turns in their
+fixed order, each giving its next prompt from a seeded shuffle of its own (``prompts.subset_seed``), so
+even 5 prompts cover 5 categories and any N is spread as evenly as the categories allow.
 """
 from __future__ import annotations
 
@@ -43,10 +47,26 @@ def build(seed: int = 0) -> list[Prompt]:
 
 
 class ShapesBench:
-    """The suite as a prompt source (``load()`` like every other source)."""
+    """The suite as a prompt source (``load()`` like every other source; ``subset(n)`` for num_prompts=N)."""
 
-    def __init__(self, seed: int = 0):
-        self.seed = seed
+    group_by = ("category", "split")
+
+    def __init__(self, seed: int = 0, subset_seed: int = 0):
+        self.seed, self.subset_seed = seed, subset_seed
 
     def load(self) -> list[Prompt]:
         return build(self.seed)
+
+    def subset(self, n: int) -> list[Prompt]:
+        """N prompts stratified by category: round-robin over categories, seeded order within each."""
+        by_category: dict[str, list[Prompt]] = {}
+        for p in self.load():
+            by_category.setdefault(p.tags["category"], []).append(p)
+        rng = np.random.default_rng(self.subset_seed)
+        queues = [[ps[i] for i in rng.permutation(len(ps))] for ps in by_category.values()]
+        out: list[Prompt] = []
+        while len(out) < n and any(queues):
+            for q in queues:
+                if q and len(out) < n:
+                    out.append(q.pop(0))
+        return out

@@ -63,7 +63,9 @@ class PromptError(ValueError):
     def __init__(self, prompt: str, reason: str):
         super().__init__(
             f"prompt {prompt!r} is not in the shapes world: {reason}.\n"
-            f"The world's grammar:\n{GRAMMAR}"
+            f"The world's grammar:\n{GRAMMAR}\n"
+            "Write the prompt in this grammar, or, for free text, choose a general verifier (verifier=clip, "
+            "pickscore, gemini, openai, qwen) and a general pipeline (e.g. pipeline=sd-turbo)"
         )
 
 
