@@ -118,6 +118,8 @@ def main(argv=None):
     p.add_argument("--protocol", choices=("openai", "gemini"), default="openai")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--verify-concurrency", default="auto", help="the loop's verify_concurrency (auto: from "
+                   "verifier.max_concurrency and the batch size)")
     p.add_argument("--server", choices=("process", "thread"), default="process",
                    help="run the loopback server in a child process (as a remote API) or in this process")
     args = p.parse_args(argv)
@@ -131,7 +133,8 @@ def main(argv=None):
         url = base_url + ("/v1" if args.protocol == "openai" else "")
         api = [f"verifier={args.protocol}", f"verifier.base_url={url}", f"verifier.max_concurrency={args.concurrency}"]
         for name, layout in layouts.items():
-            layout = ["search=random", *layout, f"batch_size={args.batch_size}"]
+            layout = ["search=random", *layout, f"batch_size={args.batch_size}",
+                      f"verify_concurrency={args.verify_concurrency}"]
             make_job(layout, [], Path(tmp) / "warm").pipeline.load()  # load once, outside the timings
             times: dict[str, list[float]] = {"gen-only": [], "tts": [], "after": []}
             for rep in range(args.repeats):
@@ -149,7 +152,8 @@ def main(argv=None):
             rows.append((name, med, floor))
     print(f"\n`python scripts/benchmark_verifier_overlap.py --n {args.n} --latency {args.latency} "
           f"--concurrency {args.concurrency} --protocol {args.protocol} --batch-size {args.batch_size} "
-          f"--repeats {args.repeats} --server {args.server}` (medians of {args.repeats})\n")
+          f"--repeats {args.repeats} --server {args.server} --verify-concurrency {args.verify_concurrency}` "
+          f"(medians of {args.repeats})\n")
     print("| search | gen-only s | N*L/C s | tts s | tts ratio | verify-after s | verify-after ratio |")
     print("|---|---|---|---|---|---|---|")
     for name, med, floor in rows:

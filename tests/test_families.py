@@ -29,8 +29,9 @@ def test_family_runs_a_full_search(family, twins_root, tmp_path):
         assert r.image == f"prompt@a_red_cube_on_the_moon_hash@{r.prompt_hash}_i@{r.round}_s@{r.seed}.png"
         assert set(r.scores["incompressibility"]) == {"incompressibility"}
     for round_ in (1, 2):
-        doc = json.loads((tmp_path / f"prompt@a_red_cube_on_the_moon_hash@{records[0].prompt_hash}_i@{round_}.json")
-                         .read_text())
+        [round_json] = tmp_path.glob(f"prompt@a_red_cube_on_the_moon_hash@{records[0].prompt_hash}_i@{round_}_s@*.json")
+        doc = json.loads(round_json.read_text())
+        assert round_json.name.endswith(f"_s@{doc['best_noise_seed']}.json")  # named after its best image
         assert REFERENCE_ROUND_FIELDS <= set(doc)
         assert doc["num_noises"] == 2 ** round_
         mine = [r.score for r in records if r.round == round_]
@@ -56,3 +57,104 @@ def test_zero_order_on_a_twin(twins_root, tmp_path):
     assert len(set(lineages)) == len(lineages)
     for r in neighbours:
         assert json.dumps(r.noise["pivot"], sort_keys=True) in lineages
+
+
+#: family -> the call arguments that turn its negative prompt on (Flux: true classifier-free guidance)
+NEGATIVE = {"sd15": {"negative_prompt": "blurry, dark"},
+            "sdxl": {"negative_prompt": "blurry, dark", "negative_prompt_2": "grainy"},
+            "sd3": {"negative_prompt": "blurry, dark", "negative_prompt_3": "grainy"},
+            "pixart-sigma": {"negative_prompt": "blurry, dark"},
+            "flux": {"negative_prompt": "blurry, dark", "true_cfg_scale": 4.0}}
+ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
+
+
+def _twin_spec(family, root, call_args):
+    from tts.pipelines import PipelineSpec
+
+    _, preset, call = TWINS[family]
+    guidance = 1.5 if family == "flux" else 5.0
+    return PipelineSpec(name=preset, model_id=str(save_twin(family, root)), dtype="fp32", device="cpu",
+                        guidance_scale=guidance, call_args=call_args, **call)
+
+
+def _direct(pipe, spec, family, prompt, latents, batch, **extra):
+    """The diffusers pipeline called directly, as a user would, on the same latents."""
+    kwargs = {"max_sequence_length": spec.max_sequence_length} if spec.max_sequence_length else {}
+    if family == "pixart-sigma":
+        kwargs |= {"use_resolution_binning": False, "clean_caption": False}
+    return pipe(prompt=prompt, num_images_per_prompt=batch, latents=latents, height=spec.height, width=spec.width,
+                num_inference_steps=spec.num_inference_steps, guidance_scale=spec.guidance_scale, output_type="pil",
+                **kwargs, **extra).images
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", list(NEGATIVE))
+def test_negative_prompt_is_encoded_once_and_matches_diffusers(family, twins_root):
+    import numpy as np
+
+    from tts.generate import Generator
+    from tts.noise import fresh
+
+    prompt, lineages = "a red cube on the moon", [fresh(1), fresh(2)]
+    spec = _twin_spec(family, twins_root, NEGATIVE[family])
+    spec.check()
+    gen = Generator(spec.load(), spec)
+    pipe, calls = gen.pipe, []
+    hooks = [getattr(pipe, n).register_forward_hook(lambda *a, n=n: calls.append(n))
+             for n in ENCODERS if getattr(pipe, n, None) is not None]
+    try:
+        images, nfe, _ = gen.generate(prompt, lineages)
+        per_prompt = len(calls)
+        again, _, _ = gen.generate(prompt, lineages)
+        assert len(calls) == per_prompt  # the second batch of the same prompt runs no text encoder
+        calls.clear()
+        latents = gen.family.to_pipeline_latents(pipe, gen.noise(lineages), spec.height, spec.width)
+        golden = _direct(pipe, spec, family, prompt, latents, len(lineages), **NEGATIVE[family])
+        assert len(calls) == per_prompt  # diffusers encodes prompt and negative prompt the same number of times
+    finally:
+        for h in hooks:
+            h.remove()
+        gen.close()
+    assert nfe == 2 * spec.num_inference_steps  # classifier-free guidance (true CFG for Flux): two passes a step
+    for a, b, c in zip(images, again, golden):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+        assert np.abs(np.asarray(a, dtype=int) - np.asarray(c, dtype=int)).max() <= 1
+    plain_spec = _twin_spec(family, twins_root, {"true_cfg_scale": 1.0} if family == "flux" else {})
+    plain = Generator(plain_spec.load(), plain_spec)
+    without, _, _ = plain.generate(prompt, lineages)
+    plain.close()
+    # the negative prompt changes every image, by more than the rounding allowed against diffusers above
+    assert all(np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).max() > 2 for a, b in zip(images, without))
+
+
+@pytest.mark.slow
+def test_negative_prompt_from_the_command_line(twins_root, tmp_path):
+    path = save_twin("sd15", twins_root)
+    run_tts(["pipeline=sd15", f"pipeline.model_id={path}", "pipeline.dtype=fp32", "pipeline.device=cpu",
+             "pipeline.height=32", "pipeline.width=32", "pipeline.num_inference_steps=2", "verifier=compressibility",
+             "search.rounds=1", "+pipeline.call_args.negative_prompt='blurry, dark'", "+pipeline.call_args.eta=0.5",
+             "prompt=a blue sphere"], tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["pipeline"]["call_args"] == {"negative_prompt": "blurry, dark", "eta": 0.5}
+    assert len(read_manifest(tmp_path)) == 2
+
+
+@pytest.mark.slow
+def test_call_args_that_shape_the_prompt_encoding_reach_it(twins_root):
+    """clip_skip acts inside encode_prompt: tts, which encodes the prompt itself, must pass it there."""
+    import numpy as np
+
+    from tts.generate import Generator
+    from tts.noise import fresh
+
+    images = {}
+    for call_args in ({"clip_skip": 1}, {}):
+        spec = _twin_spec("sd3", twins_root, call_args)
+        gen = Generator(spec.load(), spec)
+        images[len(call_args)], _, _ = gen.generate("a blue sphere", [fresh(3)])
+        latents = gen.noise([fresh(3)])
+        gen.close()
+    golden = _direct(gen.pipe, spec, "sd3", "a blue sphere", latents, 1, clip_skip=1)
+    skipped, plain = (np.asarray(images[n][0], dtype=int) for n in (1, 0))
+    assert np.abs(skipped - np.asarray(golden[0], dtype=int)).max() <= 1
+    assert np.abs(skipped - plain).max() > 2

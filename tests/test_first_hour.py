@@ -41,6 +41,14 @@ def test_known_keys_additions_removals_and_hydra_flags_pass():
                      "hydra.run.dir=x", "pipeline=sdxl", "pipeline.height=512", "prompt=a", "num_prompts=all"])
 
 
+def test_settings_a_component_takes_but_its_yaml_omits_need_no_plus():
+    argv = ["pipeline=flux-dev", "pipeline.cpu_offload=true", "pipeline.call_args.negative_prompt=x", "search.rounds=2"]
+    assert check_overrides(argv) == ["pipeline=flux-dev", "++pipeline.cpu_offload=true",
+                                     "++pipeline.call_args.negative_prompt=x", "search.rounds=2"]
+    with pytest.raises(ConfigError, match="did you mean 'pipeline.cpu_offload'"):
+        check_overrides(["pipeline.cpu_ofload=true"])
+
+
 def test_a_refused_run_leaves_no_folder(tmp_path):
     start = time.monotonic()
     out = subprocess.run([*CLI, "search.rounds=0", f"output_root={tmp_path}"], capture_output=True, text=True,

@@ -91,7 +91,7 @@ def test_a_tt_scale_flux_config_maps_every_key():
             "pipeline_call_args": {"negative_prompt": "bad quality, worse quality"},
             "search_args": {"search_method": "zero-order", "search_rounds": 2, "threshold": 0.9, "num_neighbors": 3}}
     over = to_overrides(sdxl, config_dir())
-    assert 'pipeline.call_args={negative_prompt:"bad quality, worse quality"}' in over
+    assert '+pipeline.call_args={negative_prompt:"bad quality, worse quality"}' in over
     assert {"pipeline=sdxl", "search=zero-order", "search.threshold=0.9", "search.num_neighbors=3"} <= set(over)
 
 
@@ -126,3 +126,26 @@ def test_tts_search_runs_a_tt_scale_flux_config_as_is(tmp_path):
     out = subprocess.run([sys.executable, "-c", "from tts.cli import main; main()", f"ttsf_config={bad}"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "'typo_key'" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_readme_migration_table_names_real_keys():
+    """Every tts key in the README's migration table is accepted by the command line, and every
+    tt-scale-flux key in it is one that ttsf_config maps."""
+    from pathlib import Path
+
+    from tts.cli import check_overrides
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Migrating from tt-scale-flux"):readme.index("## Development")]
+    rows = [line.split("|")[1:3] for line in section.splitlines() if line.startswith("| `")]
+    assert len(rows) >= 12
+    ttsf_keys = set(FLUX_DEV) | set(FLUX_DEV["pipeline_call_args"]) | set(FLUX_DEV["verifier_args"]) \
+        | set(FLUX_DEV["search_args"]) | {"negative_prompt", "model_name", "prompt_path", "threshold",
+                                          "num_neighbors", "num_prompts"}
+    for left, right in rows:
+        for key in re.findall(r"`([a-z_]+)", left):
+            if key not in ("output", "process_results"):
+                assert key in ttsf_keys, key
+        for key in re.findall(r"`((?:pipeline|verifier|search)\.[a-z_]+)", right):
+            group = {"pipeline": "pipeline=flux-dev", "verifier": "verifier=qwen", "search": "search=zero-order"}
+            check_overrides([group[key.split(".")[0]], f"{key}=1"])

@@ -97,11 +97,14 @@ def _selected(overrides: list[str], group: str) -> str | None:
     return None
 
 
-def check_overrides(argv: list[str]) -> None:
+def check_overrides(argv: list[str]) -> list[str]:
     """Fail fast, before Hydra writes anything, on overrides that name no group option or no key, on
-    tt-scale-flux habits (pointing to the tts key), and on secrets passed on the command line."""
+    tt-scale-flux habits (pointing to the tts key), and on secrets passed on the command line. Returns the
+    command line with settings the component accepts but its YAML does not list (``pipeline.cpu_offload``)
+    turned into Hydra's add-or-override form (``++pipeline.cpu_offload=true``)."""
     overrides = _overrides(argv)
     user_tree = any(a.startswith("hydra.searchpath") for a in overrides)
+    promote = set()
     for arg in overrides:
         key, sep, value = arg.lstrip("+~").partition("=")
         _check_secret(key, value, overrides)
@@ -109,8 +112,9 @@ def check_overrides(argv: list[str]) -> None:
             continue
         if key in GROUPS and sep and not user_tree and "(" not in value:
             _check_group_value(key, value)
-        elif not arg.startswith("+") and not user_tree:
-            _check_key(key, value, overrides)
+        elif not arg.startswith(("+", "~")) and not user_tree and _check_key(key, value, overrides):
+            promote.add(arg)
+    return [f"++{a}" if a in promote else a for a in argv]
 
 
 def _check_group_value(group: str, value: str) -> None:
@@ -120,7 +124,8 @@ def _check_group_value(group: str, value: str) -> None:
             raise ConfigError(f"unknown {group} {name!r}{_suggest(name, valid)} choices: {', '.join(valid)}")
 
 
-def _check_key(key: str, value: str, overrides: list[str]) -> None:
+def _check_key(key: str, value: str, overrides: list[str]) -> bool:
+    """Check ``key`` against the config; True when it is a keyword the component takes but its YAML omits."""
     head, _, rest = key.partition(".")
     top = _top_keys()
     if head not in top:
@@ -130,26 +135,44 @@ def _check_key(key: str, value: str, overrides: list[str]) -> None:
     if head == "num_prompts" and value in ("None", "null"):
         raise ConfigError("num_prompts=None is tt-scale-flux's spelling; in tts use num_prompts=all (every prompt) "
                           "or num_prompts=N")
-    if head not in GROUPS or not rest:
-        return
-    option = _selected(overrides, head)
+    option = _selected(overrides, head) if head in GROUPS and rest else None
     if option is None or option not in choices(head):
-        return
+        return False
     import yaml
 
     node = yaml.safe_load((config_dir() / head / f"{option}.yaml").read_text(encoding="utf-8"))
+    first = rest.split(".")[0]
+    if first not in node and first in _keywords(node.get("_target_")):
+        return True
     path = head
     for part in rest.split("."):
         if not isinstance(node, dict) or len(node) == 0:
-            return  # a free-form or empty mapping (e.g. pipeline.call_args): Hydra judges
+            return False  # a free-form or empty mapping: Hydra judges
         if part not in node:
-            valid = [k for k in node if not str(k).startswith("_")]
+            valid = sorted({str(k) for k in node if not str(k).startswith("_")} | _keywords(node.get("_target_")))
             habit = ttsf.HABITS.get(part)
             hint = (f"; tt-scale-flux's {part!r} is {habit} in tts" if habit
                     else _suggest(part, valid).replace("mean '", f"mean '{path}."))
-            raise ConfigError(f"unknown key {path}.{part} for {head}={option}{hint} (keys: {', '.join(map(str, valid))}"
+            raise ConfigError(f"unknown key {path}.{part} for {head}={option}{hint} (keys: {', '.join(valid)}"
                               f"; a keyword of your own class: +{path}.{part}=...)")
         node, path = node[part], f"{path}.{part}"
+    return False
+
+
+def _keywords(target) -> set[str]:
+    """The keyword arguments a ``_target_`` class takes (empty when it cannot be imported cheaply)."""
+    import importlib
+    import inspect
+
+    if not isinstance(target, str) or "." not in target:
+        return set()
+    module, _, name = target.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+        params = inspect.signature(cls).parameters
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return set()
+    return {p for p, v in params.items() if v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY)} - {"seed_fn", "context"}
 
 
 def _check_secret(key: str, value: str, overrides: list[str]) -> None:
@@ -189,13 +212,17 @@ def _positive_int(cfg, key: str, allow_auto: bool = False) -> int | None:
 def build_job(cfg: DictConfig, run_dir: Path):
     """Build and validate every component; nothing expensive happens here."""
     from .loop import SearchJob
-    from .pipelines import PipelineSpec
+    from .pipelines import PipelineConfigError, PipelineSpec
     from .prompts import select
     from .verifiers.base import Verifier
 
     pipeline = _instantiate(cfg.pipeline, "pipeline")
     if not isinstance(pipeline, PipelineSpec):
         raise ConfigError(f"pipeline._target_ must build a tts.pipelines.PipelineSpec, got {type(pipeline).__name__}")
+    try:
+        pipeline.check()  # the model can be had (local folder, cache, or a reachable hub): one line if not
+    except PipelineConfigError as e:
+        raise ConfigError(str(e)) from None
     if OmegaConf.is_missing(cfg.verifier, "_target_") or not cfg.verifier.get("_target_"):
         raise ConfigError("verifier=custom needs your class: verifier._target_=my_module.MyVerifier "
                           "(see verifiers/example_custom.py)")
@@ -331,8 +358,7 @@ def main() -> None:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        argv = ttsf.expand_config_args(sys.argv[1:])
-        check_overrides(argv)
+        argv = check_overrides(ttsf.expand_config_args(sys.argv[1:]))
     except (ConfigError, ttsf.TtsfConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

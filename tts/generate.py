@@ -4,8 +4,10 @@
 pipeline call per batch: the prompt's embeddings (computed once per prompt and passed back as
 ``prompt_embeds``) are repeated to the batch size, each candidate's noise is built on the CPU
 from its lineage (so it does not depend on batch size or device) and packed the way its family
-expects. NFEs are measured, not assumed: a forward pre-hook on the denoiser counts the rows it
-evaluates (classifier-free guidance doubles them), divided by the batch size.
+expects. ``pipeline.call_args`` go to every pipeline call, except those the family's prompt encoding
+consumes (a negative prompt is encoded once per prompt with the prompt). NFEs are measured, not assumed:
+a forward pre-hook on the denoiser counts the rows it evaluates (classifier-free guidance doubles
+them), divided by the batch size.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import time
 import torch
 
 from .noise import make_noise
-from .pipelines import DTYPES, LoadedPipeline, PipelineSpec
+from .pipelines import LoadedPipeline, PipelineSpec, torch_dtype
 
 
 class Generator:
@@ -24,6 +26,7 @@ class Generator:
         self._embeds_for: str | None = None
         self._embeds: dict = {}
         self._rows = 0
+        self._call_args = {k: v for k, v in spec.call_args.items() if k not in self.family.ENCODE_KEYS}
         denoiser = loaded.denoiser
         self._hook = getattr(denoiser, "_orig_mod", denoiser).register_forward_pre_hook(self._count, with_kwargs=True)
 
@@ -44,7 +47,7 @@ class Generator:
         if self._embeds_for != prompt:
             with torch.no_grad():
                 self._embeds = self.family.encode(self.pipe, prompt, self.spec.guidance_scale,
-                                                  self.spec.max_sequence_length)
+                                                  self.spec.max_sequence_length, self.spec.call_args)
             self._embeds_for = prompt
         return self._embeds
 
@@ -64,10 +67,11 @@ class Generator:
         batch = len(lineages)
         kwargs = self.row_embeds(prompt, batch)
         latents = self.family.to_pipeline_latents(self.pipe, self.noise(lineages), self.spec.height, self.spec.width)
-        latents = latents.to(device=self.pipe._execution_device, dtype=DTYPES[self.spec.dtype])  # compute dtype (also under NF4)
+        # the compute dtype (also under NF4)
+        latents = latents.to(device=self.pipe._execution_device, dtype=torch_dtype(self.spec.dtype))
         self._rows = 0
         with torch.no_grad():
-            out = self.pipe(**kwargs, latents=latents, height=self.spec.height, width=self.spec.width,
-                            num_inference_steps=self.spec.num_inference_steps,
+            out = self.pipe(**kwargs, **self._call_args, latents=latents, height=self.spec.height,
+                            width=self.spec.width, num_inference_steps=self.spec.num_inference_steps,
                             guidance_scale=self.spec.guidance_scale, output_type="pil")
         return out.images, self._rows / batch, time.perf_counter() - start

@@ -36,7 +36,8 @@ CONFIG = "config.json"
 SUMMARY = "summary.json"
 LOCK = ".tts.lock"
 CLAIMS = ".claims"
-_SECRET_KEY = re.compile(r"(api_?key|secret|token|password|passwd|authorization|credential)", re.I)
+#: Names that hold secrets: ``api_key``, ``hf_token`` (but not ``max_new_tokens``), ``password``, ...
+_SECRET_KEY = re.compile(r"(api_?key|secret|password|passwd|authorization|credential|(^|_)token$)", re.I)
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
 REDACTED = "***redacted***"
 #: A claim on a prompt by a process on another host expires when its heartbeat is older than this.

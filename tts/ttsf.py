@@ -26,7 +26,7 @@ HABITS = {
     "search_method": "search=random|zero-order",
     "search_args": "search.<key>=...",
     "verifier_args": "verifier=<name> verifier.<key>=...",
-    "pipeline_call_args": "pipeline.<key>=... (or pipeline.call_args={...} for other call arguments)",
+    "pipeline_call_args": "pipeline.<key>=... (or pipeline.call_args.<name>=... for other call arguments)",
     "num_neighbors": "search.num_neighbors=N (with search=zero-order)",
     "threshold": "search.threshold=... (with search=zero-order)",
     "choice_of_metric": "verifier.choice_of_metric=...",
@@ -38,7 +38,7 @@ HABITS = {
     "height": "pipeline.height=N",
     "width": "pipeline.width=N",
     "max_sequence_length": "pipeline.max_sequence_length=N",
-    "negative_prompt": "pipeline.call_args={negative_prompt:'...'}",
+    "negative_prompt": "pipeline.call_args.negative_prompt='...'",
     "config": "ttsf_config=path/to/config.json",
 }
 
@@ -97,7 +97,7 @@ def to_overrides(config: dict, config_dir: Path, where: str = "ttsf_config") -> 
         if key in call:
             out.append(f"pipeline.{key}={_value(call.pop(key))}")
     if call:
-        out.append(f"pipeline.call_args={_value(call)}")
+        out.append(f"+pipeline.call_args={_value(call)}")
     out += _verifier(dict(config.get("verifier_args") or {}), f"{where}: verifier_args")
     out += _search(dict(config.get("search_args") or {}), f"{where}: search_args")
     if "batch_size_for_img_gen" in config:

@@ -1,33 +1,43 @@
 """Loading diffusers pipelines for search, and the per-family facts search needs.
 
-Each family module (flux, sd, sdxl, pixart, sd3, shapes) exposes the same four names:
-``CLASS_NAMES``, ``latent_shape(pipe, height, width)``, ``to_pipeline_latents(pipe, noise, height,
-width)`` and ``encode(pipe, prompt, guidance_scale, max_sequence_length)``, which returns the prompt-dependent
-keyword arguments of the pipeline call (embeddings for batch size 1, repeated by the generator). The family is read from
-the checkpoint's ``model_index.json`` (its pipeline class), never from a table of model ids, so any
-checkpoint of a supported family loads with ``pipeline.model_id=...``.
+Each family module (flux, sd, sdxl, pixart, sd3, shapes) exposes the same names: ``CLASS_NAMES``,
+``ENCODE_KEYS`` (the ``pipeline.call_args`` its prompt encoding consumes, e.g. ``negative_prompt``),
+``latent_shape(pipe, height, width)``, ``to_pipeline_latents(pipe, noise, height, width)``,
+``call_args_problem(call_args, guidance_scale)`` (what is wrong with the call arguments for this family, or
+None) and ``encode(pipe, prompt, guidance_scale, max_sequence_length, call_args)``, which returns the
+prompt-dependent keyword arguments of the pipeline call (embeddings for batch size 1, repeated by the
+generator; a negative prompt is encoded with the prompt, once). The family is read from the checkpoint's
+``model_index.json`` (its pipeline class), never from a table of model ids, so any checkpoint of a
+supported family loads with ``pipeline.model_id=...``. ``PipelineSpec.check()`` finds the checkpoint and
+validates the call arguments before any model loads (tts.pipelines.checks).
 """
 from __future__ import annotations
 
 import dataclasses
-import json
+import difflib
+import functools
 import logging
-from pathlib import Path
 from types import ModuleType
-
-import torch
+from typing import TYPE_CHECKING
 
 from . import flux, pixart, sd, sd3, sdxl, shapes
+from .checks import EMBEDDED_PREFIX, PipelineConfigError, Source, check_call_args, check_owned, embedded_path, locate
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 FAMILIES: tuple[ModuleType, ...] = (flux, sd, sdxl, pixart, sd3, shapes)
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-EMBEDDED_PREFIX = "tts://"
+DTYPES = ("fp32", "fp16", "bf16")  # torch_dtype(name) gives the torch dtype; torch loads only with a model
 _CACHE: dict[tuple, "LoadedPipeline"] = {}
+__all__ = ["DTYPES", "EMBEDDED_PREFIX", "FAMILIES", "LoadedPipeline", "PipelineConfigError", "PipelineSpec",
+           "family_for", "model_index", "pipeline_class", "resolve_model_path", "torch_dtype"]
 
 
-class PipelineConfigError(ValueError):
-    pass
+def torch_dtype(name: str) -> "torch.dtype":
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
 def family_for(class_name: str) -> ModuleType:
@@ -38,27 +48,25 @@ def family_for(class_name: str) -> ModuleType:
     raise PipelineConfigError(f"pipeline class {class_name!r} is not supported; supported: {supported}")
 
 
+def pipeline_class(class_name: str) -> type:
+    """The pipeline class model_index.json names (the shapes model's lives in tts.world)."""
+    if class_name == "ShapesPipeline":
+        from ..world.pipeline import ShapesPipeline
+
+        return ShapesPipeline
+    import diffusers
+
+    return getattr(diffusers, class_name)
+
+
 def resolve_model_path(model_id: str) -> str:
     """``tts://NAME`` is a model shipped inside the package (tts/assets/NAME); anything else is passed on."""
-    if model_id.startswith(EMBEDDED_PREFIX):
-        path = Path(__file__).resolve().parents[1] / "assets" / model_id[len(EMBEDDED_PREFIX):]
-        if not (path / "model_index.json").exists():
-            raise PipelineConfigError(f"embedded model {model_id!r} not found at {path}")
-        return str(path)
-    return model_id
+    return str(embedded_path(model_id)) if model_id.startswith(EMBEDDED_PREFIX) else model_id
 
 
 def model_index(model_id: str) -> dict:
-    """The checkpoint's model_index.json (for a hub id, only that small file is fetched)."""
-    path = Path(resolve_model_path(model_id)).expanduser()
-    if path.is_dir():
-        index = path / "model_index.json"
-        if not index.exists():
-            raise PipelineConfigError(f"{path} has no model_index.json: not a diffusers pipeline folder")
-        return json.loads(index.read_text())
-    from diffusers import DiffusionPipeline
-
-    return dict(DiffusionPipeline.load_config(str(model_id)))
+    """The checkpoint's model_index.json (local folder, local cache, or only that small file from the hub)."""
+    return locate(model_id).index
 
 
 @dataclasses.dataclass
@@ -74,8 +82,10 @@ class LoadedPipeline:
 
 @dataclasses.dataclass
 class PipelineSpec:
-    """What to load and how to call it (configs/pipeline/*.yaml). Validated on construction; ``load()``
-    does the expensive part and is cached per process, so multirun jobs share one loaded pipeline."""
+    """What to load and how to call it (configs/pipeline/*.yaml; ``call_args``: further keyword arguments of
+    the pipeline call). Validated on construction; ``check()`` finds the checkpoint and checks ``call_args``
+    against its pipeline class in seconds; ``load()`` does the expensive part and is cached per process, so
+    multirun jobs share one loaded pipeline."""
 
     name: str
     model_id: str
@@ -94,8 +104,11 @@ class PipelineSpec:
     tf32: bool = False
     compile: bool = False
     max_resolution: int = 2048
+    call_args: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
+        self.call_args = _plain_call_args(self.call_args)
+        check_owned(self.call_args)
         if self.dtype not in DTYPES:
             raise PipelineConfigError(f"pipeline.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.quantize not in (None, "nf4"):
@@ -111,6 +124,8 @@ class PipelineSpec:
             raise PipelineConfigError(f"pipeline.guidance_scale must be >= 0, got {self.guidance_scale}")
 
     def resolve_device(self) -> torch.device:
+        import torch
+
         if self.device != "auto":
             return torch.device(self.device)
         if torch.cuda.is_available():
@@ -119,30 +134,42 @@ class PipelineSpec:
             return torch.device("mps")
         return torch.device("cpu")
 
+    def check(self) -> Source:
+        """Find the checkpoint and validate ``call_args`` against its pipeline class; loads no model.
+
+        Fails in one line, in seconds, when the checkpoint cannot be had (tts.pipelines.checks.locate)."""
+        source = locate(self.model_id)
+        class_name = source.index.get("_class_name", "")
+        family = family_for(class_name)
+        if self.call_args:
+            check_call_args(self.call_args, pipeline_class(class_name), family, self.guidance_scale)
+        return source
+
     def load(self) -> LoadedPipeline:
         key = (self.model_id, self.dtype, self.device, self.quantize, self.cpu_offload, self.compile)
         if key not in _CACHE:
-            _CACHE[key] = self._load()
+            _CACHE[key] = self._load(self.check())
+        else:
+            self.check()  # call_args may differ between jobs sharing one loaded pipeline
         loaded = _CACHE[key]
         self._apply_memory_options(loaded.pipe)
         return loaded
 
-    def _load(self) -> LoadedPipeline:
-        index = model_index(self.model_id)
+    def _load(self, source: Source) -> LoadedPipeline:
+        import torch
+
+        index = source.index
         class_name = index["_class_name"]
         family = family_for(class_name)
-        if class_name == "ShapesPipeline":
-            from ..world.pipeline import ShapesPipeline as cls
-        else:
-            import diffusers
-
-            cls = getattr(diffusers, class_name)
-        kwargs = {"dtype": DTYPES[self.dtype]}
+        cls = pipeline_class(class_name)
+        kwargs = {"dtype": torch_dtype(self.dtype)}
+        if source.local_files_only:
+            kwargs["local_files_only"] = True
         if self.quantize == "nf4":
             kwargs["quantization_config"] = _nf4_config(self.dtype, "transformer" if "transformer" in index else "unet")
         log.info("loading %s (%s) from %s", self.name, class_name, self.model_id)
         _quiet_loading_bars()
-        pipe = cls.from_pretrained(resolve_model_path(self.model_id), **kwargs)
+        pipe = cls.from_pretrained(source.path, **kwargs)
         pipe.set_progress_bar_config(disable=True)
         device = self.resolve_device()
         if self.tf32 and device.type == "cuda":
@@ -166,6 +193,38 @@ class PipelineSpec:
             pipe.enable_attention_slicing() if self.attention_slicing else pipe.disable_attention_slicing()
 
 
+def _known_keys_only(init):
+    """``PipelineSpec(**config)`` refuses an unknown key in one line, sending call arguments to call_args."""
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        names = [f.name for f in dataclasses.fields(PipelineSpec)]
+        for key in kwargs:
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=1)
+                hint = f"did you mean pipeline.{close[0]}? " if close else ""
+                raise PipelineConfigError(f"pipeline.{key} is not a pipeline setting: {hint}arguments of the pipeline "
+                                          f"call go in pipeline.call_args (+pipeline.call_args.{key}=...)")
+        init(self, *args, **kwargs)
+    return wrapper
+
+
+PipelineSpec.__init__ = _known_keys_only(PipelineSpec.__init__)
+
+
+def _plain_call_args(call_args) -> dict:
+    """``pipeline.call_args`` as a plain dict (Hydra passes a DictConfig); null values mean the default."""
+    if call_args is None:
+        return {}
+    if not isinstance(call_args, dict):
+        from omegaconf import DictConfig, OmegaConf
+
+        if not isinstance(call_args, DictConfig):
+            raise PipelineConfigError("pipeline.call_args must map argument names to values, e.g. "
+                                      f"+pipeline.call_args.negative_prompt=blurry; got {call_args!r}")
+        call_args = OmegaConf.to_container(call_args, resolve=True)
+    return {k: v for k, v in call_args.items() if v is not None}
+
+
 def _nf4_config(dtype: str, component: str):
     try:
         import bitsandbytes  # noqa: F401
@@ -175,7 +234,7 @@ def _nf4_config(dtype: str, component: str):
 
     return PipelineQuantizationConfig(
         quant_backend="bitsandbytes_4bit",
-        quant_kwargs={"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": DTYPES[dtype]},
+        quant_kwargs={"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": torch_dtype(dtype)},
         components_to_quantize=[component],
     )
 

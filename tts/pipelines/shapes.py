@@ -1,9 +1,16 @@
 """The embedded shapes-world model (tts.world.pipeline.ShapesPipeline): pixel space, 3 channels at H x W."""
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+from .checks import negative_needs_guidance, pick
+
+if TYPE_CHECKING:
+    import torch
 
 CLASS_NAMES = ("ShapesPipeline",)
+NEGATIVE_KEYS = ("negative_prompt",)
+ENCODE_KEYS = NEGATIVE_KEYS
 
 
 def latent_shape(pipe, height: int, width: int) -> tuple[int, int, int]:
@@ -14,9 +21,13 @@ def to_pipeline_latents(pipe, noise: torch.Tensor, height: int, width: int) -> t
     return noise
 
 
-def encode(pipe, prompt: str, guidance_scale: float, max_sequence_length: int | None) -> dict:
+def call_args_problem(call_args: dict, guidance_scale: float) -> str | None:
+    return negative_needs_guidance(call_args, NEGATIVE_KEYS, guidance_scale)
+
+
+def encode(pipe, prompt: str, guidance_scale: float, max_sequence_length: int | None, call_args: dict) -> dict:
     cfg = guidance_scale > 1
-    embeds, negative = pipe.encode_prompt(prompt, pipe._execution_device, 1, cfg)
+    embeds, negative = pipe.encode_prompt(prompt, pipe._execution_device, 1, cfg, **pick(call_args, ENCODE_KEYS))
     out = {"prompt_embeds": embeds}
     if cfg:
         out["negative_prompt_embeds"] = negative
