@@ -61,7 +61,7 @@ def test_scripted_session_moves_toward_picks_and_logs_every_choice(tmp_path):
     # a pick near the favourites shrinks the step; a rejection grows it back
     assert log[1]["step_degrees"] == 30.0 and log[2]["step_degrees"] == pytest.approx(21.0)
     assert log[3]["step_degrees"] == pytest.approx(30.0)
-    rb = json.loads(next((tmp_path / "run").glob("*_i@4.json")).read_text())
+    rb = json.loads(next((tmp_path / "run").glob("*_i@4_s@*.json")).read_text())
     assert rb["global_best_img_path"].endswith(records[(4, 0)].image)  # the person's latest favourite
 
 

@@ -35,6 +35,7 @@ _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "
 #: Where each component's API key is read from (never from configs or the command line).
 KEY_VARS = {"gemini": "GEMINI_API_KEY (or GOOGLE_API_KEY)", "openai": "OPENAI_API_KEY"}
 _RUN_UID = secrets.token_hex(2)
+_EXISTED: set[Path] = set()  # run folders that existed before this process: never removed on a refusal
 OmegaConf.register_new_resolver("tts_uid", lambda: _RUN_UID, replace=True)
 
 
@@ -314,7 +315,8 @@ def _is_user_error(e: Exception) -> bool:
 def _remove_if_empty(run_dir: Path, output_root: Path) -> None:
     """A refused run leaves nothing: drop the folder Hydra made if it holds only this run's log, and the
     folders above it that are left empty, up to ``output_root``."""
-    if not run_dir.is_dir() or any(p.name != "tts-search.log" for p in run_dir.iterdir()):
+    if (not run_dir.is_dir() or run_dir.resolve() in _EXISTED or run_dir.resolve() in (Path.cwd(), *Path.cwd().parents)
+            or any(p.name != "tts-search.log" for p in run_dir.iterdir())):
         return
     for handler in logging.getLogger().handlers[:]:
         if Path(getattr(handler, "baseFilename", "/")).parent == run_dir.resolve():
@@ -363,6 +365,8 @@ def main() -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     sys.argv[1:] = argv
+    _EXISTED.update(Path(a.partition("=")[2]).expanduser().resolve() for a in argv if a.startswith("hydra.run.dir=")
+                    and Path(a.partition("=")[2]).expanduser().exists())
     import hydra
 
     hydra.main(version_base=None, config_path=str(config_dir()), config_name="config")(_job)()

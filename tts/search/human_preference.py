@@ -163,8 +163,12 @@ class HumanPreferenceSearch:
     def _finish(self) -> None:
         finish = getattr(self.frontend, "finish", None)
         if finish is not None and self.context is not None:
-            best = self.context.run_dir / self.best.record.image if self.best is not None and self.best.record else None
-            finish(best_image=best, run_dir=self.context.run_dir)
+            record = self.best.record if self.best is not None else None
+            if record is None:
+                finish(run_dir=self.context.run_dir)
+            else:
+                finish(best_image=self.context.run_dir / record.image, run_dir=self.context.run_dir,
+                       label=f"round {record.round}, candidate #{record.index + 1}")
 
 
 def _read_log(context: SearchContext) -> dict[int, dict]:

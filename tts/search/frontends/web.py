@@ -234,11 +234,11 @@ class WebFrontend:
                                "image": images[first.number]}
         return Choice(list(answer["picks"]), answer["action"], answer["action"] == "stop")
 
-    def finish(self, best_image: Path | None = None, run_dir: Path | None = None) -> None:
+    def finish(self, best_image: Path | None = None, run_dir: Path | None = None, label: str | None = None) -> None:
         """The session is over: show the favourite (``best_image`` if given, else the person's last first pick)
         and the run folder; give a polling page a moment to fetch them before the process may exit."""
         if best_image is not None and Path(best_image).is_file():
-            self._favourite = {"label": Path(best_image).name, "image": Path(best_image).read_bytes()}
+            self._favourite = {"label": label or Path(best_image).name, "image": Path(best_image).read_bytes()}
         with self._lock:
             best = None if self._favourite is None else {"label": self._favourite["label"]}
             run = str(Path(run_dir).resolve()) if run_dir is not None else self._state.get("run_dir")
