@@ -1,5 +1,6 @@
 """The Gemini and OpenAI verifiers with their real clients (google-genai, openai) against a real HTTP
 server on 127.0.0.1 speaking both wire protocols (tts.loopback), with injected faults."""
+import base64
 import hashlib
 import io
 import json
@@ -9,6 +10,7 @@ import sys
 import time
 
 import pytest
+import typing_extensions
 from PIL import Image
 
 from conftest import run_tts
@@ -18,8 +20,10 @@ from tts.verifiers import grading
 
 KEY = "sk-test-Zq8xVt3LmN0pRs7Ku2Wy"
 PROTOCOLS = ["gemini", "openai"]
+# timeout_s: far above a loopback answer (tens of ms) even on a starved CPU, so only injected "slow"
+# answers time out; a normal answer that timed out under load would add a request the plan did not.
 FAST = ["pipeline.num_inference_steps=2", "verifier.backoff_s=0.01", "verifier.max_backoff_s=0.05",
-        "verifier.timeout_s=1.5"]
+        "verifier.timeout_s=5"]
 
 
 @pytest.fixture(autouse=True)
@@ -36,12 +40,17 @@ def base_url(server, protocol):
 
 def image_key(path) -> str:
     """The key the server sees: sha256 of the image bytes the verifier sends (PNG re-encoded, not downscaled)."""
-    data, _ = grading.encode_image(Image.open(path), 768, "png")
+    return sent_key(Image.open(path))
+
+
+def sent_key(image: Image.Image) -> str:
+    data, _ = grading.encode_image(image, 768, "png")
     return hashlib.sha256(data).hexdigest()[:16]
 
 
 PERMANENT = {0: "malformed", 1: "schema", 2: "safety"}
-TRANSIENT = {3: ["429", "429-retry-after"], 4: ["500", "503"], 5: ["slow"], 6: ["drop"], 7: ["429", "drop", "503"]}
+TRANSIENT = {3: ["429", "429-retry-after"], 4: ["500", "503"], 5: ["slow"], 6: ["drop"], 7: ["429", "drop", "503"],
+             8: ["body-not-json", "body-off-schema"]}
 
 
 def fault_plan(key: str, attempt: int):
@@ -59,7 +68,7 @@ def test_search_over_a_faulty_server_records_every_outcome_and_a_rerun_completes
     over = [f"verifier={protocol}", "search.rounds=3", "batch_size=4", *FAST,
             "verifier.max_concurrency=4", "verifier.price_per_million_input_tokens=2.0",
             "verifier.price_per_million_output_tokens=10.0"]
-    with LoopbackGrader(faults=fault_plan, api_key=KEY, slow_s=3.0) as server:
+    with LoopbackGrader(faults=fault_plan, api_key=KEY, slow_s=60.0) as server:
         summary = run_tts([*over, f"verifier.base_url={base_url(server, protocol)}"], tmp_path)
         stats = dict(server.stats)
     records = read_manifest(tmp_path)
@@ -78,7 +87,8 @@ def test_search_over_a_faulty_server_records_every_outcome_and_a_rerun_completes
             assert r.score == score_image(Image.open(tmp_path / r.image))
             assert set(r.scores[protocol]) == set(grading.METRICS)
             assert r.usage.requests == 1 + len(TRANSIENT.get(kind, []))
-    # tokens: everything the server reported, summed into the summary, priced from the config
+    # tokens: everything the server reported in the answers it sent (a slow answer is never sent: the
+    # client hangs up at its timeout first), summed into the summary, priced from the config
     usage = summary["usage"]
     assert usage["input_tokens"] == stats["input_tokens"] and usage["output_tokens"] == stats["output_tokens"]
     assert usage["requests"] == stats["requests"] == sum(r.usage.requests for r in records)
@@ -124,6 +134,114 @@ def test_retry_after_is_honoured(protocol):
         verifier.close()
     assert verdict.error is None and verdict.usage.requests == 2
     assert times[1] - times[0] >= 0.4  # waited as told, although backoff_s is 0
+
+
+def verifier_for(server, protocol, **kwargs):
+    from tts.verifiers.gemini import GeminiVerifier
+    from tts.verifiers.openai import OpenAIVerifier
+
+    verifier = (GeminiVerifier if protocol == "gemini" else OpenAIVerifier)(base_url=base_url(server, protocol), **kwargs)
+    verifier.setup()
+    return verifier
+
+
+@pytest.mark.parametrize("fault,reason", [("body-not-json", "response body is not JSON"),
+                                          ("body-off-schema", "response body breaks the")])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_200_with_an_unusable_body_is_retried_then_recorded_as_failed(protocol, fault, reason):
+    flaky, broken = Image.new("RGB", (32, 32), "red"), Image.new("RGB", (32, 32), "blue")
+    plan = {sent_key(flaky): lambda attempt: fault if attempt <= 2 else None, sent_key(broken): lambda attempt: fault}
+    with LoopbackGrader(faults=lambda key, attempt: plan[key](attempt), api_key=KEY) as server:
+        verifier = verifier_for(server, protocol, backoff_s=0.01, max_backoff_s=0.05)
+        ok, failed = verifier.score(["a red circle", "a blue square"], [flaky, broken])
+        verifier.close()
+    assert ok.error is None and ok.scores["overall_score"].score == 10 and ok.usage.requests == 3
+    assert failed.scores is None and failed.usage.requests == 4 and failed.usage.input_tokens == 0
+    assert failed.error.startswith(reason) and failed.error.endswith("(after 4 attempts)"), failed.error
+    assert "\n" not in failed.error and len(failed.error) < 300
+
+
+def half_coloured() -> Image.Image:
+    """White with its top half blue: the loopback server grades it 5."""
+    image = Image.new("RGB", (32, 32), "white")
+    image.paste((0, 0, 255), (0, 0, 32, 16))
+    return image
+
+
+class _Grade(typing_extensions.TypedDict):  # a caller's own item shape: score a float, explanation after it
+    score: float
+    explanation: str
+
+
+class _Grading(typing_extensions.TypedDict):
+    accuracy_to_prompt: _Grade
+    overall_score: _Grade
+
+
+def test_loopback_answers_gemini_in_the_shape_of_the_response_schema_sent():
+    """google-genai as tt-scale-flux calls it (response_schema=list[...], the item a TypedDict) gets a list,
+    one item per image; an object schema gets an object; responseJsonSchema is honoured as well."""
+    from google import genai
+    from google.genai import types
+    from pydantic import TypeAdapter
+
+    red, half = Image.new("RGB", (32, 32), "red"), half_coloured()
+
+    def parts(*images):
+        return [p for img in images for p in (types.Part.from_text(text="a prompt"), types.Part.from_bytes(
+            data=grading.encode_image(img, 768, "png")[0], mime_type="image/png"))]
+
+    with LoopbackGrader(api_key=KEY) as server:
+        client = genai.Client(api_key=KEY, http_options=types.HttpOptions(base_url=server.url, api_version="v1beta"))
+
+        def ask(images, **config):
+            config = types.GenerateContentConfig(system_instruction="Grade the image.", seed=1994,
+                                                 response_mime_type="application/json", **config)
+            return client.models.generate_content(model="gemini-2.0-flash", config=config,
+                                                  contents=types.Content(parts=parts(*images), role="user"))
+
+        [one] = ask([red], response_schema=list[_Grading]).parsed
+        assert one == {"accuracy_to_prompt": {"score": 10.0, "explanation": "accuracy to prompt: 10/10 by colour coverage"},
+                       "overall_score": {"score": 10.0, "explanation": "overall score: 10/10 by colour coverage"}}
+        two = ask([red, half], response_schema=list[_Grading]).parsed
+        assert [g["overall_score"]["score"] for g in two] == [10.0, 5.0]
+        listed = ask([half], response_json_schema=TypeAdapter(list[grading.Grades]).json_schema()).text
+        assert [g.overall_score.score for g in TypeAdapter(list[grading.Grades]).validate_json(listed)] == [5]
+        single = ask([half], response_schema=grading.Grades).parsed
+        assert isinstance(single, grading.Grades) and single.overall_score.score == 5
+        assert list(json.loads(ask([half]).text)) == list(grading.METRICS)  # no schema: the six-metric object
+
+
+def test_loopback_answers_openai_in_the_shape_of_the_response_format_sent():
+    from openai import OpenAI
+    from pydantic import BaseModel, TypeAdapter
+
+    class Score(BaseModel):  # tt-scale-flux's OpenAI shape: score before explanation
+        score: int
+        explanation: str
+
+    class Grading(BaseModel):
+        accuracy_to_prompt: Score
+        overall_score: Score
+
+    red, half = Image.new("RGB", (32, 32), "red"), half_coloured()
+
+    def message(*images):
+        return [{"role": "system", "content": "Grade the images."}, {"role": "user", "content": [
+            {"type": "text", "text": "a prompt"}, *({"type": "image_url", "image_url": {
+                "url": "data:image/png;base64," + base64.b64encode(grading.encode_image(i, 768, "png")[0]).decode()}}
+                for i in images)]}]
+
+    with LoopbackGrader(api_key=KEY) as server:
+        client = OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0)
+        parsed = client.chat.completions.parse(model="gpt-4o", messages=message(red), response_format=Grading)
+        want = Score(score=10, explanation="overall score: 10/10 by colour coverage")
+        assert parsed.choices[0].message.parsed.overall_score == want
+        schema = TypeAdapter(list[Grading]).json_schema()
+        array = {"type": "json_schema", "json_schema": {"name": "gradings", "schema": schema}}
+        answer = client.chat.completions.create(model="gpt-4o", messages=message(red, half), response_format=array)
+        gradings = TypeAdapter(list[Grading]).validate_json(answer.choices[0].message.content)
+        assert [g.overall_score.score for g in gradings] == [10, 5]
 
 
 def test_backoff_grows_exponentially_with_jitter_and_is_capped():

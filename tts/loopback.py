@@ -2,10 +2,17 @@
 ``chat/completions`` wire protocols (FIELD-NOTES section 4), for tests, benchmarks and offline
 try-outs of the API verifiers with their real clients.
 
-It grades deterministically from the image it receives (``score_image``: how much of the image is
-saturated colour, 0-10, the same for all six metrics), answers after a fixed latency, reports token
-usage, and can inject faults per image and attempt: 429 with or without Retry-After, 500, 503, slow
-answers, malformed JSON, schema-breaking answers, safety blocks, dropped connections.
+It grades deterministically from the images it receives (``score_image``: how much of the image is
+saturated colour, 0-10, the same for every metric), answers after a fixed latency, reports token
+usage, and can inject faults per request content and attempt: 429 with or without Retry-After, 500,
+503, slow answers, malformed JSON, schema-breaking answers, safety blocks, dropped connections, and
+200 answers whose body is not JSON or not the API's response schema.
+
+The answer takes the shape of the response schema the client sends (Gemini
+``generationConfig.responseSchema`` or ``responseJsonSchema``, OpenAI ``response_format`` of type
+``json_schema``): an array schema gets a list with one item per image in the request, an object
+schema one object, each filled from the schema (integers and numbers take the score, strings an
+explanation); without a schema, the six-metric grading object.
 
     python -m tts.loopback --port 8765 --latency 0.5
     GEMINI_API_KEY=x tts-search verifier=gemini verifier.base_url=http://127.0.0.1:8765
@@ -20,6 +27,7 @@ import hashlib
 import io
 import json
 import re
+import select
 import socket
 import threading
 import time
@@ -31,7 +39,8 @@ from PIL import Image
 
 METRICS = ("accuracy_to_prompt", "creativity_and_originality", "visual_quality_and_realism",
            "consistency_and_cohesion", "emotional_or_thematic_resonance", "overall_score")
-FAULTS = ("429", "429-retry-after", "500", "503", "slow", "malformed", "schema", "safety", "drop")
+FAULTS = ("429", "429-retry-after", "500", "503", "slow", "malformed", "schema", "safety", "drop",
+          "body-not-json", "body-off-schema")
 OUTPUT_TOKENS = 60
 GEMINI_PATH = re.compile(r"^/(v1|v1beta|v1alpha)/models/([^/:]+):generateContent$")
 
@@ -42,22 +51,85 @@ def score_image(image: Image.Image) -> int:
     return int(round(10 * float((hsv[..., 1] > 0.35 * 255).mean())))
 
 
-def input_tokens(image_bytes: bytes, text: str) -> int:
-    """The server's token count for a request: a fixed share per image byte and per word."""
-    return 85 + len(image_bytes) // 64 + len(text.split())
+def input_tokens(images: list[bytes], text: str) -> int:
+    """The server's token count for a request: 85 per image, one per 64 image bytes, one per word."""
+    return sum(85 + len(data) // 64 for data in images) + len(text.split())
 
 
-def grades_json(score: int) -> str:
-    return json.dumps({m: {"explanation": f"{m.replace('_', ' ')}: {score}/10 by colour coverage", "score": score}
-                       for m in METRICS})
+GRADES_SCHEMA = {"type": "object", "properties": {
+    m: {"type": "object", "properties": {"explanation": {"type": "string"}, "score": {"type": "integer"}}}
+    for m in METRICS}}
+
+
+def answer_json(schema: dict | None, scores: list[int]) -> str:
+    """The answer's JSON text in the shape of ``schema``: a list with one item per image for an array
+    schema, else one object for the first image; the six-metric grading object without a schema."""
+    schema = schema if isinstance(schema, dict) and schema else GRADES_SCHEMA
+    top = _resolve(schema, schema)
+    if _kind(top) == "array":
+        return json.dumps([_fill(top.get("items") or {}, schema, s, ()) for s in scores])
+    return json.dumps(_fill(top, schema, scores[0], ()))
+
+
+def _resolve(schema: dict, root: dict) -> dict:
+    """Follow a local ``$ref`` and take the first non-null branch of anyOf / oneOf / allOf."""
+    for _ in range(32):
+        if "$ref" in schema:
+            node = root
+            for part in schema["$ref"].removeprefix("#/").split("/"):
+                node = node.get(part, {}) if part else node
+            schema = node
+        elif any(k in schema for k in ("anyOf", "oneOf", "allOf", "any_of")):
+            branches = next(schema[k] for k in ("anyOf", "oneOf", "allOf", "any_of") if k in schema)
+            schema = next((b for b in branches if _kind(b) != "null"), branches[0] if branches else {})
+        else:
+            break
+    return schema
+
+
+def _kind(schema: dict) -> str:
+    """The schema's type in lower case (Gemini sends OBJECT, JSON Schema object); object if it has properties."""
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if str(k).lower() != "null"), "null")
+    return str(kind).lower() if kind else ("object" if "properties" in schema else "")
+
+
+def _fill(schema: dict, root: dict, score: int, path: tuple[str, ...]):
+    """A value that satisfies ``schema``: the score for numbers (clamped to its bounds), an explanation for strings."""
+    schema = _resolve(schema if isinstance(schema, dict) else {}, root)
+    if len(path) > 16:  # a recursive schema: stop where null is the least wrong answer
+        return None
+    if schema.get("enum"):
+        return schema["enum"][0]
+    kind = _kind(schema)
+    if kind == "object":
+        props = schema.get("properties") or {}
+        order = schema.get("propertyOrdering") or schema.get("property_ordering") or []
+        return {k: _fill(props[k], root, score, (*path, k)) for k in dict.fromkeys([*order, *props]) if k in props}
+    if kind == "array":
+        return [_fill(schema.get("items") or {}, root, score, (*path, "item"))]
+    if kind in ("integer", "number"):
+        low, high = schema.get("minimum", score), schema.get("maximum", score)
+        return int(min(max(score, low), high)) if kind == "integer" else float(min(max(score, low), high))
+    if kind == "boolean":
+        return score >= 5
+    if kind == "null":
+        return None
+    label = next((p for p in reversed(path) if p != "explanation"), "grade")
+    return f"{label.replace('_', ' ')}: {score}/10 by colour coverage"
 
 
 class LoopbackGrader:
     """Run the server in a background thread: ``with LoopbackGrader(latency_s=1.0) as server: ...``.
 
-    ``faults(image_key, attempt) -> fault name or None`` decides each answer (attempt counts from 1 per
-    image). ``stats`` counts requests, answers, faults and the tokens reported in answers; ``max_inflight``
-    is the most requests that were being handled at once.
+    ``faults(image_key, attempt) -> fault name or None`` decides each answer: ``image_key`` is the sha256
+    (16 hex digits) of the request's image bytes, ``attempt`` counts from 1 per key, so a plan is a function
+    of what is asked, not of the order in which concurrent requests arrive. A ``slow`` answer is held for
+    ``slow_s`` seconds or until the client hangs up (a client that timed out); then nothing is sent.
+    ``stats`` counts requests, answers, faults and the tokens reported in answers actually sent;
+    ``events`` lists (image_key, attempt, fault or "ok"); ``max_inflight`` is the most requests that
+    were being handled at once.
     """
 
     def __init__(self, latency_s: float = 0.0, faults: Callable[[str, int], str | None] | None = None,
@@ -114,30 +186,49 @@ def _handler(server: LoopbackGrader):
                     server.inflight -= 1
 
         def _handle(self):
-            body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
-            match = GEMINI_PATH.match(self.path.split("?")[0])
-            if match:
-                protocol, key = "gemini", self.headers.get("x-goog-api-key")
-                image, text = _gemini_request(body)
-            elif self.path.split("?")[0].endswith("/chat/completions"):
-                protocol, key = "openai", (self.headers.get("authorization") or "").removeprefix("Bearer ")
-                image, text = _openai_request(body)
-            else:
-                return self._send(404, {"error": {"code": 404, "message": f"no route {self.path}"}})
+            try:
+                body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+                match = GEMINI_PATH.match(self.path.split("?")[0])
+                if match:
+                    protocol, key = "gemini", self.headers.get("x-goog-api-key")
+                    images, text, schema = _gemini_request(body)
+                elif self.path.split("?")[0].endswith("/chat/completions"):
+                    protocol, key = "openai", (self.headers.get("authorization") or "").removeprefix("Bearer ")
+                    images, text, schema = _openai_request(body)
+                else:
+                    return self._send(404, {"error": {"code": 404, "message": f"no route {self.path}"}})
+            except (ValueError, TypeError, AttributeError, KeyError, IndexError) as e:
+                return self._send(400, {"error": {"code": 400, "message": f"malformed request: {e}"}})
             if server.api_key is not None and key != server.api_key:
                 return self._send(401, {"error": {"code": 401, "message": "API key not valid", "status": "UNAUTHENTICATED"}})
-            if image is None:
+            if not images:
                 return self._send(400, {"error": {"code": 400, "message": "no image in the request"}})
-            image_key = hashlib.sha256(image).hexdigest()[:16]
+            image_key = hashlib.sha256(b"".join(images)).hexdigest()[:16]
             attempt = server.next_attempt(image_key)
             fault = server.faults(image_key, attempt) if server.faults else None
             with server.lock:
                 server.events.append((image_key, attempt, fault or "ok"))
                 server.stats[f"fault:{fault}" if fault else "ok"] += 1
             time.sleep(server.latency_s)
-            self._answer(protocol, fault, image, text)
+            self._answer(protocol, fault, images, text, schema)
 
-        def _answer(self, protocol, fault, image, text):
+        def _client_hung_up(self, seconds: float) -> bool:
+            """Wait up to ``seconds`` for the client to close the connection; True if it did."""
+            deadline = time.monotonic() + seconds
+            while (left := deadline - time.monotonic()) > 0:
+                if select.select([self.connection], [], [], left)[0]:
+                    try:
+                        return self.connection.recv(1, socket.MSG_PEEK) == b""
+                    except OSError:
+                        return True
+            return False
+
+        def _answer(self, protocol, fault, images, text, schema):
+            if fault == "body-not-json":
+                return self._send_raw(200, b'{"candidates": [{"cont' if protocol == "gemini" else b'{"choices": [{"')
+            if fault == "body-off-schema":
+                return self._send(200, {"candidates": [{"content": {"parts": "not a list"}}]} if protocol == "gemini"
+                                  else {"choices": [{"message": "not an object", "finish_reason": "stop"}]})
             if fault == "drop":
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
@@ -148,16 +239,17 @@ def _handler(server: LoopbackGrader):
                 return self._send(code, {"error": {"code": code, "message": f"injected {fault}",
                                                    "status": "RESOURCE_EXHAUSTED" if code == 429 else "UNAVAILABLE"}},
                                   headers)
-            if fault == "slow":
-                time.sleep(server.slow_s)
-            tokens_in = input_tokens(image, text)
+            if fault == "slow" and self._client_hung_up(server.slow_s):
+                self.close_connection = True
+                return
+            tokens_in = input_tokens(images, text)
             with server.lock:
                 server.stats["answers"] += 1
                 server.stats["input_tokens"] += tokens_in
                 server.stats["output_tokens"] += OUTPUT_TOKENS
             content = {"malformed": '{"accuracy_to_prompt": {"explanation": "cut sho',
                        "schema": json.dumps({"overall_score": {"explanation": "only one metric", "score": 42}}),
-                       }.get(fault) or grades_json(score_image(Image.open(io.BytesIO(image))))
+                       }.get(fault) or answer_json(schema, [score_image(Image.open(io.BytesIO(i))) for i in images])
             if protocol == "gemini":
                 usage = {"promptTokenCount": tokens_in, "candidatesTokenCount": OUTPUT_TOKENS,
                          "totalTokenCount": tokens_in + OUTPUT_TOKENS}
@@ -174,7 +266,9 @@ def _handler(server: LoopbackGrader):
                           "total_tokens": tokens_in + OUTPUT_TOKENS}})
 
         def _send(self, code: int, payload: dict, headers: dict | None = None):
-            data = json.dumps(payload).encode()
+            self._send_raw(code, json.dumps(payload).encode(), headers)
+
+        def _send_raw(self, code: int, data: bytes, headers: dict | None = None):
             self.send_response(code)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(data)))
@@ -186,28 +280,40 @@ def _handler(server: LoopbackGrader):
     return Handler
 
 
-def _gemini_request(body: dict) -> tuple[bytes | None, str]:
-    image, texts = None, []
+def _gemini_request(body: dict) -> tuple[list[bytes], str, dict | None]:
+    """(images in order, the text, the response schema) of a generateContent body."""
+    images, texts = [], []
     for content in body.get("contents", []):
         for part in content.get("parts", []):
             inline = part.get("inlineData") or part.get("inline_data")
             if inline:
-                image = _b64decode(inline["data"])
+                images.append(_b64decode(inline["data"]))
             if part.get("text"):
                 texts.append(part["text"])
-    return image, " ".join(texts)
+    config = body.get("generationConfig") or body.get("generation_config") or {}
+    schema = next((config[k] for k in ("responseJsonSchema", "response_json_schema", "responseSchema",
+                                       "response_schema") if config.get(k)), None)
+    return images, " ".join(texts), schema
 
 
-def _openai_request(body: dict) -> tuple[bytes | None, str]:
-    image, texts = None, []
+def _openai_request(body: dict) -> tuple[list[bytes], str, dict | None]:
+    """(images in order, the text, the response schema) of a chat-completions body."""
+    images, texts = [], []
     for message in body.get("messages", []):
         content = message.get("content")
         for part in content if isinstance(content, list) else [{"type": "text", "text": content or ""}]:
             if part.get("type") == "image_url":
-                image = _b64decode(part["image_url"]["url"].split(",", 1)[1])
+                url = part["image_url"]["url"]
+                if not url.startswith("data:"):
+                    raise ValueError("image_url must be a data: URL (the loopback server fetches nothing)")
+                images.append(_b64decode(url.split(",", 1)[1]))
             elif part.get("type") == "text":
                 texts.append(part.get("text", ""))
-    return image, " ".join(texts)
+    response_format = body.get("response_format") or {}
+    schema = None
+    if response_format.get("type") == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+    return images, " ".join(texts), schema
 
 
 def _b64decode(data: str) -> bytes:

@@ -70,6 +70,13 @@ class GeminiVerifier(Verifier):
         self._client = genai.Client(api_key=self._api_key(), http_options=options)
         self._slots = asyncio.Semaphore(self.max_concurrency)
 
+    def close(self) -> None:
+        """Close the client's connections on its own event loop, then stop the loop."""
+        if self._client is not None and getattr(self, "_loop", None) is not None:
+            self.run_async(self._client.aio.aclose())
+        self._client = None
+        super().close()
+
     async def ascore(self, prompts, images):
         if self._client is None:
             await self._open()

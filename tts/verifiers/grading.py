@@ -70,7 +70,13 @@ def parse_grades(text: str | None) -> Grades:
             json.loads(text)
         except json.JSONDecodeError:
             raise AnswerError(f"malformed JSON: {text[:80]!r}") from None
-        raise AnswerError(f"answer breaks the schema: {e.errors()[0]['loc']} {e.errors()[0]['msg']}") from None
+        raise AnswerError(f"answer breaks the schema: {schema_error(e)}") from None
+
+
+def schema_error(e: ValidationError) -> str:
+    """The first validation error in one line: where (dotted path) and what."""
+    first = e.errors()[0]
+    return f"{'.'.join(map(str, first['loc'])) or '(root)'}: {first['msg']}"
 
 
 # ---------------------------------------------------------------------------------------------- template
@@ -129,7 +135,8 @@ def check_image_args(max_side, image_format) -> None:
 @dataclasses.dataclass
 class RetryPolicy:
     """Per-request timeout; exponential backoff with jitter on 429 / 5xx / timeouts / dropped connections
-    and unusable answers; a server's Retry-After (or retry-after-ms) wins over the computed delay."""
+    and unusable answers (a 200 whose body is not JSON or not the API's schema, malformed or off-schema
+    grades, blocks, refusals); a server's Retry-After (or retry-after-ms) wins over the computed delay."""
 
     max_attempts: int = 4
     timeout_s: float = 60.0
@@ -174,6 +181,10 @@ def classify(exc: BaseException) -> tuple[bool, str, float | None]:
     """(retryable, reason, retry_after) for an exception raised by an API client or by answer parsing."""
     if isinstance(exc, AnswerError):
         return True, str(exc), None
+    if isinstance(exc, json.JSONDecodeError):  # only a server's body is decoded inside an attempt
+        return True, f"response body is not JSON ({exc.msg} at char {exc.pos}): {exc.doc[:60]!r}", None
+    if isinstance(exc, ValidationError):  # a client validating the API's response envelope
+        return True, f"response body breaks the API's schema: {schema_error(exc)}", None
     if isinstance(exc, FatalRequestError):
         return False, str(exc), None
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):

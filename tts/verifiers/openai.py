@@ -17,6 +17,8 @@ import logging
 import os
 import random
 
+from pydantic import BaseModel, ValidationError
+
 from ..records import Usage
 from . import grading
 from .base import Verdict, Verifier
@@ -72,6 +74,13 @@ class OpenAIVerifier(Verifier):
                                    timeout=self.policy.timeout_s)
         self._slots = asyncio.Semaphore(self.max_concurrency)
 
+    def close(self) -> None:
+        """Close the client's connections on its own event loop, then stop the loop."""
+        if self._client is not None and getattr(self, "_loop", None) is not None:
+            self.run_async(self._client.close())
+        self._client = None
+        super().close()
+
     async def ascore(self, prompts, images):
         if self._client is None:
             await self._open()
@@ -91,36 +100,65 @@ class OpenAIVerifier(Verifier):
             raw = await self._client.chat.completions.with_raw_response.parse(
                 model=self.model_name, messages=messages, response_format=grading.Grades, **extra)
             body = _json_body(raw.text)
-            used = body.get("usage") or {}
-            usage[0] = usage[0].add(Usage(input_tokens=int(used.get("prompt_tokens") or 0),
-                                          output_tokens=int(used.get("completion_tokens") or 0)))
-            return grading.parse_grades(_answer_text(body))
+            used = _envelope(_Usage, body.get("usage") or {})
+            usage[0] = usage[0].add(Usage(input_tokens=used.prompt_tokens or 0,
+                                          output_tokens=used.completion_tokens or 0))
+            return grading.parse_grades(_answer_text(_envelope(_Body, body)))
 
         grades, reasons = await grading.with_retries(attempt, self.policy, self._rng, self._slots)
         return grading.verdict(grades, reasons, usage[0], self.policy, self.prices)
 
 
+class _Usage(BaseModel):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class _Message(BaseModel):
+    content: str | None = None
+    refusal: str | None = None
+
+
+class _Choice(BaseModel):
+    message: _Message | None = None
+    finish_reason: str | None = None
+
+
+class _Body(BaseModel):
+    """The part of a chat-completions response body the grader reads (extra fields ignored)."""
+
+    choices: list[_Choice] | None = None
+
+
 def _json_body(text: str) -> dict:
     try:
         body = json.loads(text)
-    except json.JSONDecodeError:
-        raise grading.AnswerError(f"response body is not JSON: {text[:80]!r}") from None
+    except json.JSONDecodeError as e:
+        raise grading.AnswerError(f"response body is not JSON ({e.msg} at char {e.pos}): {text[:60]!r}") from None
     if not isinstance(body, dict):
-        raise grading.AnswerError("response body is not a JSON object")
+        raise grading.AnswerError(f"response body is not a JSON object: {text[:60]!r}")
     return body
 
 
-def _answer_text(body: dict) -> str:
+def _envelope(model: type[BaseModel], data):
+    """``data`` validated as ``model``; AnswerError (retried) naming the first field that breaks it."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise grading.AnswerError(
+            f"response body breaks the chat-completions schema: {grading.schema_error(e)}") from None
+
+
+def _answer_text(body: _Body) -> str:
     """The first choice's content, or AnswerError naming why there is none (refusal, filter, cut short)."""
-    choices = body.get("choices") or []
-    if not choices:
+    if not body.choices:
         raise grading.AnswerError("no choice in the answer")
-    choice = choices[0]
-    message = choice.get("message") or {}
-    if message.get("refusal"):
-        raise grading.AnswerError(f"refused: {str(message['refusal'])[:120]}")
-    if choice.get("finish_reason") == "content_filter":
+    choice = body.choices[0]
+    message = choice.message or _Message()
+    if message.refusal:
+        raise grading.AnswerError(f"refused: {message.refusal[:120]}")
+    if choice.finish_reason == "content_filter":
         raise grading.AnswerError("blocked by the content filter")
-    if choice.get("finish_reason") == "length":
+    if choice.finish_reason == "length":
         raise grading.AnswerError("answer cut off at max tokens")
-    return message.get("content") or ""
+    return message.content or ""
