@@ -1,4 +1,5 @@
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,6 +13,13 @@ sys.path.insert(0, str(TESTS / "plugins"))
 sys.path.insert(0, str(TESTS.parent))  # the repository root, as a user's working directory
 SHARED = TESTS.parents[1] / "shared"
 PARTI = SHARED / "prompts" / "PartiPrompts.tsv"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+#: Tests that drive Debian's headless Chromium; .ci/run installs it and sets TTS_REQUIRE_BROWSER=1 (no silent skip).
+needs_browser = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("TTS_REQUIRE_BROWSER"),
+    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; "
+           ".ci/run installs them and sets TTS_REQUIRE_BROWSER=1)")
 
 
 def compose(overrides=()):

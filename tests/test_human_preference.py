@@ -5,7 +5,6 @@ import os
 import pty
 import re
 import select
-import shutil
 import socket
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import run_tts
+from conftest import CHROMEDRIVER, CHROMIUM, needs_browser, run_tts
 from tts.runfolder import read_manifest
 from tts.search.frontends import AnswerError, parse_answer
 
@@ -153,14 +152,8 @@ def test_terminal_front_end_through_a_pseudo_terminal(tmp_path):
     assert (tmp_path / "feedback" ).is_dir() and len(list((tmp_path / "feedback").glob("*_sheet.png"))) == 2
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("TTS_REQUIRE_BROWSER"),
-                    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; "
-                           ".ci/run installs them and sets TTS_REQUIRE_BROWSER=1)")
+@needs_browser
 def test_web_front_end_in_headless_chromium(tmp_path, capfd):
     import numpy as np
     from PIL import Image

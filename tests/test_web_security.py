@@ -7,7 +7,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import socket
 import threading
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from conftest import CHROMEDRIVER, CHROMIUM, needs_browser
 from PIL import Image
 
 from tts.search.frontends import ShownItem
@@ -297,14 +297,8 @@ def test_a_browser_closing_mid_download_prints_no_traceback(page, capfd, caplog)
     no_traceback(capfd, caplog)
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("TTS_REQUIRE_BROWSER"),
-                    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; "
-                           ".ci/run installs them and sets TTS_REQUIRE_BROWSER=1)")
+@needs_browser
 @pytest.mark.parametrize("told", [True, False], ids=["finished", "killed"])
 def test_the_final_view_outlives_tts_search_in_chromium(page, capfd, caplog, told):
     """Told the session is over, the page shows the favourite from the server; gone without a word (killed, or
