@@ -51,7 +51,7 @@ class CandidateRecord(BaseModel):
     seed: int
     noise: dict[str, Any]
     nfe: float
-    status: Literal["ok", "failed"]
+    status: Literal["ok", "failed", "blocked"]  # blocked: reserved for safety handling (not written yet)
     error: str | None = None
     verifier: str
     choice_of_metric: str
