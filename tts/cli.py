@@ -4,26 +4,34 @@
     tts-search pipeline=flux-dev verifier=gemini search=zero-order prompt="..."
     tts-search -m prompt="a red cube","a blue sphere" search.rounds=3,5
     tts-search ttsf_config=flux.1_dev.json            # a tt-scale-flux JSON config, as is
+    tts-search --plan ...                             # print the run's plan (tts.plan) and exit
+    torchrun --nproc_per_node 8 -m tts ...            # prompts sharded across 8 ranks, one run folder
 
 Steps: (1) expand a tt-scale-flux config into overrides, (2) check every override before Hydra
 (group names, key names with "did you mean", tt-scale-flux habits, secrets), (3) compose the config,
 (4) build and validate every component (no model loaded yet), (5) write ``config.json`` (secrets
-redacted), then run the search (tts.loop.run_search) in the Hydra-owned run folder. A run refused in
-step 4 leaves no folder behind.
+redacted) and ``plan.json``, then run the search (tts.loop.run_search) in the Hydra-owned run folder. A
+run refused in step 4 leaves no folder behind. Under torchrun / accelerate launch the ranks agree on
+the folder first (tts.shard).
 """
 from __future__ import annotations
 
+import datetime
 import difflib
+import hashlib
 import logging
 import os
+import re
 import secrets
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from . import runfolder as rf
+from . import shard as sh
 from . import ttsf
 
 log = logging.getLogger("tts")
@@ -35,8 +43,55 @@ _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "
 #: Where each component's API key is read from (never from configs or the command line).
 KEY_VARS = {"gemini": "GEMINI_API_KEY (or GOOGLE_API_KEY)", "openai": "OPENAI_API_KEY"}
 _RUN_UID = secrets.token_hex(2)
+_START = time.time()  # the run folder's timestamp; under torchrun, rank 0's (tts.shard.agree_on_launch)
 _EXISTED: set[Path] = set()  # run folders that existed before this process: never removed on a refusal
-OmegaConf.register_new_resolver("tts_uid", lambda: _RUN_UID, replace=True)
+
+
+def _sweep_subdir(num, count, sweep_dir) -> str:
+    """A multirun job's folder: its number, except that the shards of one study (``shard.count`` > 1, jobs
+    that differ only in ``shard.index``) share one: ``shards``, or, when other keys are swept too, those
+    keys' values (``search.rounds=3`` ...), so each combination is its own study."""
+    if not isinstance(count, int) or count <= 1:
+        return str(num)
+    from hydra.core.hydra_config import HydraConfig
+
+    job = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith("shard.index=")]
+    swept = _swept_keys(Path(str(sweep_dir)))
+    if swept is not None:
+        job = [o for o in job if o.lstrip("+~").partition("=")[0] in swept]
+    name = re.sub(r"[^A-Za-z0-9=,._+-]", "_", ",".join(job)) or "shards"
+    if len(name) > 100:
+        name = f"{name[:90]}_{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    return name
+
+
+def _swept_keys(sweep_dir: Path) -> set[str] | None:
+    """The keys a multirun sweeps, from the ``multirun.yaml`` Hydra's sweeper writes before any job starts
+    (None when it cannot be read: then every override but ``shard.index`` names the study)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        task = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task
+        parsed = OverridesParser.create().parse_overrides([str(o) for o in task])
+    except Exception:  # noqa: BLE001 - any unreadable file: fall back to every override
+        return None
+    return {o.key_or_group for o in parsed if o.is_sweep_override()}
+
+
+def _shard_tag(index, count) -> str:
+    """The log file's suffix of a shard (``.shard-3-of-8``), '' for a single process or bad settings."""
+    try:
+        return sh.resolve(index, count).tag
+    except sh.ShardError:
+        return ""
+
+
+# Cached, so a job a launcher (submitit, Ray) runs in another process resolves the same folder as the sweep.
+OmegaConf.register_new_resolver("tts_uid", lambda: _RUN_UID, replace=True, use_cache=True)
+OmegaConf.register_new_resolver("tts_now", lambda fmt: datetime.datetime.fromtimestamp(_START).strftime(fmt),
+                                replace=True, use_cache=True)
+OmegaConf.register_new_resolver("tts_subdir", _sweep_subdir, replace=True)
+OmegaConf.register_new_resolver("tts_shard_tag", _shard_tag, replace=True)
 
 
 class ConfigError(ValueError):
@@ -136,6 +191,9 @@ def _check_key(key: str, value: str, overrides: list[str]) -> bool:
     if head == "num_prompts" and value in ("None", "null"):
         raise ConfigError("num_prompts=None is tt-scale-flux's spelling; in tts use num_prompts=all (every prompt) "
                           "or num_prompts=N")
+    if head not in GROUPS and rest:
+        _check_settings_key(head, rest)
+        return False
     option = _selected(overrides, head) if head in GROUPS and rest else None
     if option is None or option not in choices(head):
         return False
@@ -158,6 +216,16 @@ def _check_key(key: str, value: str, overrides: list[str]) -> bool:
                               f"; a keyword of your own class: +{path}.{part}=...)")
         node, path = node[part], f"{path}.{part}"
     return False
+
+
+def _check_settings_key(head: str, rest: str) -> None:
+    """A key under one of config.yaml's own mappings (``shard``, ``plan``) must be one of its keys."""
+    node = OmegaConf.load(config_dir() / "config.yaml").get(head)
+    first = rest.split(".")[0]
+    if isinstance(node, DictConfig) and first not in node:
+        valid = sorted(str(k) for k in node)
+        hint = _suggest(first, valid).replace("mean '", f"mean '{head}.")
+        raise ConfigError(f"unknown key {head}.{first}{hint} (keys: {', '.join(valid)})")
 
 
 def _keywords(target) -> set[str]:
@@ -244,10 +312,39 @@ def build_job(cfg: DictConfig, run_dir: Path):
     seed = cfg.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    shard, per_shard = _shard_settings(cfg, factory)
     return SearchJob(pipeline=pipeline, verifier=verifier, search_factory=factory, prompts=prompts, run_dir=run_dir,
                      seed=seed, batch_size=_positive_int(cfg, "batch_size"),
                      verify_concurrency=_positive_int(cfg, "verify_concurrency", allow_auto=True),
-                     group_by=getattr(source, "group_by", None))
+                     group_by=getattr(source, "group_by", None), shard=shard, per_shard_manifest=per_shard,
+                     collages=_collages(cfg, shard))
+
+
+MANIFEST_MODES = ("shared", "per-shard")
+
+
+def _shard_settings(cfg, factory) -> tuple[sh.Shard, bool]:
+    """This process's shard (config and launcher rank) and whether it writes a manifest of its own."""
+    try:
+        shard = sh.from_config(cfg)
+    except sh.ShardError as e:
+        raise ConfigError(str(e)) from None
+    mode = (cfg.get("shard") or {}).get("manifest", "shared")
+    if mode not in MANIFEST_MODES:
+        raise ConfigError(f"shard.manifest must be one of {', '.join(MANIFEST_MODES)}, got {mode!r}")
+    if shard.count > 1 and hasattr(_instantiate_strategy(factory), "frontend"):
+        raise ConfigError(f"this search asks a person (search=human-preference): run it in one process "
+                          f"(shard.count=1, no torchrun), not as {shard.label}")
+    return shard, mode == "per-shard"
+
+
+def _collages(cfg, shard: sh.Shard) -> bool:
+    value = cfg.get("collages", "auto")
+    if value == "auto":
+        return shard.count > 1
+    if not isinstance(value, bool):
+        raise ConfigError(f"collages must be true, false or auto, got {value!r}")
+    return value
 
 
 def _instantiate_strategy(factory):
@@ -267,19 +364,44 @@ def _resumable_keys(job) -> frozenset[str]:
     return frozenset(f"search.{k}" for k in getattr(strategy, "resume_keys", ()))
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict:
-    """Validate, record the config, search, print the summary table."""
+def run(cfg: DictConfig, run_dir: Path) -> dict | None:
+    """Validate, record the config and the plan, search, print the summary table (None: a shard that
+    finished before others; the last one writes and prints the summary)."""
+    from . import plan as planning
     from .loop import run_search
 
+    _device_for_rank(cfg)
     job = build_job(cfg, run_dir)
-    folder = rf.RunFolder(run_dir)
+    plan = planning.make_plan(cfg, job)
+    folder = rf.RunFolder(run_dir, per_shard=job.per_shard_manifest)
     config = OmegaConf.to_container(cfg, resolve=True)
     config["tts_version"] = _version()
+    config["shard"] = {"count": job.shard.count, "manifest": "per-shard" if job.per_shard_manifest else "shared"}
     folder.write_config(config, IDENTITY_KEYS, _resumable_keys(job))
     log.info("run folder: %s (%d prompts)", run_dir, len(job.prompts))
+    rf.atomic_write_json(run_dir / rf.PLAN, plan)
+    if job.shard.index == 0:
+        log.info("%s", planning.plan_line(plan))
     summary = run_search(job)
+    if summary is None:
+        print(f"{job.shard.label if job.shard.count > 1 else 'this process'} finished; the summary is written once, "
+              f"by the process that completes the study: {run_dir / rf.SUMMARY}")
+        return None
     print(format_summary(summary, run_dir))
     return summary
+
+
+def _device_for_rank(cfg: DictConfig) -> None:
+    """Under torchrun / accelerate launch, ``device: auto`` of the pipeline and verifier is this rank's GPU."""
+    rank = sh.launcher_rank()
+    if rank is None or rank[2] is None:
+        return
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        for node in (cfg.pipeline, cfg.verifier):
+            if isinstance(node.get("device"), str):
+                node.device = sh.device_for_rank(node.device, rank[2])
 
 
 def format_summary(summary: dict, run_dir: Path) -> str:
@@ -306,17 +428,19 @@ def _version() -> str:
 
 def _is_user_error(e: Exception) -> bool:
     from .pipelines import PipelineConfigError
+    from .plan import PlanError
     from .prompts import PromptSourceError
     from .world.grammar import PromptError
 
-    return isinstance(e, (ConfigError, PipelineConfigError, PromptSourceError, PromptError, rf.RunFolderError))
+    return isinstance(e, (ConfigError, PipelineConfigError, PromptSourceError, PromptError, rf.RunFolderError,
+                          sh.ShardError, PlanError))
 
 
 def _remove_if_empty(run_dir: Path, output_root: Path) -> None:
     """A refused run leaves nothing: drop the folder Hydra made if it holds only this run's log, and the
     folders above it that are left empty, up to ``output_root``."""
     if (not run_dir.is_dir() or run_dir.resolve() in _EXISTED or run_dir.resolve() in (Path.cwd(), *Path.cwd().parents)
-            or any(p.name != "tts-search.log" for p in run_dir.iterdir())):
+            or any(not re.fullmatch(r"tts-search(\.shard-\d+-of-\d+)?\.log", p.name) for p in run_dir.iterdir())):
         return
     for handler in logging.getLogger().handlers[:]:
         if Path(getattr(handler, "baseFilename", "/")).parent == run_dir.resolve():
@@ -355,13 +479,27 @@ def _job(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
+def _folder_given(argv: list[str]) -> bool:
+    """The command line names the run folder (or the sweep's), so ranks need not agree on one."""
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    return any(a.startswith("hydra.sweep.dir=" if multirun else "hydra.run.dir=") for a in argv)
+
+
 def main() -> None:
+    global _RUN_UID, _START
     # Like `python -m`, let `_target_` name modules in the working directory (a user's own verifiers).
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    if "--plan" in sys.argv[1:]:
+        from .plan import main as plan_main
+
+        plan_main([a for a in sys.argv[1:] if a != "--plan"])
+        return
     try:
         argv = check_overrides(ttsf.expand_config_args(sys.argv[1:]))
-    except (ConfigError, ttsf.TtsfConfigError) as e:
+        if not _folder_given(argv):
+            _RUN_UID, _START = sh.agree_on_launch(_RUN_UID, _START)
+    except (ConfigError, ttsf.TtsfConfigError, sh.ShardError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     sys.argv[1:] = argv

@@ -3,12 +3,17 @@ verify each batch in a worker thread while the next batch generates, record ever
 tell the strategy, and write the round's best. Finished candidates found in the run folder's
 manifest (with a readable image) are neither regenerated nor re-scored, so a rerun of the same
 folder resumes; a prompt another live process has claimed is left to it.
+
+Several processes may share one study (tts.shard): each searches the prompts of its shard, and the one
+that finds the study complete when it finishes (every prompt's search replayed to its end from the
+manifest) writes ``summary.json`` and, if asked, the collages: once, after every shard has finished.
 """
 from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
 import dataclasses
+import json
 import logging
 import math
 import threading
@@ -26,6 +31,7 @@ from .pipelines import PipelineSpec
 from .prompts import Prompt
 from .records import CandidateRecord, RoundBest, ScoreSummary, Timings, Usage
 from .search import Candidate, SearchContext
+from .shard import Shard
 from .verifiers.base import Verdict, Verifier, as_verdict
 
 log = logging.getLogger(__name__)
@@ -46,6 +52,12 @@ class SearchJob:
     verify_concurrency: int | None = None
     #: prompt tags the summary groups by (None: every tag)
     group_by: tuple[str, ...] | None = None
+    #: this process's share of the prompts (tts.shard)
+    shard: Shard = dataclasses.field(default_factory=Shard)
+    #: one manifest per writer and no locks (file systems without cross-host flock)
+    per_shard_manifest: bool = False
+    #: write tts-collage's strips when the study is complete
+    collages: bool = False
 
     @property
     def verify_workers(self) -> int:
@@ -75,10 +87,39 @@ class _Pending:
 
 @dataclasses.dataclass
 class _Resume:
-    """What the run folder already holds: finished candidates, and ones whose verification failed."""
+    """What the run folder already holds for a prompt: finished candidates, and ones whose verification failed."""
 
     finished: dict[tuple, CandidateRecord]
     failed: dict[tuple, CandidateRecord]
+
+
+class _Index:
+    """The folder's records by prompt, brought up to date (only what was appended since) before each prompt,
+    so a prompt another writer finished after this process started is not redone."""
+
+    def __init__(self, folder: rf.RunFolder):
+        self.folder, self.tail = folder, rf.ManifestTail(folder.root)
+        self.by_prompt: dict[str, dict[tuple, CandidateRecord]] = collections.defaultdict(dict)
+        self.update()
+
+    def update(self) -> None:
+        for r in self.tail.read():
+            held = self.by_prompt[r.prompt_hash]
+            if r.status == "ok" or r.key not in held or held[r.key].status != "ok":  # rf.final_records' rule
+                held[r.key] = r
+
+    def resume(self, phash: str) -> _Resume:
+        """A prompt's finished and failed candidates whose image is still readable; the rest are redone."""
+        resume, unreadable = _Resume({}, {}), 0
+        for r in self.by_prompt.get(phash, {}).values():
+            if rf.image_ok(self.folder.root / r.image):
+                (resume.finished if r.status == "ok" else resume.failed)[r.key] = r
+            else:
+                unreadable += 1
+        if unreadable:
+            log.warning("%d candidate image%s missing or unreadable in %s: regenerating them", unreadable,
+                        "s are" if unreadable > 1 else " is", self.folder.root)
+        return resume
 
 
 class _Progress:
@@ -129,63 +170,131 @@ class _Round:
     futures: list[cf.Future]
 
 
-def run_search(job: SearchJob) -> dict:
-    """1. open the run folder, 2. load pipeline and verifier, 3. search every prompt, 4. summarise."""
+def run_search(job: SearchJob) -> dict | None:
+    """1. open the run folder, 2. load pipeline and verifier, 3. search this shard's prompts, 4. if the study
+    is complete, summarise it (None when other shards are still at work)."""
     from .generate import Generator
 
-    folder = rf.RunFolder(job.run_dir)
+    folder = rf.RunFolder(job.run_dir, per_shard=job.per_shard_manifest)
     folder.clean()
-    resume = _resume_index(folder)
-    generator = Generator(job.pipeline.load(), job.pipeline)
-    try:
-        job.verifier.setup()
-        with cf.ThreadPoolExecutor(job.verify_workers, thread_name_prefix="verify") as pool:
-            _search_all(job, folder, generator, pool, resume)
-    finally:
-        generator.close()
-        job.verifier.close()
-    summary = summarise(folder.records(), job)
-    rf.atomic_write_json(folder.root / rf.SUMMARY, summary)
-    return summary
-
-
-def _search_all(job: SearchJob, folder: rf.RunFolder, generator, pool, resume: _Resume) -> None:
-    """Every prompt this process can claim; prompts held by another live process are left to it."""
-    many = len(job.prompts) > 1
-    skipped = []
-    for i, prompt in enumerate(tqdm(job.prompts, desc="prompts", unit="prompt", disable=not many)):
-        phash = rf.prompt_hash(prompt.text)
-        holder = folder.claim(phash)
-        if holder is not None:
-            skipped.append(holder)
-            continue
+    index = _Index(folder)
+    held = sum(len(v) for v in index.by_prompt.values())
+    if held:
+        log.info("resuming %s: %d candidates recorded", folder.root, held)
+    mine = [(i, p) for i, p in enumerate(job.prompts) if job.shard.owns(i)]
+    if job.shard.count > 1:
+        log.info("%s: %d of %d prompts", job.shard.label, len(mine), len(job.prompts))
+    if mine:
+        generator = Generator(job.pipeline.load(), job.pipeline)
         try:
-            run = _PromptRun(job, folder, generator, pool, i, prompt, resume, _Progress(prompt.text, False, not many))
-            search_prompt(run)
+            job.verifier.setup()
+            with cf.ThreadPoolExecutor(job.verify_workers, thread_name_prefix="verify") as pool:
+                _search_all(job, folder, generator, pool, index, mine)
         finally:
-            folder.release(phash)
-    if skipped:
-        log.warning("%d prompt%s left to other processes writing this folder (%s); their results join the "
-                    "manifest, and the last process to finish writes the full summary", len(skipped),
-                    "s" if len(skipped) > 1 else "", ", ".join(sorted(set(skipped))))
+            generator.close()
+            job.verifier.close()
+    return finish(job, folder)
 
 
-def _resume_index(folder: rf.RunFolder) -> _Resume:
-    """Finished and failed candidates of the folder whose image is still readable; the rest are redone."""
-    resume = _Resume({}, {})
-    unreadable = 0
-    for r in rf.final_records(folder.records()):  # one read of the manifest
-        if rf.image_ok(folder.root / r.image):
-            (resume.finished if r.status == "ok" else resume.failed)[r.key] = r
-        else:
-            unreadable += 1
-    if unreadable:
-        log.warning("%d candidate image%s missing or unreadable in %s: regenerating them", unreadable,
-                    "s are" if unreadable > 1 else " is", folder.root)
-    if resume.finished or resume.failed:
-        log.info("resuming %s: %d finished candidates, %d to re-verify", folder.root, len(resume.finished),
-                 len(resume.failed))
-    return resume
+#: Seconds between looks at this shard's prompts that another process holds.
+CLAIM_POLL_S = 2.0
+
+
+def _search_all(job: SearchJob, folder: rf.RunFolder, generator, pool, index: _Index,
+                mine: list[tuple[int, Prompt]]) -> None:
+    """Every prompt of this shard. A prompt another live process holds is left to it, then waited for: done by
+    that process, or taken over once its holder dies or (another host) stops its heartbeat, as when a
+    preempted job is requeued on another node while its old claim still looks alive."""
+    many = len(mine) > 1
+    held = [(i, p) for i, p in tqdm(mine, desc="prompts", unit="prompt", disable=not many)
+            if not _claim_and_search(job, folder, generator, pool, index, i, p, many)]
+    if held:
+        log.info("%d prompt%s held by other processes writing this folder: waiting until they are done or their "
+                 "holder is gone (another host's claim expires %.0f minutes after its last heartbeat)", len(held),
+                 "s" if len(held) > 1 else "", rf.CLAIM_STALE_S / 60)
+    while held:
+        time.sleep(CLAIM_POLL_S)
+        index.update()
+        held = [(i, p) for i, p in held if not _replayed_to_end(job, i, p, index.by_prompt.get(
+            rf.prompt_hash(p.text), {})) and not _claim_and_search(job, folder, generator, pool, index, i, p, many)]
+
+
+def _claim_and_search(job: SearchJob, folder: rf.RunFolder, generator, pool, index: _Index, i: int, prompt: Prompt,
+                      many: bool) -> bool:
+    """Search one prompt if this process can claim it (False: another live process holds it)."""
+    phash = rf.prompt_hash(prompt.text)
+    if folder.claim(phash) is not None:
+        return False
+    try:
+        index.update()  # what other writers finished since this process last looked
+        search_prompt(_PromptRun(job, folder, generator, pool, i, prompt, index.resume(phash),
+                                 _Progress(prompt.text, False, not many)))
+    finally:
+        folder.release(phash)
+    return True
+
+
+def finish(job: SearchJob, folder: rf.RunFolder) -> dict | None:
+    """Write ``summary.json`` (and the collages) if the study is complete and this process is the first to
+    see it so, and return the summary; None while prompts of other shards are unfinished, or to a shard
+    that found the same summary already written by another."""
+    with folder.locked():
+        records = folder.records()
+        waiting = unfinished(job, records)
+        if waiting:
+            who = job.shard.label if job.shard.count > 1 else "this process"
+            log.info("%s finished its prompts; %d of %d prompts of the study are still being searched: the process "
+                     "that completes the study writes %s", who, len(waiting), len(job.prompts), folder.root / rf.SUMMARY)
+            return None
+        summary = summarise(records, job)
+        path = folder.root / rf.SUMMARY
+        new = not path.exists() or _read_json(path) != summary
+        if new:
+            rf.atomic_write_json(path, summary)
+    if new and job.collages:
+        from .collage import collage_run
+
+        try:
+            written = collage_run(folder.root)
+            log.info("%d collages in %s", len(written), folder.root / "collages")
+        except Exception as e:  # noqa: BLE001 - the study is done and summarised; collages can be redrawn
+            log.warning("collages not written (%s: %s); draw them with: tts-collage %s", type(e).__name__, e,
+                        folder.root)
+    return summary if new or job.shard.count == 1 else None
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def unfinished(job: SearchJob, records: list[CandidateRecord]) -> list[Prompt]:
+    """The study's prompts whose search the manifest does not hold to its end: each prompt's strategy is
+    replayed from the recorded candidates (as a resume would ask for them) until it asks for nothing more.
+    A strategy that asks a person (human-preference) cannot be replayed: its prompts count as finished."""
+    by_key = {r.key: r for r in rf.final_records(records)}
+    return [p for i, p in enumerate(job.prompts) if not _replayed_to_end(job, i, p, by_key)]
+
+
+def _replayed_to_end(job: SearchJob, index: int, prompt: Prompt, by_key: dict) -> bool:
+    phash = rf.prompt_hash(prompt.text)
+    strategy = job.search_factory(seed_fn=lambda r, i, purpose: derive_seed(job.seed, phash, r, i, purpose),
+                                  context=None)
+    if hasattr(strategy, "frontend"):
+        return True
+    number = 0
+    while noises := strategy.ask():
+        number += 1
+        told = []
+        for i, noise in enumerate(noises):
+            r = by_key.get((phash, number, i))
+            if r is None or r.noise != noise:
+                return False
+            told.append(Candidate(r.round, r.index, r.noise, r.score if r.status == "ok" else None, r))
+        strategy.tell(told)
+    return True
 
 
 def search_prompt(run: _PromptRun) -> None:

@@ -7,8 +7,9 @@ a torn tail left by a crash is closed first); ``config.json`` is created under t
 process claims a prompt before searching it, so a second writer takes what is left. A process killed
 at any moment loses no finished candidate; a rerun of the folder resumes.
 
-``flock`` is advisory and per host; on NFS/Lustre it is only as good as the file system's lock
-support (see docs/run-folder.md).
+``flock`` is advisory; across hosts (NFS, Lustre) it is only as good as the file system's lock support
+(see docs/run-folder.md). Where that is missing, ``per_shard=True`` writes one manifest per writer
+(``manifests/<host>_<pid>.jsonl``), takes no lock at all, and readers merge the files.
 """
 from __future__ import annotations
 
@@ -36,6 +37,10 @@ CONFIG = "config.json"
 SUMMARY = "summary.json"
 LOCK = ".tts.lock"
 CLAIMS = ".claims"
+MANIFESTS = "manifests"
+PLAN = "plan.json"
+#: errno values of a file system without (working) flock: Lustre mounted with noflock, NFS without a lock manager.
+_NO_LOCKS = frozenset({errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP})
 #: Names that hold secrets: ``api_key``, ``hf_token`` (but not ``max_new_tokens``), ``password``, ...
 _SECRET_KEY = re.compile(r"(api_?key|secret|password|passwd|authorization|credential|(^|_)token$)", re.I)
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
@@ -222,10 +227,37 @@ def config_differences(old, new, path: str = "") -> list[tuple[str, object, obje
     return [] if old == new else [(path, old, new)]
 
 
+# -- locks ---------------------------------------------------------------------------------------------------
+
+def lock(fd: int, operation: int, path: Path) -> None:
+    """``flock`` for a writer; a file system without locks is a one-line error naming the lock-free mode."""
+    try:
+        fcntl.flock(fd, operation)
+    except OSError as e:
+        if e.errno not in _NO_LOCKS:
+            raise
+        raise RunFolderError(f"cannot lock {path}: the file system does not support flock ({os.strerror(e.errno)}; "
+                             "e.g. Lustre mounted without -o flock, NFS without a lock manager): rerun with "
+                             "shard.manifest=per-shard (no locks; one manifest per writer), or mount it with "
+                             "locks") from None
+
+
+def _try_lock(fd: int, operation: int) -> bool:
+    """``flock`` for a reader: False (read without it) where the file system has no locks."""
+    try:
+        fcntl.flock(fd, operation)
+        return True
+    except OSError as e:
+        if e.errno not in _NO_LOCKS:
+            raise
+        return False
+
+
 # -- the manifest -----------------------------------------------------------------------------------------
 
-def append_line(path: Path, line: str) -> None:
-    """Append one whole line under ``flock`` and fsync it (safe with several writers).
+def append_line(path: Path, line: str, locked: bool = True) -> None:
+    """Append one whole line under ``flock`` and fsync it (safe with several writers; ``locked=False`` for a
+    file only this process writes).
 
     A torn tail (a writer killed mid-line, a full disk) is closed with a newline first, so this record
     starts on a line of its own; a short write is finished; a write that fails is cut back off, so the
@@ -234,7 +266,8 @@ def append_line(path: Path, line: str) -> None:
     data = (line.rstrip("\n") + "\n").encode()
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        if locked:
+            lock(fd, fcntl.LOCK_EX, path)
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             data = b"\n" + data
@@ -248,24 +281,40 @@ def append_line(path: Path, line: str) -> None:
                 os.ftruncate(fd, size)
             raise
     finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        os.close(fd)  # closing releases the lock
+
+
+def manifest_files(root: Path | str) -> list[Path]:
+    """The manifest files of a run folder: ``manifest.jsonl``, then the per-writer ones of ``manifests/``."""
+    root = Path(root)
+    files = [root / MANIFEST] if (root / MANIFEST).is_file() else []
+    return files + sorted((root / MANIFESTS).glob("*.jsonl"))
 
 
 def read_manifest(root: Path | str) -> list[CandidateRecord]:
-    """Every readable record of a run folder's manifest.
+    """Every readable record of a run folder's manifest (``manifest.jsonl`` and any per-writer files).
 
     Lines that are not a record (a torn line from a killed writer, invalid UTF-8, a stray value) are
     skipped with one warning naming them; a record from a newer tts is an error that says to upgrade.
     """
-    path = Path(root) / MANIFEST
-    if not path.exists():
-        return []
+    out = []
+    for path in manifest_files(root):
+        out += parse_lines(path, _read_shared(path))
+    return out
+
+
+def _read_shared(path: Path, offset: int = 0) -> bytes:
+    """The file's bytes from ``offset``, read under a shared lock where the file system has locks."""
     with open(path, "rb") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_SH)
-        raw = f.read()
+        _try_lock(f.fileno(), fcntl.LOCK_SH)
+        f.seek(offset)
+        return f.read()
+
+
+def parse_lines(path: Path, raw: bytes, first_line: int = 1) -> list[CandidateRecord]:
+    """The records among ``raw``'s lines; others skipped with one warning naming their line numbers."""
     out, bad = [], []
-    for number, line in enumerate(raw.split(b"\n"), start=1):
+    for number, line in enumerate(raw.split(b"\n"), start=first_line):
         if not line.strip():
             continue
         try:
@@ -286,6 +335,31 @@ def read_manifest(root: Path | str) -> list[CandidateRecord]:
     return out
 
 
+class ManifestTail:
+    """Reads what was appended to a run folder's manifests since the last call: whole lines only (a line
+    still being written, or a torn tail, waits for its newline), so a long study reads each record once."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self._offsets: dict[Path, tuple[int, int]] = {}  # file -> (bytes read, lines read)
+
+    def read(self) -> list[CandidateRecord]:
+        out = []
+        for path in manifest_files(self.root):
+            offset, lines = self._offsets.get(path, (0, 0))
+            try:
+                if path.stat().st_size < offset:  # rewritten shorter: read it again from the start
+                    offset, lines = 0, 0
+                raw = _read_shared(path, offset)
+            except FileNotFoundError:
+                continue
+            whole = raw[:raw.rfind(b"\n") + 1]
+            if whole:
+                out += parse_lines(path, whole[:-1], lines + 1)
+                self._offsets[path] = (offset + len(whole), lines + whole.count(b"\n"))
+        return out
+
+
 def final_records(records: list[CandidateRecord]) -> list[CandidateRecord]:
     """One record per candidate: a rerun may have re-verified a failed one; an ok record wins, else the last."""
     final: dict[tuple, CandidateRecord] = {}
@@ -298,26 +372,39 @@ def final_records(records: list[CandidateRecord]) -> list[CandidateRecord]:
 # -- the folder ---------------------------------------------------------------------------------------------
 
 class RunFolder:
-    """One run's folder: images, per-round JSONs, ``manifest.jsonl``, ``config.json``, ``summary.json``."""
+    """One run's folder: images, per-round JSONs, ``manifest.jsonl``, ``config.json``, ``summary.json``.
 
-    def __init__(self, root: Path | str):
+    ``per_shard=True`` is the lock-free mode for file systems without cross-host ``flock``: this process
+    appends to its own ``manifests/<host>_<pid>.jsonl`` (an empty ``manifest.jsonl`` marks the folder as a
+    run), takes no lock and no prompt claims (shards own disjoint prompts), and readers merge the files."""
+
+    def __init__(self, root: Path | str, per_shard: bool = False):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.per_shard = per_shard
+        if per_shard:
+            (self.root / MANIFESTS).mkdir(exist_ok=True)
+            (self.root / MANIFEST).touch()
 
     @property
     def manifest(self) -> Path:
+        if self.per_shard:
+            return self.root / MANIFESTS / (re.sub(r"[^A-Za-z0-9.-]", "_", self.worker) + ".jsonl")
         return self.root / MANIFEST
 
     @contextlib.contextmanager
     def locked(self):
-        """The folder's exclusive lock (config creation, claims), held for the ``with`` block."""
+        """The folder's exclusive lock (config creation, claims, the summary), held for the ``with`` block;
+        none in the lock-free mode."""
+        if self.per_shard:
+            yield
+            return
         fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            lock(fd, fcntl.LOCK_EX, self.root / LOCK)
             yield
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
     def write_config(self, config: dict, identity_keys: tuple[str, ...], may_change: frozenset[str] = frozenset()) -> None:
@@ -348,7 +435,7 @@ class RunFolder:
                 atomic_write_json(path, config)
 
     def append(self, record: CandidateRecord) -> None:
-        append_line(self.manifest, record.model_dump_json())
+        append_line(self.manifest, record.model_dump_json(), locked=not self.per_shard)
 
     def records(self) -> list[CandidateRecord]:
         return read_manifest(self.root)
@@ -362,7 +449,10 @@ class RunFolder:
 
     # Claims: one process searches a prompt at a time; a second writer takes the prompts left.
     def claim(self, prompt_hash_: str) -> str | None:
-        """Claim a prompt for this process: None when claimed (or already ours), else the live holder."""
+        """Claim a prompt for this process: None when claimed (or already ours), else the live holder. The
+        lock-free mode claims nothing (its shards own disjoint prompts)."""
+        if self.per_shard:
+            return None
         claims = self.root / CLAIMS
         path = claims / prompt_hash_
         with self.locked():
@@ -378,6 +468,8 @@ class RunFolder:
             os.utime(self.root / CLAIMS / prompt_hash_)
 
     def release(self, prompt_hash_: str) -> None:
+        if self.per_shard:
+            return
         path = self.root / CLAIMS / prompt_hash_
         with self.locked():
             if _read_text(path) == self.worker:
