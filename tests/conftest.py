@@ -22,6 +22,20 @@ needs_browser = pytest.mark.skipif(
            ".ci/run installs them and sets TTS_REQUIRE_BROWSER=1)")
 
 
+def headless_chromium(width: int = 1000, height: int = 900, console_log: bool = False):
+    """Debian's Chromium, headless, through Selenium and chromedriver (no browser download)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={width},{height}"):
+        options.add_argument(arg)
+    if console_log:
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
 def compose(overrides=()):
     from hydra import compose as hydra_compose, initialize_config_dir
     from tts.cli import config_dir

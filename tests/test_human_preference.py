@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import CHROMEDRIVER, CHROMIUM, needs_browser, run_tts
+from conftest import headless_chromium, needs_browser, run_tts
 from tts.runfolder import read_manifest
 from tts.search.frontends import AnswerError, parse_answer
 
@@ -157,8 +157,6 @@ def test_terminal_front_end_through_a_pseudo_terminal(tmp_path):
 def test_web_front_end_in_headless_chromium(tmp_path, capfd):
     import numpy as np
     from PIL import Image
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
@@ -168,11 +166,7 @@ def test_web_front_end_in_headless_chromium(tmp_path, capfd):
     run = threading.Thread(target=lambda: result.setdefault("summary", run_tts(
         [*HP, "search.interface=web", f"search.port={port}", "search.rounds=3"], tmp_path / "run")))
     run.start()
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,900"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = headless_chromium()
     try:
         printed, end = "", time.time() + 240
         while time.time() < end and not (url := re.search(rf"http://127\.0\.0\.1:{port}/\?session=[\w-]+", printed)):

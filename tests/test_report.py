@@ -4,7 +4,6 @@ failed and blocked candidates listed with their reasons, bad input in one line."
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -12,19 +11,13 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-from conftest import run_tts
+from conftest import headless_chromium, needs_browser, run_tts
 from PIL import Image
 
 from tts import report as tr
 from tts import runfolder as rf
 from tts.records import CandidateRecord, MetricScore, Usage
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-needs_browser = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("TTS_REQUIRE_BROWSER"),
-    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; "
-           ".ci/run installs them and sets TTS_REQUIRE_BROWSER=1)")
 COLOURS = [(200, 30, 30), (30, 160, 60), (40, 60, 200), (220, 200, 40), (150, 40, 160), (40, 190, 190)]
 #: The 1,000-prompt sweep's page (2 runs x 1,000 prompts x 3 rounds, images linked) stays under this size.
 THOUSAND_PROMPTS_MAX_BYTES = 1_000_000
@@ -90,15 +83,8 @@ def sweep(root: Path, prompts: int, rounds: int = 3, per_round: int = 2) -> Path
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1300,1000"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = headless_chromium(1300, 1000, console_log=True)
     yield driver
     driver.quit()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from conftest import CHROMEDRIVER, CHROMIUM, needs_browser
+from conftest import headless_chromium, needs_browser
 from PIL import Image
 
 from tts.search.frontends import ShownItem
@@ -303,16 +303,10 @@ def test_a_browser_closing_mid_download_prints_no_traceback(page, capfd, caplog)
 def test_the_final_view_outlives_tts_search_in_chromium(page, capfd, caplog, told):
     """Told the session is over, the page shows the favourite from the server; gone without a word (killed, or
     exited before the page's next poll), the page shows the favourite it remembers; either way with the run folder."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,900"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = headless_chromium()
     try:
         round1 = page.show(1)
         driver.get(page.front.url)
