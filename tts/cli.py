@@ -369,9 +369,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict | None:
     finished before others; the last one writes and prints the summary)."""
     from . import plan as planning
     from .loop import run_search
+    from .models import configure as configure_models
 
     _device_for_rank(cfg)
     job = build_job(cfg, run_dir)
+    configure_models(OmegaConf.to_container(cfg.models, resolve=True) if cfg.get("models") else None)
     plan = planning.make_plan(cfg, job)
     folder = rf.RunFolder(run_dir, per_shard=job.per_shard_manifest)
     config = OmegaConf.to_container(cfg, resolve=True)

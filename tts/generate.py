@@ -7,24 +7,61 @@ from its lineage (so it does not depend on batch size or device) and packed the 
 expects. ``pipeline.call_args`` go to every pipeline call, except those the family's prompt encoding
 consumes (a negative prompt is encoded once per prompt with the prompt). NFEs are measured, not assumed:
 a forward pre-hook on the denoiser counts the rows it evaluates (classifier-free guidance doubles
-them), divided by the batch size.
+them), divided by the batch size. Embeddings are kept per loaded pipeline for the last few prompts, so
+batches that interleave prompts (tts-serve, several clients) still encode each prompt once. An
+out-of-memory error in a pipeline call unloads the other pipelines and retries once (tts.models).
+
+``make_generator(spec)`` is what a search calls: this local Generator, or a RemoteGenerator
+(tts.remote) when ``pipeline.server`` is set; both have ``latent_shape``, ``generate`` and ``close``.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
+from typing import Callable
 
 import torch
 
+from .models import ModelManager, manager
 from .noise import make_noise
 from .pipelines import LoadedPipeline, PipelineSpec, torch_dtype
 
+EMBEDS_KEPT = 16  # prompts whose embeddings stay cached per loaded pipeline
+StepFn = Callable[[int, int], None]  # (steps done, steps in all)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Embeds:
+    """Prompt embeddings given instead of a prompt (tts-serve's ``prompt_embeds``): the keyword arguments the
+    family's encoding would return, batch size 1; ``digest`` identifies them (equal digests, same tensors)."""
+
+    digest: str
+    tensors: dict
+
+    def __eq__(self, other):
+        return isinstance(other, Embeds) and other.digest == self.digest
+
+    def __hash__(self):
+        return hash(self.digest)
+
+
+def make_generator(spec: PipelineSpec, models: ModelManager | None = None):
+    """The generator a search uses: on the server(s) of ``pipeline.server``, else here (model manager)."""
+    if spec.server:
+        from .remote import RemoteGenerator
+
+        return RemoteGenerator(spec)
+    models = models or manager()
+    loaded = models.load(spec)
+    spec._apply_memory_options(loaded.pipe)
+    return Generator(loaded, spec, models)
+
 
 class Generator:
-    def __init__(self, loaded: LoadedPipeline, spec: PipelineSpec):
+    def __init__(self, loaded: LoadedPipeline, spec: PipelineSpec, models: ModelManager | None = None):
         self.loaded, self.spec = loaded, spec
         self.pipe, self.family = loaded.pipe, loaded.family
-        self._embeds_for: str | None = None
-        self._embeds: dict = {}
+        self.models = models or manager()
         self._rows = 0
         self._call_args = {k: v for k, v in spec.call_args.items() if k not in self.family.ENCODE_KEYS}
         denoiser = loaded.denoiser
@@ -42,28 +79,46 @@ class Generator:
     def latent_shape(self) -> tuple[int, int, int]:
         return self.family.latent_shape(self.pipe, self.spec.height, self.spec.width)
 
-    def encode(self, prompt: str) -> dict:
-        """The prompt's embeddings, computed on the first call for this prompt and reused after."""
-        if self._embeds_for != prompt:
+    def encode(self, prompt: str | Embeds) -> dict:
+        """The prompt's embeddings, computed on the first call for this prompt (and these encoding settings)
+        and reused after; given embeddings are moved to the pipeline's device and compute dtype."""
+        if isinstance(prompt, Embeds):
+            device, dtype = self.pipe._execution_device, torch_dtype(self.spec.dtype)
+            return {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
+                    for k, v in prompt.tensors.items()}
+        cache = self.loaded.embeds
+        key = (prompt, self.spec.guidance_scale, self.spec.max_sequence_length,
+               tuple(sorted((k, repr(v)) for k, v in self.spec.call_args.items() if k in self.family.ENCODE_KEYS)))
+        if key not in cache:
             with torch.no_grad():
-                self._embeds = self.family.encode(self.pipe, prompt, self.spec.guidance_scale,
-                                                  self.spec.max_sequence_length, self.spec.call_args)
-            self._embeds_for = prompt
-        return self._embeds
+                cache[key] = self.family.encode(self.pipe, prompt, self.spec.guidance_scale,
+                                                self.spec.max_sequence_length, self.spec.call_args)
+            while len(cache) > EMBEDS_KEPT:
+                cache.popitem(last=False)
+        cache.move_to_end(key)
+        return cache[key]
 
     def noise(self, lineages: list[dict]) -> torch.Tensor:
         return torch.stack([make_noise(n, self.latent_shape) for n in lineages])
 
-    def row_embeds(self, prompt: str | list[str], batch: int) -> dict:
+    def row_embeds(self, prompt: str | list[str | Embeds], batch: int) -> dict:
         """Embeddings for a batch: one prompt repeated, or one prompt per row (each distinct one encoded once)."""
-        rows = [prompt] * batch if isinstance(prompt, str) else prompt
+        rows = [prompt] * batch if isinstance(prompt, (str, Embeds)) else prompt
         per = {p: self.encode(p) for p in dict.fromkeys(rows)}
         first = per[rows[0]]
         return {k: torch.cat([per[p][k] for p in rows]) if isinstance(v, torch.Tensor) else v for k, v in first.items()}
 
-    def generate(self, prompt: str | list[str], lineages: list[dict]):
-        """(images, NFEs per candidate, seconds) for one batch; ``prompt`` is the batch's prompt or one per row."""
+    def generate(self, prompt: str | list[str | Embeds], lineages: list[dict], on_step: StepFn | None = None):
+        """(images, NFEs per candidate, seconds) for one batch; ``prompt`` is the batch's prompt or one per row;
+        ``on_step(done, steps)`` is called after every denoising step. Out of memory: the other pipelines are
+        unloaded and the batch is tried once more (then tts.models.ModelMemoryError)."""
         start = time.perf_counter()
+        images = self.models.retry_on_oom(lambda: self._call(prompt, lineages, on_step), self.spec.load_key,
+                                          f"generating a batch of {len(lineages)} with", self.spec.name,
+                                          self.loaded.device)
+        return images, self._rows / len(lineages), time.perf_counter() - start
+
+    def _call(self, prompt, lineages: list[dict], on_step: StepFn | None) -> list:
         batch = len(lineages)
         kwargs = self.row_embeds(prompt, batch)
         latents = self.family.to_pipeline_latents(self.pipe, self.noise(lineages), self.spec.height, self.spec.width)
@@ -71,7 +126,27 @@ class Generator:
         latents = latents.to(device=self.pipe._execution_device, dtype=torch_dtype(self.spec.dtype))
         self._rows = 0
         with torch.no_grad():
-            out = self.pipe(**kwargs, **self._call_args, latents=latents, height=self.spec.height,
-                            width=self.spec.width, num_inference_steps=self.spec.num_inference_steps,
+            out = self.pipe(**kwargs, **self._call_args, **self._step_callback(on_step), latents=latents,
+                            height=self.spec.height, width=self.spec.width,
+                            num_inference_steps=self.spec.num_inference_steps,
                             guidance_scale=self.spec.guidance_scale, output_type="pil")
-        return out.images, self._rows / batch, time.perf_counter() - start
+        return out.images
+
+    def _step_callback(self, on_step: StepFn | None) -> dict:
+        """The pipeline's step callback argument for ``on_step`` (``callback_on_step_end``, or the older
+        ``callback`` of PixArt's pipelines)."""
+        if on_step is None:
+            return {}
+        steps = self.spec.num_inference_steps
+        if "callback_on_step_end" in _call_parameters(type(self.pipe)):
+            def at_end(pipe, i, t, tensors):
+                on_step(i + 1, steps)
+                return tensors
+            return {"callback_on_step_end": at_end}
+        return {"callback": lambda i, t, latents: on_step(i + 1, steps), "callback_steps": 1}
+
+
+def _call_parameters(cls: type) -> frozenset[str]:
+    import inspect
+
+    return frozenset(inspect.signature(cls.__call__).parameters)

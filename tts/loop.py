@@ -173,7 +173,7 @@ class _Round:
 def run_search(job: SearchJob) -> dict | None:
     """1. open the run folder, 2. load pipeline and verifier, 3. search this shard's prompts, 4. if the study
     is complete, summarise it (None when other shards are still at work)."""
-    from .generate import Generator
+    from .generate import make_generator
 
     folder = rf.RunFolder(job.run_dir, per_shard=job.per_shard_manifest)
     folder.clean()
@@ -185,7 +185,7 @@ def run_search(job: SearchJob) -> dict | None:
     if job.shard.count > 1:
         log.info("%s: %d of %d prompts", job.shard.label, len(mine), len(job.prompts))
     if mine:
-        generator = Generator(job.pipeline.load(), job.pipeline)
+        generator = make_generator(job.pipeline)
         try:
             job.verifier.setup()
             with cf.ThreadPoolExecutor(job.verify_workers, thread_name_prefix="verify") as pool:
@@ -374,13 +374,26 @@ def _verify_counted(run: _PromptRun, pending: list[_Pending]) -> list[CandidateR
 
 
 def generate_batch(run: _PromptRun, number: int, batch: list[tuple[int, dict]]) -> list[_Pending]:
-    images, nfe, seconds = run.generator.generate(run.prompt.text, [noise for _, noise in batch])
+    from .remote import ServerError
+
+    try:
+        images, nfe, seconds = run.generator.generate(run.prompt.text, [noise for _, noise in batch])
+    except ServerError as e:  # the server is gone: record the batch as failed (a rerun redoes it), then stop
+        _record_failed_batch(run, number, batch, f"generation failed: {e}")
+        raise
     pending = []
     for (i, noise), image in zip(batch, images):
         path = run.folder.root / rf.image_name(run.prompt.text, number, noise["seed"])
         rf.save_image(path, image)
         pending.append(_Pending(run.index, run.prompt, number, i, noise, path, nfe, seconds / len(batch)))
     return pending
+
+
+def _record_failed_batch(run: _PromptRun, number: int, batch: list[tuple[int, dict]], error: str) -> None:
+    for i, noise in batch:
+        path = run.folder.root / rf.image_name(run.prompt.text, number, noise["seed"])
+        pending = _Pending(run.index, run.prompt, number, i, noise, path, 0.0, 0.0)
+        run.folder.append(make_record(run.job, run.folder, pending, Verdict(error=error), 0.0))
 
 
 def verify_and_record(job: SearchJob, folder: rf.RunFolder, pending: list[_Pending]) -> list[CandidateRecord]:

@@ -146,10 +146,10 @@ def nfe_per_candidate(spec) -> tuple[float, str]:
 
 def measure(parts: _Parts) -> tuple[float, float]:
     """(seconds per NFE of one image, NFEs per candidate) from a timed batch of the pipeline (after a warm-up)."""
-    from .generate import Generator
+    from .generate import make_generator
     from .noise import fresh
 
-    generator = Generator(parts.pipeline.load(), parts.pipeline)
+    generator = make_generator(parts.pipeline)
     prompt = parts.prompts[0].text if parts.prompts else "a photo"
     lineages = [fresh(10_000 + i) for i in range(parts.batch_size)]
     try:

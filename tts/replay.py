@@ -19,7 +19,7 @@ from . import runfolder as rf
 
 def replay(run_dir: Path, image: str, out: Path | None = None, device: str | None = None) -> tuple[Path, int]:
     """Regenerate ``image`` of ``run_dir``; return (written path, max abs pixel difference from the original)."""
-    from .generate import Generator
+    from .generate import make_generator
     from .pipelines import PipelineSpec
 
     if not (run_dir / rf.CONFIG).is_file():
@@ -35,7 +35,7 @@ def replay(run_dir: Path, image: str, out: Path | None = None, device: str | Non
     if device:
         settings["device"] = device
     spec = PipelineSpec(**settings)
-    generator = Generator(spec.load(), spec)
+    generator = make_generator(spec)
     [regenerated], _, _ = generator.generate(record.prompt, [record.noise])
     generator.close()
     out = out or run_dir / "replay" / record.image

@@ -212,7 +212,7 @@ OPERATIONAL_KEYS = frozenset({
     "device", "base_url", "api_version", "max_concurrency", "max_attempts", "timeout_s", "backoff_s", "max_backoff_s",
     "price_per_million_input_tokens", "price_per_million_output_tokens", "cpu_offload", "compile",
     "attention_slicing", "vae_tiling", "vae_slicing", "tf32", "interface", "port", "host", "open_browser", "script",
-    "simulate_top_k", "simulate_noise", "inline_images"})
+    "simulate_top_k", "simulate_noise", "inline_images", "server", "server_attempts", "server_timeout_s"})
 
 
 def config_differences(old, new, path: str = "") -> list[tuple[str, object, object]]:

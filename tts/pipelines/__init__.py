@@ -9,10 +9,13 @@ prompt-dependent keyword arguments of the pipeline call (embeddings for batch si
 generator; a negative prompt is encoded with the prompt, once). The family is read from the checkpoint's
 ``model_index.json`` (its pipeline class), never from a table of model ids, so any checkpoint of a
 supported family loads with ``pipeline.model_id=...``. ``PipelineSpec.check()`` finds the checkpoint and
-validates the call arguments before any model loads (tts.pipelines.checks).
+validates the call arguments before any model loads (tts.pipelines.checks). Loaded pipelines are owned by
+the process's model manager (tts.models: least-recently-used unloading under ``models.max_resident`` and
+``models.max_memory_gb``); with ``server`` set, generation runs on a tts-serve server instead (tts.remote).
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import difflib
 import functools
@@ -29,9 +32,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 FAMILIES: tuple[ModuleType, ...] = (flux, sd, sdxl, pixart, sd3, shapes)
 DTYPES = ("fp32", "fp16", "bf16")  # torch_dtype(name) gives the torch dtype; torch loads only with a model
-_CACHE: dict[tuple, "LoadedPipeline"] = {}
 __all__ = ["DTYPES", "EMBEDDED_PREFIX", "FAMILIES", "LoadedPipeline", "PipelineConfigError", "PipelineSpec",
            "family_for", "model_index", "pipeline_class", "resolve_model_path", "torch_dtype"]
+
+
+def __getattr__(name: str):
+    if name == "_CACHE":  # what this process has loaded, by load key (owned by tts.models)
+        from ..models import manager
+
+        return manager().resident_map
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def torch_dtype(name: str) -> "torch.dtype":
@@ -74,6 +84,8 @@ class LoadedPipeline:
     pipe: object
     family: ModuleType
     device: torch.device
+    #: prompt embeddings by (prompt, encoding settings), most recent last (tts.generate keeps a few)
+    embeds: collections.OrderedDict = dataclasses.field(default_factory=collections.OrderedDict, repr=False)
 
     @property
     def denoiser(self) -> torch.nn.Module:
@@ -84,8 +96,10 @@ class LoadedPipeline:
 class PipelineSpec:
     """What to load and how to call it (configs/pipeline/*.yaml; ``call_args``: further keyword arguments of
     the pipeline call). Validated on construction; ``check()`` finds the checkpoint and checks ``call_args``
-    against its pipeline class in seconds; ``load()`` does the expensive part and is cached per process, so
-    multirun jobs share one loaded pipeline."""
+    against its pipeline class in seconds; ``load()`` does the expensive part through the model manager, so
+    multirun jobs share one loaded pipeline. ``server``: one tts-serve URL or a list (round-robin) that
+    generates instead of this process (``server_attempts`` tries with backoff, ``server_timeout_s`` per
+    request)."""
 
     name: str
     model_id: str
@@ -105,9 +119,18 @@ class PipelineSpec:
     compile: bool = False
     max_resolution: int = 2048
     call_args: dict = dataclasses.field(default_factory=dict)
+    server: str | list[str] | None = None
+    server_attempts: int = 5
+    server_timeout_s: float = 600.0
 
     def __post_init__(self):
         self.call_args = _plain_call_args(self.call_args)
+        self.server = _plain_servers(self.server)
+        attempts, timeout = self.server_attempts, self.server_timeout_s
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            raise PipelineConfigError(f"pipeline.server_attempts must be a positive integer, got {attempts!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise PipelineConfigError(f"pipeline.server_timeout_s must be a positive number, got {timeout!r}")
         check_owned(self.call_args)
         if self.dtype not in DTYPES:
             raise PipelineConfigError(f"pipeline.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
@@ -134,10 +157,21 @@ class PipelineSpec:
             return torch.device("mps")
         return torch.device("cpu")
 
-    def check(self) -> Source:
+    @property
+    def load_key(self) -> tuple:
+        """What makes two specs share one loaded pipeline (call settings do not)."""
+        return (self.model_id, self.dtype, self.device, self.quantize, self.cpu_offload, self.compile)
+
+    def check(self) -> Source | None:
         """Find the checkpoint and validate ``call_args`` against its pipeline class; loads no model.
 
-        Fails in one line, in seconds, when the checkpoint cannot be had (tts.pipelines.checks.locate)."""
+        Fails in one line, in seconds, when the checkpoint cannot be had (tts.pipelines.checks.locate). With
+        ``server`` set, checks instead that every server answers and serves this pipeline (tts.remote)."""
+        if self.server:
+            from ..remote import check_servers
+
+            check_servers(self)
+            return None
         source = locate(self.model_id)
         class_name = source.index.get("_class_name", "")
         family = family_for(class_name)
@@ -146,12 +180,13 @@ class PipelineSpec:
         return source
 
     def load(self) -> LoadedPipeline:
-        key = (self.model_id, self.dtype, self.device, self.quantize, self.cpu_offload, self.compile)
-        if key not in _CACHE:
-            _CACHE[key] = self._load(self.check())
-        else:
-            self.check()  # call_args may differ between jobs sharing one loaded pipeline
-        loaded = _CACHE[key]
+        """The loaded pipeline, from the process's model manager (loaded there when it is not resident)."""
+        if self.server:
+            raise PipelineConfigError("pipeline.server is set: this pipeline generates on the server "
+                                      "(tts.generate.make_generator), it is not loaded here")
+        from ..models import manager
+
+        loaded = manager().load(self)
         self._apply_memory_options(loaded.pipe)
         return loaded
 
@@ -223,6 +258,18 @@ def _plain_call_args(call_args) -> dict:
                                       f"+pipeline.call_args.negative_prompt=blurry; got {call_args!r}")
         call_args = OmegaConf.to_container(call_args, resolve=True)
     return {k: v for k, v in call_args.items() if v is not None}
+
+
+def _plain_servers(server) -> list[str] | None:
+    """``pipeline.server``: one URL, a list of them (Hydra passes a ListConfig), or null; each http(s)://host[:port]."""
+    if server in (None, "", []):
+        return None
+    urls = [server] if isinstance(server, str) else list(server)
+    for url in urls:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0:
+            raise PipelineConfigError(f"pipeline.server takes http(s)://HOST:PORT URLs of tts-serve servers (or a list "
+                                      f"[URL1,URL2]), got {url!r}")
+    return [u.rstrip("/") for u in urls]
 
 
 def _nf4_config(dtype: str, component: str):
