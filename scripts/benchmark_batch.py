@@ -21,7 +21,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from tts.cli import config_dir  # noqa: E402
-from tts.generate import Generator  # noqa: E402
+from tts.generate import make_generator  # noqa: E402
 from tts.noise import fresh  # noqa: E402
 from tts.pipelines import PipelineSpec  # noqa: E402
 
@@ -45,7 +45,7 @@ def main(argv=None):
     spec = PipelineSpec(name="bench", model_id=args.model, height=args.height, width=args.width,
                         num_inference_steps=args.steps, guidance_scale=args.guidance, dtype=args.dtype,
                         device=args.device)
-    gen = Generator(spec.load(), spec)
+    gen = make_generator(spec)
     batches = [int(b) for b in args.batches.split(",")]
     gen.generate(args.prompt, [fresh(0)] * max(batches))  # warm-up
     times = {b: [] for b in batches}

@@ -19,6 +19,7 @@ import collections
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tts.cli import config_dir  # noqa: E402
-from tts.generate import Generator  # noqa: E402
-from tts.noise import derive_seed, fresh  # noqa: E402
+from tts.generate import make_generator  # noqa: E402
+from tts.lockstep import LockstepStudy, search_lockstep  # noqa: E402
 from tts.pipelines import PipelineSpec  # noqa: E402
-from tts.runfolder import prompt_hash  # noqa: E402
-from tts.search import Candidate  # noqa: E402
+from tts.search.random import RandomSearch  # noqa: E402
 from tts.search.zero_order import ZeroOrderSearch  # noqa: E402
 from tts.verifiers.shapes import ShapesVerifier  # noqa: E402
 from tts.verifiers.shapes_proxy import ShapesProxyVerifier  # noqa: E402
@@ -50,48 +50,16 @@ def score(prompt, images):
             for e, p in zip(exact, proxy)]
 
 
-def generate_mixed(gen, items, batch):
-    """Images for (prompt, lineage) pairs, ``batch`` per pipeline call with prompts mixed inside a call
-    (one prompt per row), so every call is full even when each prompt's search asks for 3 or 4
-    candidates at a time. Returns (images, NFEs per image)."""
-    images, nfe = [], 0.0
-    for s in range(0, len(items), batch):
-        chunk = items[s:s + batch]
-        out, nfe, _ = gen.generate([p for p, _ in chunk], [n for _, n in chunk])
-        images += out
-    return images, nfe
+def progress(name):
+    start = time.time()
+    return lambda done, total: print(f"# {name}: {done}/{total} candidates, {time.time() - start:.0f} s", file=sys.stderr)
 
 
-def random_pools(gen, prompts, k, seed, batch):
-    """Per prompt, k fresh noises seeded exactly as tts-search seeds round 1, all scored."""
-    lineages = {p: [fresh(derive_seed(seed, prompt_hash(p), 1, i, "fresh")) for i in range(k)] for p in prompts}
-    pools, nfe, start = [], 0.0, time.time()
-    for n in range(0, len(prompts), 8):  # 8 prompts per slice: progress is reported as it goes
-        part = prompts[n:n + 8]
-        images, nfe = generate_mixed(gen, [(p, ln) for p in part for ln in lineages[p]], batch)
-        pools += [score(p, images[j * k:(j + 1) * k]) for j, p in enumerate(part)]
-        print(f"# random: {n + len(part)}/{len(prompts)} prompts, {time.time() - start:.0f} s", file=sys.stderr)
-    return pools, nfe
-
-
-def zero_order_pools(gen, prompts, k, seed, batch):
-    """Zero-order search (3 neighbours, cosine 0.95) for every prompt in lockstep, until each has k candidates:
-    each step asks every prompt's strategy, generates all their noises together, and tells each its scores."""
-    strategies = [ZeroOrderSearch(lambda r, i, p, ph=prompt_hash(pr): derive_seed(seed, ph, r, i, p), rounds=10_000,
-                                  num_neighbors=3, threshold=0.95) for pr in prompts]
-    pools, start = [[] for _ in prompts], time.time()
-    while any(len(pool) < k for pool in pools):
-        asks = [(i, strategies[i].ask()) for i, pool in enumerate(pools) if len(pool) < k]
-        images, _ = generate_mixed(gen, [(prompts[i], n) for i, noises in asks for n in noises], batch)
-        pos = 0
-        for i, noises in asks:
-            scores = score(prompts[i], images[pos:pos + len(noises)])
-            pos += len(noises)
-            strategies[i].tell([Candidate(0, j, n, s["criteria_met"]) for j, (n, s) in enumerate(zip(noises, scores))])
-            pools[i] += scores
-        done = sum(min(len(p), k) for p in pools)
-        print(f"# zero-order: {done}/{k * len(prompts)} candidates, {time.time() - start:.0f} s", file=sys.stderr)
-    return [pool[:k] for pool in pools]
+def pools_for(gen, texts, factory, args):
+    """Every prompt's candidates (scores in generation order) for one strategy, prompts in lockstep (tts.lockstep)."""
+    study = LockstepStudy(texts, factory, score, steer="criteria_met", seed=args.seed)
+    name = getattr(factory, "func", factory).__name__
+    return search_lockstep(gen, study, args.max_k, args.batch, progress(name))
 
 
 def best_of(pool, k, key):
@@ -139,16 +107,18 @@ def main(argv=None):
     torch.manual_seed(0)
     spec = PipelineSpec(name="shapes", model_id=args.model, height=32, width=32, num_inference_steps=args.steps,
                         guidance_scale=args.guidance, device=args.device)
-    gen = Generator(spec.load(), spec)
+    gen = make_generator(spec)
     prompts = subset(build(args.suite_seed), args.prompts)
     ks = [k for k in (1, 2, 4, 8, 16, 32) if k <= args.max_k]
     methods = args.methods.split(",")
     texts = [p.text for p in prompts]
     pools, start, nfe = {}, time.time(), 0.0
-    if "random" in methods:
-        pools["random"], nfe = random_pools(gen, texts, args.max_k, args.seed, args.batch)
-    if "zero-order" in methods:
-        pools["zero-order"] = zero_order_pools(gen, texts, args.max_k, args.seed, args.batch)
+    if "random" in methods:  # k fresh noises per prompt, seeded as tts-search seeds round 1
+        pools["random"], nfe = pools_for(gen, texts, partial(RandomSearch, rounds=1, schedule="constant",
+                                                                   per_round=args.max_k), args)
+    if "zero-order" in methods:  # 3 neighbours at cosine 0.95, until each prompt has max-k candidates
+        pools["zero-order"], nfe = pools_for(gen, texts, partial(ZeroOrderSearch, rounds=10_000, num_neighbors=3,
+                                                                       threshold=0.95), args)
     elapsed = time.time() - start
     rows = tables(prompts, pools, ks, nfe)
     print(f"command: python scripts/benchmark_scaling.py {' '.join(argv if argv is not None else sys.argv[1:])}")

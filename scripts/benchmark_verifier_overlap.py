@@ -38,7 +38,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 from tts import runfolder as rf  # noqa: E402
 from tts.cli import build_job, config_dir  # noqa: E402
-from tts.generate import Generator  # noqa: E402
+from tts.generate import make_generator  # noqa: E402
 from tts.loop import run_search  # noqa: E402
 from tts.loopback import LoopbackGrader  # noqa: E402
 from tts.noise import derive_seed  # noqa: E402
@@ -90,7 +90,7 @@ def make_job(layout: list[str], verifier_overrides: list[str], run_dir: Path):
 def after_generation(job) -> None:
     """The reference project's order: generate a round's images, then verify them all (per round)."""
     job.run_dir.mkdir(parents=True, exist_ok=True)
-    generator = Generator(job.pipeline.load(), job.pipeline)
+    generator = make_generator(job.pipeline)
     job.verifier.setup()
     for prompt in job.prompts:
         phash = rf.prompt_hash(prompt.text)

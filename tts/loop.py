@@ -143,6 +143,17 @@ class _Progress:
 
 
 @dataclasses.dataclass
+class _Shared:
+    """What every prompt of this process's search shares: the job, the folder, the generator, the verifier pool."""
+
+    job: SearchJob
+    folder: rf.RunFolder
+    generator: object
+    pool: cf.ThreadPoolExecutor
+    index: _Index
+
+
+@dataclasses.dataclass
 class _PromptRun:
     """One prompt's search in progress: where it writes, what it reuses, its bar."""
 
@@ -189,7 +200,7 @@ def run_search(job: SearchJob) -> dict | None:
         try:
             job.verifier.setup()
             with cf.ThreadPoolExecutor(job.verify_workers, thread_name_prefix="verify") as pool:
-                _search_all(job, folder, generator, pool, index, mine)
+                _search_all(_Shared(job, folder, generator, pool, index), mine)
         finally:
             generator.close()
             job.verifier.close()
@@ -200,35 +211,33 @@ def run_search(job: SearchJob) -> dict | None:
 CLAIM_POLL_S = 2.0
 
 
-def _search_all(job: SearchJob, folder: rf.RunFolder, generator, pool, index: _Index,
-                mine: list[tuple[int, Prompt]]) -> None:
+def _search_all(shared: _Shared, mine: list[tuple[int, Prompt]]) -> None:
     """Every prompt of this shard. A prompt another live process holds is left to it, then waited for: done by
     that process, or taken over once its holder dies or (another host) stops its heartbeat, as when a
     preempted job is requeued on another node while its old claim still looks alive."""
-    many = len(mine) > 1
+    job, many = shared.job, len(mine) > 1
     held = [(i, p) for i, p in tqdm(mine, desc="prompts", unit="prompt", disable=not many)
-            if not _claim_and_search(job, folder, generator, pool, index, i, p, many)]
+            if not _claim_and_search(shared, i, p, many)]
     if held:
         log.info("%d prompt%s held by other processes writing this folder: waiting until they are done or their "
                  "holder is gone (another host's claim expires %.0f minutes after its last heartbeat)", len(held),
                  "s" if len(held) > 1 else "", rf.CLAIM_STALE_S / 60)
     while held:
         time.sleep(CLAIM_POLL_S)
-        index.update()
-        held = [(i, p) for i, p in held if not _replayed_to_end(job, i, p, index.by_prompt.get(
-            rf.prompt_hash(p.text), {})) and not _claim_and_search(job, folder, generator, pool, index, i, p, many)]
+        shared.index.update()
+        held = [(i, p) for i, p in held if not _replayed_to_end(job, i, p, shared.index.by_prompt.get(
+            rf.prompt_hash(p.text), {})) and not _claim_and_search(shared, i, p, many)]
 
 
-def _claim_and_search(job: SearchJob, folder: rf.RunFolder, generator, pool, index: _Index, i: int, prompt: Prompt,
-                      many: bool) -> bool:
+def _claim_and_search(shared: _Shared, i: int, prompt: Prompt, many: bool) -> bool:
     """Search one prompt if this process can claim it (False: another live process holds it)."""
-    phash = rf.prompt_hash(prompt.text)
+    phash, folder = rf.prompt_hash(prompt.text), shared.folder
     if folder.claim(phash) is not None:
         return False
     try:
-        index.update()  # what other writers finished since this process last looked
-        search_prompt(_PromptRun(job, folder, generator, pool, i, prompt, index.resume(phash),
-                                 _Progress(prompt.text, False, not many)))
+        shared.index.update()  # what other writers finished since this process last looked
+        search_prompt(_PromptRun(shared.job, folder, shared.generator, shared.pool, i, prompt,
+                                 shared.index.resume(phash), _Progress(prompt.text, False, not many)))
     finally:
         folder.release(phash)
     return True
