@@ -3,7 +3,7 @@
     python scripts/benchmark_human_preference.py                       # 12 bench prompts x 2 seeds, 4 rounds x 8
     python scripts/benchmark_human_preference.py --prompts 6 --seeds 1 --verifier shapes-proxy
 
-The simulated person is the run's verifier (``search.interface=scripted search.simulate_top_k=2``):
+The simulated person is the run's verifier (``search/frontend=scripted search.frontend.simulate_top_k=2``):
 each round it picks the 2 candidates it scores highest, and human-preference search proposes the
 next round near them (screened by its ridge value model, 25% fresh exploration). Random search
 shows the same number of fresh noises per round. Both run through tts's own loop on the embedded
@@ -29,8 +29,8 @@ from tts.runfolder import read_manifest  # noqa: E402
 from tts.verifiers.shapes import ShapesVerifier  # noqa: E402
 from tts.world.bench import build  # noqa: E402
 
-METHODS = {"human-preference (simulated)": ["search=human-preference", "search.interface=scripted",
-                                            "search.simulate_top_k=2"],
+METHODS = {"human-preference (simulated)": ["search=human-preference", "search/frontend=scripted",
+                                            "search.frontend.simulate_top_k=2"],
            "random": ["search=random", "search.schedule=constant"]}
 
 

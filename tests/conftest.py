@@ -22,6 +22,13 @@ needs_browser = pytest.mark.skipif(
            ".ci/run installs them and sets TTS_REQUIRE_BROWSER=1)")
 
 
+#: Tests that read ../shared (PartiPrompts beside the checkout): skipped, saying so, where it is absent, unless
+#: TTS_REQUIRE_SHARED=1 (then they fail on the missing file, as CI should).
+needs_shared = pytest.mark.skipif(
+    not PARTI.exists() and not os.environ.get("TTS_REQUIRE_SHARED"),
+    reason=f"needs {PARTI} (PartiPrompts in ../shared beside the checkout; set TTS_REQUIRE_SHARED=1 to fail instead)")
+
+
 def headless_chromium(width: int = 1000, height: int = 900, console_log: bool = False):
     """Debian's Chromium, headless, through Selenium and chromedriver (no browser download)."""
     from selenium import webdriver

@@ -278,7 +278,7 @@ def test_keys_never_reach_the_run_folder_or_the_console(tmp_path, protocol):
         env = dict(os.environ, GEMINI_API_KEY=KEY, OPENAI_API_KEY=KEY)
         out = subprocess.run([sys.executable, "-m", "tts.cli", f"verifier={protocol}", "search.rounds=1",
                               f"verifier.base_url={base_url(server, protocol)}", "pipeline.num_inference_steps=2",
-                              f"hydra.run.dir={tmp_path}", "hydra.job_logging.root.level=DEBUG"],
+                              f"hydra.run.dir={tmp_path}", "hydra.job_logging.root.level=DEBUG", "hydra.verbose=true"],
                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert all(r.status == "ok" for r in read_manifest(tmp_path))
@@ -287,6 +287,25 @@ def test_keys_never_reach_the_run_folder_or_the_console(tmp_path, protocol):
     assert (tmp_path / "tts-search.log").exists() and (tmp_path / "config.json").exists()
     for path in files:
         assert KEY.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.slow
+def test_third_party_info_lines_stay_off_the_console_unless_hydra_verbose_asks(tmp_path):
+    """google-genai logs "AFC is enabled ..." at INFO on every request; tts keeps it (and httpx, ...) at WARNING."""
+    with LoopbackGrader(api_key=KEY) as server:
+        env = dict(os.environ, GEMINI_API_KEY=KEY)
+
+        def run(*extra):
+            out = subprocess.run([sys.executable, "-m", "tts.cli", "verifier=gemini", "search.rounds=1",
+                                  f"verifier.base_url={server.url}", "pipeline.num_inference_steps=2",
+                                  f"hydra.run.dir={tmp_path / str(len(extra))}", *extra],
+                                 capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+            assert out.returncode == 0, out.stderr[-2000:]
+            return out.stdout + out.stderr + (tmp_path / str(len(extra)) / "tts-search.log").read_text()
+
+        quiet, verbose = run(), run("hydra.verbose=google_genai")
+    assert "AFC is enabled" not in quiet and "HTTP Request" not in quiet and "run folder:" in quiet
+    assert "AFC is enabled" in verbose  # asked for: the library's own lines are back
 
 
 def test_prompt_template_and_image_options(tmp_path):

@@ -240,3 +240,18 @@ def test_collages_of_a_folder_of_real_runs(tmp_path, capsys):
     grid = Image.open(tmp_path / "runs" / "one" / "collages" / f"{one.stem}_i@3_grid.png")
     lay = tc.layout(one.prompt, subtitle, tiles, 64, per_row=4)
     assert grid.size == lay.size and len({p.box[1] for p in lay.tiles}) == 2  # two rows of 4
+
+
+def test_a_lower_is_better_metric_marks_the_lowest_score_best(tmp_path, monkeypatch):
+    """The collage follows the direction the run's verifier declares (config.json's verifier._target_)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "plugins"))
+    (tmp_path / rf.CONFIG).write_text(json.dumps({"verifier": {"_target_": "tts_test_components.Darkness"}}))
+    assert tc.direction(tmp_path, "luminance") == -1.0 and tc.direction(tmp_path, "other") == 1.0
+    assert tc.direction(tmp_path / "nowhere", "luminance") == 1.0
+    run = tc.PromptRun("p", "stem", "luminance", sign=tc.direction(tmp_path, "luminance"))
+    for r, scores in {1: [0.5, 0.2, 0.9], 2: [0.4, 0.3]}.items():
+        run.rounds[r] = [tc.Candidate(tmp_path / f"{r}_{i}.png", r, i, s, i) for i, s in enumerate(scores)]
+    assert {k: c.score for k, c in run.bests().items()} == {1: 0.2, 2: 0.3}
+    assert [c.score for c in run.ranked(1)] == [0.2, 0.5, 0.9]
+    tiles, subtitle = tc.strip_tiles(run)
+    assert [t.best for t in tiles] == [True, False] and "so far 0.20" in tiles[1].note

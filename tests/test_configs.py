@@ -2,9 +2,10 @@
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
-from conftest import PARTI, compose
+from conftest import PARTI, compose, needs_shared
 
 from tts.cli import ConfigError, build_job, choices, config_dir
 from tts.pipelines import PipelineSpec
@@ -15,8 +16,9 @@ EXTRA = {"prompts": {"file": [f"prompts.path={PARTI}", "prompts.column=Prompt", 
          "verifier": {"custom": ["verifier._target_=verifiers.example_custom.Sharpness"]}}
 
 
-@pytest.mark.parametrize("group,name", [(g, n) for g in ("pipeline", "verifier", "search", "prompts")
-                                        for n in choices(g)])
+@pytest.mark.parametrize("group,name", [
+    pytest.param(g, n, marks=[needs_shared] if (g, n) == ("prompts", "file") else [])
+    for g in ("pipeline", "verifier", "search", "prompts") for n in choices(g)])
 def test_every_shipped_config_composes_and_instantiates(group, name, tmp_path):
     import hydra
 
@@ -90,3 +92,62 @@ def test_cli_bad_number_exits_2_with_message(tmp_path):
 
 def test_config_tree_is_found():
     assert (config_dir() / "config.yaml").exists()
+
+
+FRONTENDS = {"scripted": ["search.frontend.simulate_top_k=2"]}
+
+
+@pytest.mark.parametrize("name", choices("search/frontend"))
+def test_every_shipped_front_end_config_instantiates(name):
+    import hydra
+
+    cfg = compose(["search=human-preference", f"search/frontend={name}", *FRONTENDS.get(name, [])])
+    strategy = hydra.utils.instantiate(cfg.search)(seed_fn=lambda r, i, p: i)
+    assert type(strategy.frontend).__name__.lower() == f"{name}frontend" and strategy.frontend.name == name
+    assert strategy.interactive == (name == "terminal")
+
+
+def drive(strategy, score) -> list[int]:
+    """Run a strategy to the end, scoring candidate k of round r with ``score(r, k)``; the round sizes."""
+    from tts.search import Candidate
+
+    sizes = []
+    while noises := strategy.ask():
+        sizes.append(len(noises))
+        record = SimpleNamespace(image="x.png", seed=0, choice_of_metric="m")
+        strategy.tell([Candidate(len(sizes), k, n, score(len(sizes), k), record) for k, n in enumerate(noises)])
+    return sizes
+
+
+def shipped(name: str, *overrides):
+    import hydra
+
+    return hydra.utils.instantiate(compose([f"search={name}", *overrides]).search)
+
+
+def test_random_search_asks_what_its_schedule_says():
+    cfg = compose(["search=random"]).search
+    assert drive(shipped("random")(seed_fn=lambda r, i, p: i), lambda r, k: k) == [
+        cfg.base ** r for r in range(1, cfg.rounds + 1)] == [2, 4, 8, 16]
+    assert drive(shipped("random", "search.schedule=constant", "search.per_round=3", "search.rounds=5")(
+        seed_fn=lambda r, i, p: i), lambda r, k: k) == [3] * 5
+
+
+def test_zero_order_asks_a_pivot_only_after_a_restart():
+    cfg = compose(["search=zero-order"]).search
+    n = cfg.num_neighbors
+    climbing = drive(shipped("zero-order")(seed_fn=lambda r, i, p: i), lambda r, k: r + k / 10)
+    assert climbing == [1 + n] + [n] * (cfg.rounds - 1)  # a neighbour always wins: the pivot moves, no restart
+    stuck = drive(shipped("zero-order")(seed_fn=lambda r, i, p: i), lambda r, k: 1.0 if k == 0 else 0.0)
+    assert stuck == [1 + n] * cfg.rounds  # the fresh pivot always wins: every round restarts
+
+
+def test_human_preference_shows_per_round_candidates_every_round(tmp_path):
+    from tts.search import SearchContext
+
+    cfg = compose(["search=human-preference"]).search
+    factory = shipped("human-preference", "search.frontend._target_=tts_test_components.PickFirst",
+                      "~search.frontend.inline_images")
+    context = SearchContext(prompt="p", prompt_hash="00000000", run_dir=tmp_path, latent_shape=(4, 8, 8))
+    assert drive(factory(seed_fn=lambda r, i, p: 1000 * r + i, context=context), lambda r, k: k) == (
+        [cfg.per_round] * cfg.rounds)

@@ -2,8 +2,8 @@
 import json
 
 import pytest
-from conftest import run_tts
-from twins import TWINS, save_twin
+from conftest import compose, run_tts
+from twins import EMBEDDED_PRESETS, OTHER_TWINS, PRESET_TWINS, TWINS, save_twin
 
 from tts.runfolder import read_manifest
 
@@ -158,3 +158,61 @@ def test_call_args_that_shape_the_prompt_encoding_reach_it(twins_root):
     skipped, plain = (np.asarray(images[n][0], dtype=int) for n in (1, 0))
     assert np.abs(skipped - np.asarray(golden[0], dtype=int)).max() <= 1
     assert np.abs(skipped - plain).max() > 2
+
+
+def test_every_pipeline_preset_has_a_twin():
+    """Adding a preset (configs/pipeline/*.yaml) means naming the twin of its family in tests/twins.py."""
+    from tts.cli import choices
+
+    twinned = {preset for _, preset, _ in TWINS.values()} | set(PRESET_TWINS) | set(EMBEDDED_PRESETS) | set(OTHER_TWINS)
+    assert set(choices("pipeline")) == twinned
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", list(PRESET_TWINS))
+def test_preset_runs_through_a_twin_of_its_family(preset, twins_root):
+    """The preset's own steps, guidance and call arguments, on a tiny twin of its family (only the size shrinks):
+    the pipeline call and the step-level sampler (tts.sampler) agree and count the NFEs the preset implies."""
+    import hydra
+    import numpy as np
+
+    from tts.generate import Generator
+    from tts.noise import fresh
+    from tts.sampler import Sampler
+
+    family = PRESET_TWINS[preset]
+    _, _, small = TWINS[family]
+    sizes = [f"pipeline.{k}={small[k]}" for k in ("height", "width")]
+    cfg = compose([f"pipeline={preset}", f"pipeline.model_id={save_twin(family, twins_root)}", "pipeline.dtype=fp32",
+                   "pipeline.device=cpu", *sizes])
+    spec = hydra.utils.instantiate(cfg.pipeline)
+    assert spec.name == preset and (spec.height, spec.width) == (small["height"], small["width"])
+    spec.check()
+    gen = Generator(spec.load(), spec)
+    sampler = Sampler(gen)
+    try:
+        images, nfe, _ = gen.generate("a blue sphere", [fresh(1), fresh(2)])
+        stepped, traj = sampler.generate("a blue sphere", [fresh(1), fresh(2)])
+    finally:
+        sampler.close()
+        gen.close()
+    passes = 2 if spec.guidance_scale > 1 and family != "flux" else 1
+    assert nfe == spec.num_inference_steps * passes and traj.nfe.tolist() == [nfe, nfe]
+    assert all(im.size == (spec.width, spec.height) for im in images)
+    for a, b in zip(images, stepped):
+        assert np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).max() <= 1
+
+
+def test_families_come_from_their_modules(twins_root):
+    """Every family module is found without a list, and names the component that holds its denoiser."""
+    from tts.pipelines import FAMILIES, family_for, model_index, pipeline_class
+    from tts.world.pipeline import ShapesPipeline
+
+    names = {f.__name__.rsplit(".", 1)[-1] for f in FAMILIES}
+    assert {"flux", "sd", "sdxl", "pixart", "sd3", "shapes"} <= names
+    models = [str(save_twin(family, twins_root)) for family in TWINS] + ["tts://shapes-model"]
+    for model_id in models:
+        index = model_index(model_id)
+        family = family_for(index["_class_name"])
+        assert family.DENOISER in index and family.DENOISER in ("unet", "transformer")
+    assert pipeline_class("ShapesPipeline") is ShapesPipeline

@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from conftest import PARTI, compose, run_tts
+from conftest import PARTI, compose, needs_shared, run_tts
 
 from tts import runfolder as rf
 from tts.cli import ConfigError, build_job, check_overrides
@@ -75,6 +75,7 @@ def test_a_rerun_names_the_key_that_differs_and_more_rounds_extend_the_search(tm
     assert sorted(collections.Counter(r.round for r in rf.read_manifest(tmp_path)).items()) == [(1, 2), (2, 4), (3, 8)]
 
 
+@needs_shared
 def test_summary_groups_by_declared_tag_columns_only(tmp_path):
     job = build_job(compose(["verifier=compressibility", "prompts=file", f"prompts.path={PARTI}",
                              "prompts.column=Prompt", "num_prompts=3"]), tmp_path)

@@ -34,20 +34,37 @@ def test_answer_grammar():
 
 
 def test_bad_settings_fail_before_loading(tmp_path):
-    from tts.cli import ConfigError, build_job
+    from tts.cli import ConfigError, build_job, check_overrides
     from conftest import compose
 
-    for override, match in (("search.interface=termnial", "did you mean 'terminal'"),
-                            ("search.step_degrees=120", "step_degrees"),
-                            ("search.interface=scripted", "needs exactly one of")):
+    for override, match in (("search.step_degrees=120", "step_degrees"),
+                            ("search/frontend=scripted", "needs exactly one of search.frontend.script")):
         with pytest.raises(ConfigError, match=match):
             build_job(compose(["search=human-preference", override]), tmp_path)
+    # the command line names the front-end's option and points old flat keys to their new home
+    for override, match in (("search/frontend=termnial", "did you mean 'terminal'"),
+                            ("search.interface=web", "use search/frontend="),
+                            ("search.port=0", r"use search.frontend.port \(with search/frontend=web\)"),
+                            ("search.frontend.prot=0", "did you mean 'search.frontend.port'")):
+        with pytest.raises(ConfigError, match=match):
+            check_overrides(["search=human-preference", "search/frontend=web", override])
+    assert check_overrides(["search=human-preference", "search/frontend=web", "search.frontend.port=0"])
+    with pytest.raises(ConfigError, match="applies to search=human-preference, not search=random"):
+        check_overrides(["search/frontend=web"])
+
+
+def test_a_front_end_is_a_nested_config_any_class_with_present_will_do(tmp_path):
+    """A new front-end is one class (and one YAML): here a class of the test plugins, by _target_ alone."""
+    run_tts([*HP, "search.rounds=2", "search.frontend._target_=tts_test_components.PickFirst",
+             "~search.frontend.inline_images"], tmp_path)
+    assert [(e["round"], e["interface"], e["picks"]) for e in feedback(tmp_path)] == [(1, "pick-first", [1]),
+                                                                                      (2, "pick-first", [1])]
 
 
 def test_scripted_session_moves_toward_picks_and_logs_every_choice(tmp_path):
     script = tmp_path / "answers.txt"
     script.write_text("2 1\n3\nr\n1\n")
-    run_tts([*HP, "search.interface=scripted", f"search.script={script}", "search.rounds=4"], tmp_path / "run")
+    run_tts([*HP, "search/frontend=scripted", f"search.frontend.script={script}", "search.rounds=4"], tmp_path / "run")
     log = feedback(tmp_path / "run")
     assert [(e["round"], e["action"], e["picks"]) for e in log] == [
         (1, "pick", [2, 1]), (2, "pick", [3]), (3, "reject", []), (4, "pick", [1])]
@@ -68,19 +85,19 @@ def test_stopped_session_resumes_at_the_next_round_with_the_value_model_rebuilt(
     full, part = tmp_path / "full.txt", tmp_path / "part.txt"
     full.write_text("2 1\n3 4\n1\n2\n")
     part.write_text("2 1\n3 4 q\n")
-    over = [*HP, "search.interface=scripted", "search.rounds=4"]
-    run_tts([*over, f"search.script={full}"], tmp_path / "a")
-    run_tts([*over, f"search.script={part}"], tmp_path / "b")
+    over = [*HP, "search/frontend=scripted", "search.rounds=4"]
+    run_tts([*over, f"search.frontend.script={full}"], tmp_path / "a")
+    run_tts([*over, f"search.frontend.script={part}"], tmp_path / "b")
     assert [e["round"] for e in feedback(tmp_path / "b")] == [1, 2]
     assert {r.round for r in read_manifest(tmp_path / "b")} == {1, 2}
-    run_tts([*over, f"search.script={full}"], tmp_path / "b")  # rerun the folder: rounds 1-2 come from the log
+    run_tts([*over, f"search.frontend.script={full}"], tmp_path / "b")  # rerun the folder: rounds 1-2 come from the log
     log_b = feedback(tmp_path / "b")
     assert [e["round"] for e in log_b] == [1, 2, 3, 4]  # the person was asked only from round 3 on
     assert log_b[2]["labels_before"] == 8  # the value model was refitted to rounds 1 and 2
     noises = lambda d: sorted((r.round, r.index, json.dumps(r.noise)) for r in read_manifest(d))  # noqa: E731
     assert noises(tmp_path / "a") == noises(tmp_path / "b")  # as if never interrupted
     replay = tmp_path / "replayed"
-    run_tts([*over, f"search.script={tmp_path / 'b' / 'feedback.jsonl'}"], replay)  # a recorded session replays
+    run_tts([*over, f"search.frontend.script={tmp_path / 'b' / 'feedback.jsonl'}"], replay)  # a recorded session replays
     assert noises(replay) == noises(tmp_path / "a")
 
 
@@ -93,7 +110,8 @@ def test_verifier_as_simulated_person_beats_random_search_for_the_same_images_sh
               "pipeline.num_inference_steps=4", "search.rounds=4", "search.per_round=8"]
     best = {"hp": [], "random": []}
     for seed in (0, 1, 2):
-        for name, search in (("hp", ["search=human-preference", "search.interface=scripted", "search.simulate_top_k=2"]),
+        for name, search in (("hp", ["search=human-preference", "search/frontend=scripted",
+                                      "search.frontend.simulate_top_k=2"]),
                              ("random", ["search=random", "search.schedule=constant"])):
             summary = run_tts([*common, *search, f"seed={seed}"], tmp_path / f"{name}{seed}")
             best[name].append(summary["groups"]["all"]["brightness"])
@@ -110,7 +128,7 @@ def _free_port() -> int:
 def test_terminal_front_end_through_a_pseudo_terminal(tmp_path):
     master, slave = pty.openpty()
     env = dict(os.environ, TERM="xterm")
-    proc = subprocess.Popen([sys.executable, "-m", "tts.cli", *HP, "search.interface=terminal", "search.rounds=3",
+    proc = subprocess.Popen([sys.executable, "-m", "tts.cli", *HP, "search/frontend=terminal", "search.rounds=3",
                              f"hydra.run.dir={tmp_path}"], stdin=slave, stdout=slave, stderr=subprocess.DEVNULL,
                             env=env, cwd=tmp_path)
     os.close(slave)
@@ -164,7 +182,7 @@ def test_web_front_end_in_headless_chromium(tmp_path, capfd):
     port = _free_port()
     result = {}
     run = threading.Thread(target=lambda: result.setdefault("summary", run_tts(
-        [*HP, "search.interface=web", f"search.port={port}", "search.rounds=3"], tmp_path / "run")))
+        [*HP, "search/frontend=web", f"search.frontend.port={port}", "search.rounds=3"], tmp_path / "run")))
     run.start()
     driver = headless_chromium()
     try:

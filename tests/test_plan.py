@@ -6,7 +6,7 @@ import sys
 from types import SimpleNamespace
 
 import pytest
-from conftest import PARTI, compose, run_tts
+from conftest import PARTI, compose, needs_shared, run_tts
 
 from tts import plan as planning
 from tts.loopback import LoopbackGrader
@@ -87,6 +87,7 @@ def test_token_estimates_follow_the_providers_published_rules():
     assert planning.estimate_input_tokens(GeminiVerifier(), parts) == text - 85 + 258
 
 
+@needs_shared
 def test_the_plan_command_sizes_a_partiprompts_sweep_without_a_model_or_a_key(tmp_path):
     args = ["pipeline=flux-dev", "verifier=gemini", "prompts=file", f"prompts.path={PARTI}", "prompts.column=Prompt",
             "search.schedule=constant", "search.per_round=32", "search.rounds=3", "shard.count=8",

@@ -293,7 +293,7 @@ def test_runs_are_named_by_the_settings_that_differ(tmp_path):
         config = json.loads((folder / rf.CONFIG).read_text())
         config["search"] = config["search"] | {"rounds": rounds}
         config["pipeline"]["num_inference_steps"] = steps
-        config["verifier"]["max_concurrency"] = n  # operational: never a difference
+        config["verifier"] |= {"_target_": "tts.verifiers.gemini.GeminiVerifier", "max_concurrency": n}  # operational
         (folder / rf.CONFIG).write_text(json.dumps(config))
         runs.append(tr.load_run(folder))
     tr.label_runs(runs, tmp_path)

@@ -315,7 +315,7 @@ def test_search_on_a_server_is_pixel_identical_to_a_local_search(server, tmp_pat
         assert (a.key, a.seed, a.noise, a.score, a.nfe, a.image) == (b.key, b.seed, b.noise, b.score, b.nfe, b.image)
         assert np.array_equal(pixels(Image.open(tmp_path / "local" / a.image)),
                               pixels(Image.open(tmp_path / "remote" / b.image)))
-    hp = ["search=human-preference", "search.interface=scripted", "search.simulate_top_k=2", "search.rounds=2",
+    hp = ["search=human-preference", "search/frontend=scripted", "search.frontend.simulate_top_k=2", "search.rounds=2",
           "search.per_round=4", "pipeline.num_inference_steps=2"]
     run_tts(hp, tmp_path / "hp-local")
     run_tts(hp + [f"++pipeline.server={server}"], tmp_path / "hp-remote")

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import PARTI, run_tts
+from conftest import PARTI, needs_shared, run_tts
 
 from tts import runfolder as rf
 from tts.cli import config_dir
@@ -44,9 +44,8 @@ def test_names_follow_the_reference_rule_on_edge_cases(prompt, expected_name):
     assert rf.prompt_stem(prompt) == f"prompt@{expected_name}_hash@{digest}" == reference_stem(prompt)
 
 
+@needs_shared
 def test_names_are_byte_identical_on_every_partiprompt():
-    if not PARTI.exists():
-        pytest.skip(f"{PARTI} is absent: this test needs ../shared/prompts beside the checkout")
     with open(PARTI, newline="", encoding="utf-8") as f:
         prompts = [row["Prompt"] for row in csv.DictReader(f, delimiter="\t")]
     assert len(prompts) > 1000

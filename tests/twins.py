@@ -109,12 +109,14 @@ def build_sd3():
         text_encoder_3=t5_text(), tokenizer_3=t5_tokenizer())
 
 
-def build_flux():
+def build_flux(guidance_embeds: bool = False):
+    """Flux-schnell's layout; ``guidance_embeds=True``: Flux-dev's (distilled guidance as a transformer input)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 
     transformer = FluxTransformer2DModel(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1,
                                          attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
-                                         pooled_projection_dim=32, axes_dims_rope=[4, 4, 8])
+                                         pooled_projection_dim=32, axes_dims_rope=[4, 4, 8],
+                                         guidance_embeds=guidance_embeds)
     return FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), transformer=transformer,
                         vae=vae(latent_channels=1, blocks=(4,), shift_factor=0.0609, scaling_factor=1.5035,
                                 use_quant_conv=False, use_post_quant_conv=False),
@@ -131,6 +133,13 @@ TWINS = {
                      {"height": 16, "width": 16, "num_inference_steps": 2, "max_sequence_length": 16}),
     "sd3": (build_sd3, "sd3-medium", {"height": 16, "width": 16, "num_inference_steps": 2, "max_sequence_length": 16}),
 }
+
+#: every other preset of configs/pipeline -> the twin of its family (its own guidance, steps and call arguments
+#: are kept; only the size shrinks): adding a preset means adding it here or to TWINS
+PRESET_TWINS = {"flux-schnell": "flux", "sd-turbo": "sd15", "ddpo-aesthetic": "sd15", "ddpo-alignment": "sd15",
+                "ddpo-compressibility": "sd15", "ddpo-incompressibility": "sd15", "realvis-xl": "sdxl"}
+EMBEDDED_PRESETS = ("shapes",)  # presets whose model ships inside the package (no twin needed)
+OTHER_TWINS = ("hidream-i1",)  # presets whose twin is built in tests/twins_extra.py (save_hidream)
 
 
 def save_twin(family: str, root: Path) -> Path:

@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import runfolder as rf
 from . import shard as sh
 from . import ttsf
+from .validate import is_int
 
 log = logging.getLogger("tts")
 GROUPS = ("pipeline", "verifier", "search", "prompts")
@@ -40,6 +41,10 @@ IDENTITY_KEYS = ("pipeline", "verifier", "search", "seed")
 #: Hydra's own flags that take a value in the next argument.
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
                      "-cd", "--experimental-rerun"}
+#: Libraries whose INFO lines are noise on every run (google_genai logs "AFC is enabled ..." per request):
+#: kept at WARNING unless ``hydra.verbose`` names them (or is true).
+THIRD_PARTY_LOGGERS = ("google_genai", "httpx", "httpx2", "httpcore", "openai", "urllib3", "transformers", "diffusers",
+                       "huggingface_hub", "accelerate", "filelock", "PIL", "matplotlib", "selenium")
 #: Where each component's API key is read from (never from configs or the command line).
 KEY_VARS = {"gemini": "GEMINI_API_KEY (or GOOGLE_API_KEY)", "openai": "OPENAI_API_KEY"}
 _RUN_UID = secrets.token_hex(2)
@@ -164,6 +169,9 @@ def check_overrides(argv: list[str]) -> list[str]:
     for arg in overrides:
         key, sep, value = arg.lstrip("+~").partition("=")
         _check_secret(key, value, overrides)
+        if "/" in key and sep and not user_tree and (config_dir() / key).is_dir() and "(" not in value:
+            _check_subgroup(key, value, overrides)
+            continue
         if key.startswith("hydra") or "@" in key or "/" in key:
             continue
         if key in GROUPS and sep and not user_tree and "(" not in value:
@@ -178,6 +186,16 @@ def _check_group_value(group: str, value: str) -> None:
     for name in value.split(","):
         if name and name not in valid:
             raise ConfigError(f"unknown {group} {name!r}{_suggest(name, valid)} choices: {', '.join(valid)}")
+
+
+def _check_subgroup(key: str, value: str, overrides: list[str]) -> None:
+    """``search/frontend=web``: an option of the sub-group, under a group option that has it."""
+    _check_group_value(key, value)
+    head, sub = key.split("/", 1)
+    option = _selected(overrides, head)
+    if option in choices(head) and sub not in _option_node(head, option, []):
+        having = [o for o in choices(head) if sub in _option_node(head, o, [])]
+        raise ConfigError(f"{key}=... applies to {head}={' or '.join(having)}, not {head}={option}")
 
 
 def _check_key(key: str, value: str, overrides: list[str]) -> bool:
@@ -197,9 +215,7 @@ def _check_key(key: str, value: str, overrides: list[str]) -> bool:
     option = _selected(overrides, head) if head in GROUPS and rest else None
     if option is None or option not in choices(head):
         return False
-    import yaml
-
-    node = yaml.safe_load((config_dir() / head / f"{option}.yaml").read_text(encoding="utf-8"))
+    node = _option_node(head, option, overrides)
     first = rest.split(".")[0]
     if first not in node and first in _keywords(node.get("_target_")):
         return True
@@ -209,6 +225,9 @@ def _check_key(key: str, value: str, overrides: list[str]) -> bool:
             return False  # a free-form or empty mapping: Hydra judges
         if part not in node:
             valid = sorted({str(k) for k in node if not str(k).startswith("_")} | _keywords(node.get("_target_")))
+            moved = getattr(rf.target_class(node.get("_target_")), "renamed_keys", {}).get(part)
+            if moved:
+                raise ConfigError(f"{path}.{part} has moved: use {moved}")
             habit = ttsf.HABITS.get(part)
             hint = (f"; tt-scale-flux's {part!r} is {habit} in tts" if habit
                     else _suggest(part, valid).replace("mean '", f"mean '{path}."))
@@ -216,6 +235,22 @@ def _check_key(key: str, value: str, overrides: list[str]) -> bool:
                               f"; a keyword of your own class: +{path}.{part}=...)")
         node, path = node[part], f"{path}.{part}"
     return False
+
+
+def _option_node(head: str, option: str, overrides: list[str]) -> dict:
+    """A group option's YAML as a mapping, with the options of its own sub-groups (``defaults: -
+    frontend: terminal``, or ``search/frontend=web`` on the command line) read in under their keys."""
+    import yaml
+
+    node = yaml.safe_load((config_dir() / head / f"{option}.yaml").read_text(encoding="utf-8")) or {}
+    for entry in node.pop("defaults", None) or []:
+        if isinstance(entry, dict) and len(entry) == 1:
+            (sub, name), = entry.items()
+            name = _selected(overrides, f"{head}/{sub}") or name
+            path = config_dir() / head / sub / f"{name}.yaml"
+            if path.exists():
+                node[sub] = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return node
 
 
 def _check_settings_key(head: str, rest: str) -> None:
@@ -230,16 +265,11 @@ def _check_settings_key(head: str, rest: str) -> None:
 
 def _keywords(target) -> set[str]:
     """The keyword arguments a ``_target_`` class takes (empty when it cannot be imported cheaply)."""
-    import importlib
     import inspect
 
-    if not isinstance(target, str) or "." not in target:
-        return set()
-    module, _, name = target.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module), name)
-        params = inspect.signature(cls).parameters
-    except (ImportError, AttributeError, TypeError, ValueError):
+        params = inspect.signature(rf.target_class(target)).parameters
+    except (TypeError, ValueError):
         return set()
     return {p for p, v in params.items() if v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY)} - {"seed_fn", "context"}
 
@@ -273,7 +303,7 @@ def _positive_int(cfg, key: str, allow_auto: bool = False) -> int | None:
     value = cfg.get(key)
     if allow_auto and value in (None, "auto"):
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int(value) or value < 1:
         raise ConfigError(f"{key} must be a positive integer{' or auto' if allow_auto else ''}, got {value!r}")
     return value
 
@@ -310,17 +340,24 @@ def build_job(cfg: DictConfig, run_dir: Path):
     for p in prompts:
         verifier.check_prompt(p.text)
     seed = cfg.get("seed")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     shard, per_shard = _shard_settings(cfg, factory)
     return SearchJob(pipeline=pipeline, verifier=verifier, search_factory=factory, prompts=prompts, run_dir=run_dir,
                      seed=seed, batch_size=_positive_int(cfg, "batch_size"),
                      verify_concurrency=_positive_int(cfg, "verify_concurrency", allow_auto=True),
                      group_by=getattr(source, "group_by", None), shard=shard, per_shard_manifest=per_shard,
-                     collages=_collages(cfg, shard))
+                     collages=_collages(cfg, shard), safety=_safety(cfg, pipeline))
 
 
 MANIFEST_MODES = ("shared", "per-shard")
+
+
+def _safety(cfg, pipeline):
+    """``safety``: blocked-candidate detection, rewriting and fallback (tts.safety), validated up front."""
+    from .safety import from_config
+
+    return from_config(cfg.get("safety"), pipeline)
 
 
 def _shard_settings(cfg, factory) -> tuple[sh.Shard, bool]:
@@ -411,7 +448,8 @@ def format_summary(summary: dict, run_dir: Path) -> str:
     usage = summary.get("usage")
     cost = (f"; verifier: {usage['requests']} requests, {usage['input_tokens']} input + {usage['output_tokens']} "
             f"output tokens, about ${usage['cost_usd']:.4f}" if usage else "")
-    lines = [f"run folder: {run_dir}", f"{summary['candidates']} candidates, {summary['failed']} failed, "
+    blocked = f"{summary['blocked']} blocked (safety checker or black image), " if summary.get("blocked") else ""
+    lines = [f"run folder: {run_dir}", f"{summary['candidates']} candidates, {summary['failed']} failed, {blocked}"
              f"{summary['nfe_total']:.0f} NFEs{cost}; mean of each prompt's best:",
              "| group | n | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
     for name, g in summary["groups"].items():
@@ -460,6 +498,7 @@ def _job(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    quiet_third_party_loggers(HydraConfig.get().verbose)
     try:
         run(cfg, run_dir)
     except KeyboardInterrupt:
@@ -479,6 +518,16 @@ def _job(cfg: DictConfig) -> None:
         log.error("%s", e)
         _remove_if_empty(run_dir, Path(str(cfg.get("output_root", "outputs"))))
         sys.exit(2)
+
+
+def quiet_third_party_loggers(verbose=False) -> None:
+    """Third-party loggers at WARNING, except those ``hydra.verbose`` asks for (all when it is true)."""
+    if verbose is True:
+        return
+    asked = {verbose} if isinstance(verbose, str) else set(verbose or ())
+    for name in THIRD_PARTY_LOGGERS:
+        if not any(name == a or name.startswith(f"{a}.") for a in asked):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _folder_given(argv: list[str]) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
+import importlib
 import json
 import re
 import sys
@@ -57,6 +58,7 @@ class PromptRun:
     stem: str
     metric: str
     rounds: dict[int, list[Candidate]] = field(default_factory=lambda: collections.defaultdict(list))
+    sign: float = 1.0  # 1: a higher score is better; -1: the verifier declares the metric lower-is-better
 
     def bests(self) -> dict[int, Candidate]:
         """Each round's best scored candidate."""
@@ -64,13 +66,13 @@ class PromptRun:
         for k in sorted(self.rounds):
             scored = [c for c in self.rounds[k] if c.score is not None]
             if scored:
-                out[k] = max(scored, key=lambda c: c.score)
+                out[k] = max(scored, key=lambda c: self.sign * c.score)
         return out
 
     def ranked(self, round_: int) -> list[Candidate]:
         """A round's candidates by score, best first; unscored ones last, by file name."""
         cands = self.rounds[round_]
-        scored = sorted((c for c in cands if c.score is not None), key=lambda c: (-c.score, c.index))
+        scored = sorted((c for c in cands if c.score is not None), key=lambda c: (-self.sign * c.score, c.index))
         return scored + sorted((c for c in cands if c.score is None), key=lambda c: c.image.name)
 
 
@@ -280,11 +282,11 @@ def strip_tiles(run: PromptRun) -> tuple[list[Tile], str]:
     bests = run.bests()
     if not bests:
         return [], ""
-    top = max(bests.values(), key=lambda c: c.score)
+    top = max(bests.values(), key=lambda c: run.sign * c.score)
     top_round = min(k for k, c in bests.items() if c.score == top.score)
     tiles, so_far = [], None
     for k, c in bests.items():
-        so_far = c.score if so_far is None else max(so_far, c.score)
+        so_far = c.score if so_far is None else max(so_far, c.score, key=lambda s: run.sign * s)
         tiles.append(Tile(c.image, f"round {k} · {fmt(c.score)}", f"so far {fmt(so_far)}", best=k == top_round))
     return tiles, f"{run.metric} · best {fmt(top.score)} in round {top_round} of {len(bests)}"
 
@@ -325,7 +327,8 @@ def read_manifest_run(run: Path) -> list[PromptRun]:
     for r in rf.final_records(rf.read_manifest(run)):
         if r.status != "ok":
             continue
-        pr = by_prompt.setdefault(r.prompt, PromptRun(r.prompt, rf.prompt_stem(r.prompt), r.choice_of_metric))
+        pr = by_prompt.setdefault(r.prompt, PromptRun(r.prompt, rf.prompt_stem(r.prompt), r.choice_of_metric,
+                                                      sign=direction(run, r.choice_of_metric)))
         pr.rounds[r.round].append(Candidate(run / r.image, r.round, r.seed, r.score, r.index))
     return list(by_prompt.values())
 
@@ -378,6 +381,17 @@ def read_round_jsons(run: Path) -> list[PromptRun]:
         if key in bests and path != bests[key].image:
             by_stem[key[0]].rounds[key[1]].append(Candidate(path, key[1], int(m.group(3)), None))
     return [pr for pr in by_stem.values() if pr.rounds]
+
+
+def direction(run: Path, metric: str) -> float:
+    """-1 when the run's verifier (config.json's ``verifier._target_``) declares ``metric`` lower-is-better, else 1."""
+    try:
+        target = json.loads((run / rf.CONFIG).read_text(encoding="utf-8"))["verifier"]["_target_"]
+        module, _, name = target.rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+    except Exception:  # noqa: BLE001 - no config or an unimportable class: the reference's rule, higher is better
+        return 1.0
+    return -1.0 if metric in getattr(cls, "lower_is_better", ()) else 1.0
 
 
 def read_run(run: Path) -> list[PromptRun]:

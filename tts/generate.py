@@ -25,6 +25,7 @@ import torch
 from .models import ModelManager, manager
 from .noise import make_noise
 from .pipelines import LoadedPipeline, PipelineSpec, torch_dtype
+from .safety import mark_flagged
 
 EMBEDS_KEPT = 16  # prompts whose embeddings stay cached per loaded pipeline
 StepFn = Callable[[int, int], None]  # (steps done, steps in all)
@@ -57,23 +58,33 @@ def make_generator(spec: PipelineSpec, models: ModelManager | None = None):
     return Generator(loaded, spec, models)
 
 
+class DenoiserRows:
+    """Counts the rows a denoiser evaluates (a forward pre-hook; classifier-free guidance doubles them): NFEs
+    are measured, not assumed. ``rows`` is reset by its owner."""
+
+    def __init__(self, denoiser):
+        self.rows = 0
+        self._hook = getattr(denoiser, "_orig_mod", denoiser).register_forward_pre_hook(self._count, with_kwargs=True)
+
+    def _count(self, module, args, kwargs):
+        first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
+        if first is not None:
+            self.rows += first.shape[0]
+
+    def close(self) -> None:
+        self._hook.remove()
+
+
 class Generator:
     def __init__(self, loaded: LoadedPipeline, spec: PipelineSpec, models: ModelManager | None = None):
         self.loaded, self.spec = loaded, spec
         self.pipe, self.family = loaded.pipe, loaded.family
         self.models = models or manager()
-        self._rows = 0
         self._call_args = {k: v for k, v in spec.call_args.items() if k not in self.family.ENCODE_KEYS}
-        denoiser = loaded.denoiser
-        self._hook = getattr(denoiser, "_orig_mod", denoiser).register_forward_pre_hook(self._count, with_kwargs=True)
+        self.counter = DenoiserRows(loaded.denoiser)
 
     def close(self) -> None:
-        self._hook.remove()
-
-    def _count(self, module, args, kwargs):
-        first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
-        if first is not None:
-            self._rows += first.shape[0]
+        self.counter.close()
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -106,7 +117,9 @@ class Generator:
         rows = [prompt] * batch if isinstance(prompt, (str, Embeds)) else prompt
         per = {p: self.encode(p) for p in dict.fromkeys(rows)}
         first = per[rows[0]]
-        return {k: torch.cat([per[p][k] for p in rows]) if isinstance(v, torch.Tensor) else v for k, v in first.items()}
+        dims = getattr(self.family, "BATCH_DIMS", {})  # batch not first (HiDream's Llama: layers, batch, ...)
+        return {k: torch.cat([per[p][k] for p in rows], dim=dims.get(k, 0)) if isinstance(v, torch.Tensor) else v
+                for k, v in first.items()}
 
     def generate(self, prompt: str | list[str | Embeds], lineages: list[dict], on_step: StepFn | None = None):
         """(images, NFEs per candidate, seconds) for one batch; ``prompt`` is the batch's prompt or one per row;
@@ -116,7 +129,7 @@ class Generator:
         images = self.models.retry_on_oom(lambda: self._call(prompt, lineages, on_step), self.spec.load_key,
                                           f"generating a batch of {len(lineages)} with", self.spec.name,
                                           self.loaded.device)
-        return images, self._rows / len(lineages), time.perf_counter() - start
+        return images, self.counter.rows / len(lineages), time.perf_counter() - start
 
     def _call(self, prompt, lineages: list[dict], on_step: StepFn | None) -> list:
         batch = len(lineages)
@@ -124,13 +137,14 @@ class Generator:
         latents = self.family.to_pipeline_latents(self.pipe, self.noise(lineages), self.spec.height, self.spec.width)
         # the compute dtype (also under NF4)
         latents = latents.to(device=self.pipe._execution_device, dtype=torch_dtype(self.spec.dtype))
-        self._rows = 0
+        self.counter.rows = 0
         with torch.no_grad():
             out = self.pipe(**kwargs, **self._call_args, **self._step_callback(on_step), latents=latents,
                             height=self.spec.height, width=self.spec.width,
                             num_inference_steps=self.spec.num_inference_steps,
                             guidance_scale=self.spec.guidance_scale, output_type="pil")
-        return out.images
+        # the safety checker's per-image flags ride in each image's info (tts.safety reads them)
+        return mark_flagged(out.images, getattr(out, "nsfw_content_detected", None))
 
     def _step_callback(self, on_step: StepFn | None) -> dict:
         """The pipeline's step callback argument for ``on_step`` (``callback_on_step_end``, or the older

@@ -29,9 +29,11 @@ from . import runfolder as rf
 from .noise import derive_seed
 from .pipelines import PipelineSpec
 from .prompts import Prompt
-from .records import CandidateRecord, RoundBest, ScoreSummary, Timings, Usage
-from .search import Candidate, SearchContext
+from .records import CandidateRecord, RoundBest, SafetyRecord, ScoreSummary, Timings, Usage
+from .safety import Safety
+from .search import Candidate, SearchContext, better, oriented
 from .shard import Shard
+from .validate import is_int
 from .verifiers.base import Verdict, Verifier, as_verdict
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,8 @@ class SearchJob:
     per_shard_manifest: bool = False
     #: write tts-collage's strips when the study is complete
     collages: bool = False
+    #: blocked candidates: detection, prompt rewriting, fallback pipeline (tts.safety)
+    safety: Safety = dataclasses.field(default_factory=Safety)
 
     @property
     def verify_workers(self) -> int:
@@ -66,7 +70,7 @@ class SearchJob:
         if self.verify_concurrency is not None:
             return self.verify_concurrency
         limit = getattr(self.verifier, "max_concurrency", None)
-        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+        if is_int(limit) and limit > 0:
             return max(2, math.ceil(limit / self.batch_size))
         return 2
 
@@ -83,6 +87,7 @@ class _Pending:
     image_path: Path
     nfe: float
     generate_s: float
+    safety: SafetyRecord | None = None  # blocked when safety.blocked: recorded, never verified
 
 
 @dataclasses.dataclass
@@ -108,12 +113,15 @@ class _Index:
             if r.status == "ok" or r.key not in held or held[r.key].status != "ok":  # rf.final_records' rule
                 held[r.key] = r
 
-    def resume(self, phash: str) -> _Resume:
-        """A prompt's finished and failed candidates whose image is still readable; the rest are redone."""
+    def resume(self, phash: str, regenerate_blocked: bool = False) -> _Resume:
+        """A prompt's finished (ok, blocked) and failed candidates whose image is still readable; the rest are
+        redone (blocked ones too when ``regenerate_blocked``: safety.rewrite or a fallback pipeline is on)."""
         resume, unreadable = _Resume({}, {}), 0
         for r in self.by_prompt.get(phash, {}).values():
+            if r.status == "blocked" and regenerate_blocked:
+                continue
             if rf.image_ok(self.folder.root / r.image):
-                (resume.finished if r.status == "ok" else resume.failed)[r.key] = r
+                (resume.finished if r.status != "failed" else resume.failed)[r.key] = r
             else:
                 unreadable += 1
         if unreadable:
@@ -204,6 +212,7 @@ def run_search(job: SearchJob) -> dict | None:
         finally:
             generator.close()
             job.verifier.close()
+            job.safety.close()
     return finish(job, folder)
 
 
@@ -237,7 +246,8 @@ def _claim_and_search(shared: _Shared, i: int, prompt: Prompt, many: bool) -> bo
     try:
         shared.index.update()  # what other writers finished since this process last looked
         search_prompt(_PromptRun(shared.job, folder, shared.generator, shared.pool, i, prompt,
-                                 shared.index.resume(phash), _Progress(prompt.text, False, not many)))
+                                 shared.index.resume(phash, shared.job.safety.regenerates),
+                                 _Progress(prompt.text, False, not many)))
     finally:
         folder.release(phash)
     return True
@@ -301,7 +311,8 @@ def _replayed_to_end(job: SearchJob, index: int, prompt: Prompt, by_key: dict) -
             r = by_key.get((phash, number, i))
             if r is None or r.noise != noise:
                 return False
-            told.append(Candidate(r.round, r.index, r.noise, r.score if r.status == "ok" else None, r))
+            told.append(Candidate(r.round, r.index, r.noise, r.score if r.status == "ok" else None, r,
+                                  job.verifier.higher_is_better()))
         strategy.tell(told)
     return True
 
@@ -314,7 +325,7 @@ def search_prompt(run: _PromptRun) -> None:
     round is told its scores before the next is asked for.
     """
     job, phash = run.job, run.phash
-    context = SearchContext(run.prompt.text, run.index, phash, run.folder.root, tuple(run.generator.latent_shape))
+    context = SearchContext(run.prompt.text, phash, run.folder.root, tuple(run.generator.latent_shape))
     strategy = job.search_factory(seed_fn=lambda r, i, purpose: derive_seed(job.seed, phash, r, i, purpose),
                                   context=context)
     if getattr(strategy, "interactive", False):  # never draw a bar over a question the person is answering
@@ -332,7 +343,8 @@ def search_prompt(run: _PromptRun) -> None:
             if in_flight and (exhausted or not ahead or len(in_flight) > 1):
                 started = in_flight.pop(0)
                 records = finish_round(run, started)
-                strategy.tell([Candidate(c.round, c.index, c.noise, c.score if c.status == "ok" else None, c)
+                strategy.tell([Candidate(c.round, c.index, c.noise, c.score if c.status == "ok" else None, c,
+                                         job.verifier.higher_is_better())
                                for c in records])
                 nfe_total += sum(c.nfe for c in records)
                 write_round_best(run, started.number, records, strategy.best, nfe_total)
@@ -353,7 +365,7 @@ def start_round(run: _PromptRun, number: int, noises: list[dict]) -> _Round:
         elif key in run.resume.failed and run.resume.failed[key].noise == noise:
             old = run.resume.failed[key]
             todo.append(_Pending(run.index, run.prompt, number, i, noise, folder.root / old.image, old.nfe,
-                                 old.timings.generate_s))
+                                 old.timings.generate_s, old.safety))
         else:
             regen.append((i, noise))
     run.progress.generated(len(done) + len(todo))
@@ -386,15 +398,16 @@ def generate_batch(run: _PromptRun, number: int, batch: list[tuple[int, dict]]) 
     from .remote import ServerError
 
     try:
-        images, nfe, seconds = run.generator.generate(run.prompt.text, [noise for _, noise in batch])
+        shots = run.job.safety.generate(run.generator, run.prompt.text, [noise for _, noise in batch],
+                                        run.job.pipeline.name)
     except ServerError as e:  # the server is gone: record the batch as failed (a rerun redoes it), then stop
         _record_failed_batch(run, number, batch, f"generation failed: {e}")
         raise
     pending = []
-    for (i, noise), image in zip(batch, images):
+    for (i, noise), shot in zip(batch, shots):
         path = run.folder.root / rf.image_name(run.prompt.text, number, noise["seed"])
-        rf.save_image(path, image)
-        pending.append(_Pending(run.index, run.prompt, number, i, noise, path, nfe, seconds / len(batch)))
+        rf.save_image(path, shot.image)
+        pending.append(_Pending(run.index, run.prompt, number, i, noise, path, shot.nfe, shot.seconds, shot.safety))
     return pending
 
 
@@ -406,9 +419,15 @@ def _record_failed_batch(run: _PromptRun, number: int, batch: list[tuple[int, di
 
 
 def verify_and_record(job: SearchJob, folder: rf.RunFolder, pending: list[_Pending]) -> list[CandidateRecord]:
-    """Score a batch (worker thread) and append a record per candidate; a failure is recorded, not raised."""
+    """Score a batch (worker thread) and append a record per candidate; a failure is recorded, not raised;
+    blocked candidates (tts.safety) are recorded as such, never verified."""
+    blocked = [make_record(job, folder, p, Verdict(error=p.safety.blocked), 0.0) for p in pending
+               if p.safety is not None and p.safety.blocked]
+    for rec in blocked:
+        folder.append(rec)
+    pending = [p for p in pending if p.safety is None or not p.safety.blocked]
     if not pending:
-        return []
+        return blocked
     start = time.perf_counter()
     try:
         images = [Image.open(p.image_path).convert("RGB") for p in pending]
@@ -425,22 +444,26 @@ def verify_and_record(job: SearchJob, folder: rf.RunFolder, pending: list[_Pendi
         rec = make_record(job, folder, p, v, seconds)
         folder.append(rec)
         records.append(rec)
-    return records
+    return blocked + records
 
 
 def make_record(job: SearchJob, folder: rf.RunFolder, p: _Pending, v: Verdict, verify_s: float) -> CandidateRecord:
     metric, name = job.verifier.choice_of_metric, job.verifier.name
     ok = v.error is None and v.scores is not None and metric in v.scores
     error = None if ok else (v.error or f"no {metric!r} in the verifier's answer")
-    if not ok:
+    blocked = p.safety is not None and p.safety.blocked is not None
+    if blocked:
+        log.info("candidate %s round %d #%d: blocked (%s), not verified", p.prompt.text[:40], p.round, p.index, error)
+    elif not ok:
         log.warning("candidate %s round %d #%d: verification failed: %s", p.prompt.text[:40], p.round, p.index, error)
     return CandidateRecord(
         prompt=p.prompt.text, prompt_index=p.prompt_index, prompt_hash=rf.prompt_hash(p.prompt.text),
         prompt_tags=p.prompt.tags, round=p.round, index=p.index, seed=p.noise["seed"], noise=p.noise,
-        nfe=p.nfe, status="ok" if ok else "failed", error=error, verifier=name, choice_of_metric=metric,
+        nfe=p.nfe, status="blocked" if blocked else "ok" if ok else "failed", error=error, verifier=name, choice_of_metric=metric,
         score=v.scores[metric].score if ok else None,
         scores=({name: v.scores} if v.scores else {}) | v.members, image=p.image_path.name,
-        timings=Timings(generate_s=p.generate_s, verify_s=verify_s), worker=folder.worker, usage=v.usage)
+        timings=Timings(generate_s=p.generate_s, verify_s=verify_s), worker=folder.worker, usage=v.usage,
+        safety=p.safety)
 
 
 def write_round_best(run: _PromptRun, number: int, records, best: Candidate | None, nfe_total: float) -> None:
@@ -448,7 +471,7 @@ def write_round_best(run: _PromptRun, number: int, records, best: Candidate | No
     paths are relative to the run folder. A stale JSON of the same round (another best) is removed."""
     job, folder, prompt = run.job, run.folder, run.prompt
     scored = [r for r in records if r.status == "ok"]
-    top = max(scored, key=lambda r: r.score, default=None)
+    top = max(scored, key=lambda r: oriented(r.score, job.verifier.higher_is_better()), default=None)
     metric = job.verifier.choice_of_metric
     top_metric = top.scores[job.verifier.name][metric] if top else None
     doc = RoundBest(
@@ -469,11 +492,12 @@ def write_round_best(run: _PromptRun, number: int, records, best: Candidate | No
             old.unlink(missing_ok=True)
 
 
-def best_per_prompt(records: list[CandidateRecord]) -> dict[str, CandidateRecord]:
-    """The highest-scoring successful candidate of each prompt (ties: earliest round, lowest index)."""
+def best_per_prompt(records: list[CandidateRecord], higher_is_better: bool = True) -> dict[str, CandidateRecord]:
+    """The best-scoring successful candidate of each prompt in the metric's direction (ties: earliest round,
+    lowest index)."""
     best: dict[str, CandidateRecord] = {}
     for r in sorted(records, key=lambda r: (r.round, r.index)):
-        if r.status == "ok" and (r.prompt not in best or r.score > best[r.prompt].score):
+        if r.status == "ok" and (r.prompt not in best or better(r.score, best[r.prompt].score, higher_is_better)):
             best[r.prompt] = r
     return best
 
@@ -493,7 +517,7 @@ def summarise(records: list[CandidateRecord], job: SearchJob) -> dict:
     failed attempts included."""
     usage = total_usage(records)
     records = rf.final_records(records)
-    best = best_per_prompt(records)
+    best = best_per_prompt(records, job.verifier.higher_is_better())
     groups: dict[str, list[CandidateRecord]] = collections.defaultdict(list)
     for r in best.values():
         groups["all"].append(r)
@@ -512,6 +536,8 @@ def summarise(records: list[CandidateRecord], job: SearchJob) -> dict:
         "schema_version": 2,
         "verifier": job.verifier.name, "choice_of_metric": job.verifier.choice_of_metric,
         "candidates": len(records), "failed": sum(r.status == "failed" for r in records),
+        "blocked": sum(r.status == "blocked" for r in records),
+        "blocked_per_prompt": dict(collections.Counter(r.prompt for r in records if r.status == "blocked")),
         "nfe_total": sum(r.nfe for r in records),
         "usage": usage.model_dump() if usage else None,
         "groups": {k: means(v) for k, v in sorted(groups.items())},

@@ -1,5 +1,6 @@
 """A grading server on 127.0.0.1 that speaks the Gemini ``generateContent`` and OpenAI
-``chat/completions`` wire protocols (FIELD-NOTES section 4), for tests, benchmarks and offline
+``chat/completions`` wire protocols (Google's Gemini API reference, ``models.generateContent``;
+OpenAI's API reference, ``chat/completions``), for tests, benchmarks and offline
 try-outs of the API verifiers with their real clients.
 
 It grades deterministically from the images it receives (``score_image``: how much of the image is
@@ -37,10 +38,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-METRICS = ("accuracy_to_prompt", "creativity_and_originality", "visual_quality_and_realism",
-           "consistency_and_cohesion", "emotional_or_thematic_resonance", "overall_score")
-FAULTS = ("429", "429-retry-after", "500", "503", "slow", "malformed", "schema", "safety", "drop",
-          "body-not-json", "body-off-schema")
+from .verifiers.grading import METRICS
+
 OUTPUT_TOKENS = 60
 GEMINI_PATH = re.compile(r"^/(v1|v1beta|v1alpha)/models/([^/:]+):generateContent$")
 

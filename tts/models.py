@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, TypeVar
 
 from .pipelines.checks import PipelineConfigError
+from .validate import is_int, is_number
 
 if TYPE_CHECKING:
     from .pipelines import LoadedPipeline, PipelineSpec
@@ -114,9 +115,9 @@ class ModelManager:
         self.configure(max_resident, max_memory_gb)
 
     def configure(self, max_resident: int = 1, max_memory_gb: float | None = None) -> None:
-        if isinstance(max_resident, bool) or not isinstance(max_resident, int) or max_resident < 1:
+        if not is_int(max_resident) or max_resident < 1:
             raise PipelineConfigError(f"models.max_resident must be a positive integer, got {max_resident!r}")
-        if max_memory_gb is not None and (isinstance(max_memory_gb, bool) or not isinstance(max_memory_gb, (int, float))
+        if max_memory_gb is not None and (not is_number(max_memory_gb)
                                           or max_memory_gb <= 0):
             raise PipelineConfigError(f"models.max_memory_gb must be a positive number or null, got {max_memory_gb!r}")
         self.max_resident, self.max_memory_gb = max_resident, max_memory_gb
@@ -286,7 +287,7 @@ def configure(node, specs: dict[str, "PipelineSpec"] | None = None) -> ModelMana
         raise PipelineConfigError(f"unknown key models.{unknown[0]} (keys: max_resident, max_memory_gb, preload)")
     preload = list(settings.get("preload") or [])
     max_resident = settings.get("max_resident", 1)
-    if isinstance(max_resident, int) and not isinstance(max_resident, bool) and len(preload) > max_resident:
+    if is_int(max_resident) and len(preload) > max_resident:
         raise PipelineConfigError(f"models.preload names {len(preload)} pipelines but models.max_resident="
                                   f"{max_resident} "
                             f"keeps only {max_resident} loaded: raise models.max_resident to {len(preload)}")

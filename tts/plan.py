@@ -24,6 +24,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from . import runfolder as rf
+from .validate import is_number
 
 PLAN_VERSION = 1
 #: Characters per text token, the providers' rule of thumb (Gemini API docs, "Understand and count tokens").
@@ -63,7 +64,7 @@ def make_plan(cfg: DictConfig, job=None) -> dict:
     if settings.get("measure"):
         s_per_nfe, nfe = measure(parts)
         throughput_source = nfe_source = f"measured here: one batch of {parts.batch_size}"
-    if s_per_nfe is not None and (isinstance(s_per_nfe, bool) or not isinstance(s_per_nfe, (int, float))
+    if s_per_nfe is not None and (not is_number(s_per_nfe)
                                   or s_per_nfe <= 0):
         raise PlanError(f"plan.s_per_nfe must be a positive number of seconds, got {s_per_nfe!r}")
     prompts, shards = len(parts.prompts), parts.shard_count

@@ -12,6 +12,7 @@ import json
 import logging
 from pathlib import Path
 from typing import Any
+from .validate import is_int
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ def check_num_prompts(num_prompts) -> int | None:
     if num_prompts in ("None", "null"):
         raise PromptSourceError("num_prompts=None is tt-scale-flux's spelling; in tts use num_prompts=all (every "
                                 "prompt) or num_prompts=N")
-    if isinstance(num_prompts, bool) or not isinstance(num_prompts, int) or num_prompts < 1:
+    if not is_int(num_prompts) or num_prompts < 1:
         raise PromptSourceError(f"num_prompts must be a positive integer or 'all', got {num_prompts!r}")
     return num_prompts
 

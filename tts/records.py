@@ -38,8 +38,36 @@ class Usage(BaseModel):
                      output_tokens=self.output_tokens + other.output_tokens, cost_usd=self.cost_usd + other.cost_usd)
 
 
+class SafetyAttempt(BaseModel):
+    """An earlier, blocked generation of a candidate (tts.safety): which pipeline, from which prompt, why."""
+
+    pipeline: str
+    rewritten_prompt: str | None = None
+    nsfw: bool = False
+    black: bool = False
+
+
+class SafetyRecord(BaseModel):
+    """How a candidate's image fared with tts.safety: the pipeline's safety-checker flag (``nsfw``) and the
+    near-black test (``black``) of the final image; the rewritten prompt it was generated from (None: the
+    prompt itself); the pipeline preset that made it (a fallback's name when it is not the search's); the
+    blocked attempts before it."""
+
+    nsfw: bool = False
+    black: bool = False
+    rewritten_prompt: str | None = None
+    pipeline: str | None = None
+    attempts: list[SafetyAttempt] = Field(default_factory=list)
+
+    @property
+    def blocked(self) -> str | None:
+        """Why the image is blocked ("nsfw", "black", "nsfw, black"), or None."""
+        return ", ".join(name for name, on in (("nsfw", self.nsfw), ("black", self.black)) if on) or None
+
+
 class CandidateRecord(BaseModel):
-    """One line of ``manifest.jsonl``: a generated (and, if status == "ok", verified) candidate."""
+    """One line of ``manifest.jsonl``: a generated (and, if status == "ok", verified) candidate; a "blocked"
+    one (``error`` says why) was never verified."""
 
     schema_version: int = SCHEMA_VERSION
     prompt: str
@@ -51,7 +79,7 @@ class CandidateRecord(BaseModel):
     seed: int
     noise: dict[str, Any]
     nfe: float
-    status: Literal["ok", "failed", "blocked"]  # blocked: reserved for safety handling (not written yet)
+    status: Literal["ok", "failed", "blocked"]  # blocked: the safety checker flagged it or it is black (tts.safety)
     error: str | None = None
     verifier: str
     choice_of_metric: str
@@ -61,6 +89,7 @@ class CandidateRecord(BaseModel):
     timings: Timings = Field(default_factory=Timings)
     worker: str = ""
     usage: Usage | None = None
+    safety: SafetyRecord | None = None  # flags, rewritten prompt, fallback (absent before tts.safety)
 
     @property
     def key(self) -> tuple[str, int, int]:

@@ -52,7 +52,7 @@ INSTALL_HINT = "tts-report draws its plots with matplotlib: pip install 'tts[rep
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442",
            "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 #: Keys of config.json that never tell runs apart.
-IGNORED_KEYS = frozenset({"tts_version", "output_root"}) | rf.OPERATIONAL_KEYS
+IGNORED_KEYS = frozenset({"tts_version", "output_root"})
 #: Per-prompt lines are drawn up to this many prompts per run; beyond, the interquartile band.
 MAX_PROMPT_LINES = 20
 #: Explanations of every round's best are in the page up to this many prompts; beyond, the run's best only.
@@ -209,9 +209,9 @@ def _flat(config: Any, prefix: str = "") -> dict[str, Any]:
     """``{"search.rounds": 4, ...}``; lists kept whole; operational keys left out."""
     if not isinstance(config, dict):
         return {prefix: config}
-    out = {}
+    out, operational = {}, rf.operational_paths(config, prefix)  # what components declare (tts.runfolder)
     for k, v in config.items():
-        if k in IGNORED_KEYS or k == "_partial_":
+        if k in IGNORED_KEYS or k == "_partial_" or (f"{prefix}.{k}" if prefix else str(k)) in operational:
             continue
         out |= _flat(v, f"{prefix}.{k}" if prefix else str(k))
     return out
@@ -293,7 +293,8 @@ def budget(config: dict) -> str:
     if not isinstance(search, dict):
         return "—"
     items = [f"{k}={v}" for k, v in search.items()
-             if k not in ("_target_", "_partial_", "search_method") and k not in rf.OPERATIONAL_KEYS
+             if k not in ("_target_", "_partial_", "search_method") and f"search.{k}" not in rf.operational_paths(
+                 search, "search")
              and not isinstance(v, (dict, list))]
     return " ".join(items) or "—"
 

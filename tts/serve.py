@@ -43,6 +43,7 @@ from .models import ModelManager, ModelMemoryError, configure, preset_spec
 from .pipelines import PipelineConfigError, PipelineSpec
 from .remote import CALL_SETTINGS, TOKEN_ENV
 from .scheduler import DeviceQueue, Work
+from .validate import is_int, is_number
 
 log = logging.getLogger("tts.serve")
 MAX_LINEAGE_DEPTH = 256
@@ -71,12 +72,12 @@ class ServerSettings:
     def __post_init__(self):
         for key in ("port", "batch_size", "max_candidates", "max_steps"):
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "port" else 1):
+            if not is_int(value) or value < (0 if key == "port" else 1):
                 raise PipelineConfigError(f"server.{key} must be a {'non-negative' if key == 'port' else 'positive'} "
                                           f"integer, got {value!r}")
         for key in ("max_body_mb", "batch_wait_ms"):
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            if not is_number(value) or value < 0:
                 raise PipelineConfigError(f"server.{key} must be a non-negative number, got {value!r}")
 
     @property
@@ -107,7 +108,7 @@ def check_lineage(lineage, where: str) -> None:
         if not isinstance(node, dict):
             raise RequestError(422, f"{where}: a lineage is an object, got {type(node).__name__}")
         seed = node.get("seed")
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 63:
+        if not is_int(seed) or not 0 <= seed < 2 ** 63:
             raise RequestError(422, f"{where}: seed must be an integer in [0, 2**63), got {seed!r}")
         kind = node.get("kind")
         if kind == "fresh":
@@ -117,7 +118,7 @@ def check_lineage(lineage, where: str) -> None:
         if kind != "neighbor":
             raise RequestError(422, f"{where}: kind must be 'fresh' or 'neighbor', got {kind!r}")
         tau = node.get("threshold")
-        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau < 1:
+        if not is_number(tau) or not 0 < tau < 1:
             raise RequestError(422, f"{where}: threshold must lie strictly between 0 and 1, got {tau!r}")
         if set(node) != {"kind", "seed", "threshold", "pivot"}:
             raise RequestError(422, f"{where}: a neighbor lineage has kind, seed, threshold and pivot, got "

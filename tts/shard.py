@@ -19,6 +19,8 @@ import logging
 import os
 import time
 
+from .validate import is_int
+
 log = logging.getLogger(__name__)
 
 #: Environment variables every rank of torchrun / accelerate launch has.
@@ -79,7 +81,7 @@ def launcher_rank(env=None) -> tuple[int, int, int | None] | None:
 def _int(name: str, value, minimum: int) -> int:
     if isinstance(value, str) and value.strip().isdigit():  # from ${oc.env:SLURM_PROCID}
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise ShardError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
 

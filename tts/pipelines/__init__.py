@@ -1,12 +1,19 @@
 """Loading diffusers pipelines for search, and the per-family facts search needs.
 
-Each family module (flux, sd, sdxl, pixart, sd3, shapes) exposes the same names: ``CLASS_NAMES``,
-``ENCODE_KEYS`` (the ``pipeline.call_args`` its prompt encoding consumes, e.g. ``negative_prompt``),
+Each family module (flux, sd, sdxl, pixart, sd3, shapes, ...: every module of this package that defines
+``CLASS_NAMES`` is a family, found by ``_discover``; there is no other list) exposes the same names:
+``CLASS_NAMES`` (the pipeline classes model_index.json may name), ``DENOISER`` (``"unet"`` or
+``"transformer"``: the pipeline attribute that holds the denoiser), optionally ``pipeline_class(name)`` (where
+the class lives when it is not in diffusers, e.g. the shapes model's), ``ENCODE_KEYS`` (the
+``pipeline.call_args`` its prompt encoding consumes, e.g. ``negative_prompt``),
 ``latent_shape(pipe, height, width)``, ``to_pipeline_latents(pipe, noise, height, width)``,
 ``call_args_problem(call_args, guidance_scale)`` (what is wrong with the call arguments for this family, or
 None) and ``encode(pipe, prompt, guidance_scale, max_sequence_length, call_args)``, which returns the
 prompt-dependent keyword arguments of the pipeline call (embeddings for batch size 1, repeated by the
-generator; a negative prompt is encoded with the prompt, once). The family is read from the checkpoint's
+generator; a negative prompt is encoded with the prompt, once). For the step-level sampler (tts.sampler) a
+family also has ``STEP_ARGS`` (the call arguments it honours), ``prepare`` (timesteps and per-row
+conditioning, tts.pipelines.stepping.Conditioning), ``predict`` (one guided denoiser evaluation) and
+``decode`` (latents to PIL images). The family is read from the checkpoint's
 ``model_index.json`` (its pipeline class), never from a table of model ids, so any checkpoint of a
 supported family loads with ``pipeline.model_id=...``. ``PipelineSpec.check()`` finds the checkpoint and
 validates the call arguments before any model loads (tts.pipelines.checks). Loaded pipelines are owned by
@@ -19,21 +26,43 @@ import collections
 import dataclasses
 import difflib
 import functools
+import importlib
 import logging
+import pkgutil
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from . import flux, pixart, sd, sd3, sdxl, shapes
+from ..torchutil import DTYPES, resolve_device, torch_dtype
 from .checks import EMBEDDED_PREFIX, PipelineConfigError, Source, check_call_args, check_owned, embedded_path, locate
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
-FAMILIES: tuple[ModuleType, ...] = (flux, sd, sdxl, pixart, sd3, shapes)
-DTYPES = ("fp32", "fp16", "bf16")  # torch_dtype(name) gives the torch dtype; torch loads only with a model
+#: what every family module defines (a module of this package with CLASS_NAMES is a family)
+FAMILY_NAMES = ("CLASS_NAMES", "DENOISER", "ENCODE_KEYS", "latent_shape", "to_pipeline_latents", "call_args_problem",
+                "encode")
+
+
+def _discover() -> tuple[ModuleType, ...]:
+    """The family modules of this package (flux, sd, sdxl, pixart, sd3, shapes, hidream, ...), by module name;
+    a new family is one more module here, no list to edit."""
+    families = []
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if not hasattr(module, "CLASS_NAMES"):
+            continue
+        missing = [n for n in FAMILY_NAMES if not hasattr(module, n)]
+        if missing:
+            raise ImportError(f"pipeline family module {module.__name__} lacks {', '.join(missing)} "
+                              "(see tts/pipelines/__init__.py for what a family module defines)")
+        families.append(module)
+    return tuple(families)
+
+
+FAMILIES: tuple[ModuleType, ...] = _discover()
 __all__ = ["DTYPES", "EMBEDDED_PREFIX", "FAMILIES", "LoadedPipeline", "PipelineConfigError", "PipelineSpec",
-           "family_for", "model_index", "pipeline_class", "resolve_model_path", "torch_dtype"]
+           "family_for", "model_index", "pipeline_class", "resolve_device", "resolve_model_path", "torch_dtype"]
 
 
 def __getattr__(name: str):
@@ -42,12 +71,6 @@ def __getattr__(name: str):
 
         return manager().resident_map
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def torch_dtype(name: str) -> "torch.dtype":
-    import torch
-
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
 def family_for(class_name: str) -> ModuleType:
@@ -59,11 +82,10 @@ def family_for(class_name: str) -> ModuleType:
 
 
 def pipeline_class(class_name: str) -> type:
-    """The pipeline class model_index.json names (the shapes model's lives in tts.world)."""
-    if class_name == "ShapesPipeline":
-        from ..world.pipeline import ShapesPipeline
-
-        return ShapesPipeline
+    """The pipeline class model_index.json names: the family's ``pipeline_class`` when it has one, else diffusers'."""
+    family = family_for(class_name)
+    if hasattr(family, "pipeline_class"):
+        return family.pipeline_class(class_name)
     import diffusers
 
     return getattr(diffusers, class_name)
@@ -89,7 +111,7 @@ class LoadedPipeline:
 
     @property
     def denoiser(self) -> torch.nn.Module:
-        return getattr(self.pipe, "transformer", None) or self.pipe.unet
+        return getattr(self.pipe, self.family.DENOISER)
 
 
 @dataclasses.dataclass
@@ -122,9 +144,18 @@ class PipelineSpec:
     server: str | list[str] | None = None
     server_attempts: int = 5
     server_timeout_s: float = 600.0
+    #: keep|off: the checkpoint's safety checker (SD 1.x); components loaded on their own (tts.pipelines.components)
+    safety_checker: str = "keep"
+    components: dict = dataclasses.field(default_factory=dict)
+    #: settings a resumed run folder may change: how it runs, not what it computes (tts.runfolder.operational_paths)
+    operational_keys = ("device", "cpu_offload", "compile", "attention_slicing", "vae_tiling", "vae_slicing", "tf32",
+                        "server", "server_attempts", "server_timeout_s")
 
     def __post_init__(self):
         self.call_args = _plain_call_args(self.call_args)
+        from .components import check as check_load_options
+
+        check_load_options(self)
         self.server = _plain_servers(self.server)
         attempts, timeout = self.server_attempts, self.server_timeout_s
         if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
@@ -147,20 +178,14 @@ class PipelineSpec:
             raise PipelineConfigError(f"pipeline.guidance_scale must be >= 0, got {self.guidance_scale}")
 
     def resolve_device(self) -> torch.device:
-        import torch
-
-        if self.device != "auto":
-            return torch.device(self.device)
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return resolve_device(self.device)
 
     @property
     def load_key(self) -> tuple:
         """What makes two specs share one loaded pipeline (call settings do not)."""
-        return (self.model_id, self.dtype, self.device, self.quantize, self.cpu_offload, self.compile)
+        from .components import load_key
+
+        return (self.model_id, self.dtype, self.device, self.quantize, self.cpu_offload, self.compile, *load_key(self))
 
     def check(self) -> Source | None:
         """Find the checkpoint and validate ``call_args`` against its pipeline class; loads no model.
@@ -200,8 +225,11 @@ class PipelineSpec:
         kwargs = {"dtype": torch_dtype(self.dtype)}
         if source.local_files_only:
             kwargs["local_files_only"] = True
+        from .components import load_kwargs
+
+        kwargs |= load_kwargs(self, cls, index, source.local_files_only)
         if self.quantize == "nf4":
-            kwargs["quantization_config"] = _nf4_config(self.dtype, "transformer" if "transformer" in index else "unet")
+            kwargs["quantization_config"] = _nf4_config(self.dtype, family.DENOISER)
         log.info("loading %s (%s) from %s", self.name, class_name, self.model_id)
         _quiet_loading_bars()
         pipe = cls.from_pretrained(source.path, **kwargs)
@@ -215,8 +243,7 @@ class PipelineSpec:
         else:
             pipe.to(device)
         if self.compile:
-            denoiser = "transformer" if getattr(pipe, "transformer", None) is not None else "unet"
-            setattr(pipe, denoiser, torch.compile(getattr(pipe, denoiser)))
+            setattr(pipe, family.DENOISER, torch.compile(getattr(pipe, family.DENOISER)))
         return LoadedPipeline(pipe, family, device)
 
     def _apply_memory_options(self, pipe) -> None:

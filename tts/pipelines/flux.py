@@ -9,11 +9,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .checks import pick
+from .stepping import Conditioning
 
 if TYPE_CHECKING:
     import torch
 
 CLASS_NAMES = ("FluxPipeline",)
+DENOISER = "transformer"
+STEP_ARGS = ("true_cfg_scale",)  # call arguments the stepped sampler (tts.sampler) honours
+EMBEDS = ("prompt_embeds", "pooled_prompt_embeds", "negative_prompt_embeds", "negative_pooled_prompt_embeds")
 NEGATIVE_KEYS = ("negative_prompt", "negative_prompt_2")
 ENCODE_KEYS = NEGATIVE_KEYS
 
@@ -54,3 +58,58 @@ def encode(pipe, prompt: str, guidance_scale: float, max_sequence_length: int | 
                                                 prompt_2=negative.get("negative_prompt_2"), **kwargs)
         out |= {"negative_prompt_embeds": neg, "negative_pooled_prompt_embeds": neg_pooled}
     return out
+
+
+def prepare(pipe, scheduler, spec, embeds: dict, latents: torch.Tensor) -> Conditioning:
+    """Timesteps on ``scheduler`` (sigmas 1 .. 1/n shifted by the image's sequence length, as FluxPipeline);
+    embeddings and the distilled-guidance vector per row; text and image position ids shared by all rows."""
+    import numpy as np
+    import torch
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
+
+    n, c = spec.num_inference_steps, scheduler.config
+    sigmas = None if c.get("use_flow_sigmas", False) else np.linspace(1.0, 1 / n, n)
+    mu = calculate_shift(latents.shape[1], c.get("base_image_seq_len", 256), c.get("max_image_seq_len", 4096),
+                         c.get("base_shift", 0.5), c.get("max_shift", 1.15))
+    retrieve_timesteps(scheduler, n, latents.device, sigmas=sigmas, mu=mu)
+    rows = {k: embeds[k] for k in EMBEDS if k in embeds}
+    if pipe.transformer.config.guidance_embeds:
+        rows["guidance"] = torch.full([latents.shape[0]], spec.guidance_scale, device=latents.device,
+                                      dtype=torch.float32)
+    h, w = (2 * (size // (pipe.vae_scale_factor * 2)) for size in (spec.height, spec.width))
+    dtype = embeds["prompt_embeds"].dtype
+    shared = {"img_ids": pipe._prepare_latent_image_ids(latents.shape[0], h // 2, w // 2, latents.device, dtype),
+              "txt_ids": torch.zeros(embeds["prompt_embeds"].shape[1], 3, device=latents.device,
+                                     dtype=pipe.text_encoder.dtype),
+              "true_cfg_scale": float(spec.call_args.get("true_cfg_scale", 1.0))}
+    true_cfg = shared["true_cfg_scale"] > 1 and "negative_prompt_embeds" in rows
+    if true_cfg:
+        shared["negative_txt_ids"] = torch.zeros(embeds["negative_prompt_embeds"].shape[1], 3, device=latents.device,
+                                                 dtype=pipe.text_encoder.dtype)
+    return Conditioning(rows, shared, spec.guidance_scale, true_cfg)
+
+
+def predict(pipe, cond: Conditioning, model_input: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """One pass with the distilled guidance; with true classifier-free guidance a second, negative pass."""
+    rows, shared = cond.rows, cond.shared
+    timestep = t.expand(model_input.shape[0]).to(model_input.dtype) / 1000
+
+    def run(prefix: str, txt_ids, context: str):
+        with pipe.transformer.cache_context(context):
+            return pipe.transformer(hidden_states=model_input, timestep=timestep, guidance=rows.get("guidance"),
+                                    pooled_projections=rows[prefix + "pooled_prompt_embeds"],
+                                    encoder_hidden_states=rows[prefix + "prompt_embeds"], txt_ids=txt_ids,
+                                    img_ids=shared["img_ids"], joint_attention_kwargs={}, return_dict=False)[0]
+
+    out = run("", shared["txt_ids"], "cond")
+    if cond.cfg:
+        negative = run("negative_", shared["negative_txt_ids"], "uncond")
+        out = negative + shared["true_cfg_scale"] * (out - negative)
+    return out
+
+
+def decode(pipe, latents: torch.Tensor, height: int, width: int) -> list:
+    latents = pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
+    latents = latents / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
+    image = pipe.vae.decode(latents, return_dict=False)[0]
+    return pipe.image_processor.postprocess(image, output_type="pil")

@@ -5,11 +5,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .checks import negative_needs_guidance, pick
+from .stepping import Conditioning, doubled, embeds_dtype, guide
 
 if TYPE_CHECKING:
     import torch
 
 CLASS_NAMES = ("PixArtSigmaPipeline", "PixArtAlphaPipeline")
+DENOISER = "transformer"
+STEP_ARGS = ()  # call arguments the stepped sampler (tts.sampler) honours
+EMBEDS = ("prompt_embeds", "prompt_attention_mask", "negative_prompt_embeds", "negative_prompt_attention_mask")
 NEGATIVE_KEYS = ("negative_prompt",)
 ENCODE_KEYS = (*NEGATIVE_KEYS, "clean_caption")
 
@@ -37,3 +41,37 @@ def encode(pipe, prompt: str, guidance_scale: float, max_sequence_length: int | 
     if cfg:
         out |= {"negative_prompt_embeds": negative, "negative_prompt_attention_mask": negative_mask}
     return out
+
+
+def prepare(pipe, scheduler, spec, embeds: dict, latents: torch.Tensor) -> Conditioning:
+    """Timesteps on ``scheduler``; T5 embeddings and masks per row; PixArt-Alpha's 1024 px models take the
+    image resolution and aspect ratio as conditioning (Chen et al. 2023, Sec. 2.3), PixArt-Sigma none."""
+    import torch
+    from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import retrieve_timesteps
+
+    retrieve_timesteps(scheduler, spec.num_inference_steps, latents.device)
+    added = {"resolution": None, "aspect_ratio": None}
+    if type(pipe).__name__ == "PixArtAlphaPipeline" and pipe.transformer.config.sample_size == 128:
+        dtype = embeds_dtype(embeds)
+        added = {"resolution": torch.tensor([[spec.height, spec.width]], dtype=dtype, device=latents.device),
+                 "aspect_ratio": torch.tensor([[spec.height / spec.width]], dtype=dtype, device=latents.device)}
+    rows = {k: embeds[k] for k in EMBEDS if k in embeds}
+    return Conditioning(rows, {"added_cond_kwargs": added}, spec.guidance_scale, spec.guidance_scale > 1)
+
+
+def predict(pipe, cond: Conditioning, model_input: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    x = doubled(model_input, cond.cfg)
+    added = {k: None if v is None else v.expand(len(x), -1) for k, v in cond.shared["added_cond_kwargs"].items()}
+    timestep = (t[None] if t.ndim == 0 else t).to(x.device).expand(len(x))
+    out = pipe.transformer(x, encoder_hidden_states=cond.pair("prompt_embeds"),
+                           encoder_attention_mask=cond.pair("prompt_attention_mask"), timestep=timestep,
+                           added_cond_kwargs=added, return_dict=False)[0]
+    out = guide(out, cond)
+    if pipe.transformer.config.out_channels // 2 == model_input.shape[1]:  # learned variance: keep the noise
+        out = out.chunk(2, dim=1)[0]
+    return out
+
+
+def decode(pipe, latents: torch.Tensor, height: int, width: int) -> list:
+    image = pipe.vae.decode(latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor, return_dict=False)[0]
+    return pipe.image_processor.postprocess(image, output_type="pil")

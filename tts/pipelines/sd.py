@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .checks import distilled_guidance, negative_needs_guidance, pick
+from .stepping import Conditioning, doubled, guide
 
 if TYPE_CHECKING:
     import torch
 
 CLASS_NAMES = ("StableDiffusionPipeline",)
+DENOISER = "unet"
+STEP_ARGS = ("guidance_rescale",)  # call arguments the stepped sampler (tts.sampler) honours
 NEGATIVE_KEYS = ("negative_prompt",)
 ENCODE_KEYS = (*NEGATIVE_KEYS, "clip_skip")
 
@@ -34,3 +37,35 @@ def encode(pipe, prompt: str, guidance_scale: float, max_sequence_length: int | 
     if cfg:
         out["negative_prompt_embeds"] = negative
     return out
+
+
+def prepare(pipe, scheduler, spec, embeds: dict, latents: torch.Tensor) -> Conditioning:
+    """Timesteps on ``scheduler``; embeddings per row; the guidance embedding of guidance-distilled UNets."""
+    import torch
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
+
+    retrieve_timesteps(scheduler, spec.num_inference_steps, latents.device)
+    cfg = spec.guidance_scale > 1 and pipe.unet.config.time_cond_proj_dim is None
+    rows = {k: embeds[k] for k in ("prompt_embeds", "negative_prompt_embeds") if k in embeds}
+    if pipe.unet.config.time_cond_proj_dim is not None:
+        scale = torch.tensor(spec.guidance_scale - 1).repeat(latents.shape[0])
+        rows["timestep_cond"] = pipe.get_guidance_scale_embedding(
+            scale, embedding_dim=pipe.unet.config.time_cond_proj_dim).to(device=latents.device, dtype=latents.dtype)
+    shared = {"guidance_rescale": float(spec.call_args.get("guidance_rescale", 0.0))}
+    return Conditioning(rows, shared, spec.guidance_scale, cfg)
+
+
+def predict(pipe, cond: Conditioning, model_input: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    out = pipe.unet(doubled(model_input, cond.cfg), t, encoder_hidden_states=cond.pair("prompt_embeds"),
+                    timestep_cond=cond.rows.get("timestep_cond"), return_dict=False)[0]
+    return guide(out, cond, cond.shared["guidance_rescale"])
+
+
+def decode(pipe, latents: torch.Tensor, height: int, width: int) -> list:
+    """As the pipeline decodes, safety checker included (its flags ride in each image's info, tts.safety)."""
+    from ..safety import mark_flagged
+
+    image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+    image, nsfw = pipe.run_safety_checker(image, latents.device, latents.dtype)
+    denormalize = [True] * image.shape[0] if nsfw is None else [not n for n in nsfw]
+    return mark_flagged(pipe.image_processor.postprocess(image, output_type="pil", do_denormalize=denormalize), nsfw)

@@ -4,11 +4,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .checks import negative_needs_guidance, pick
+from .stepping import Conditioning, doubled, guide
 
 if TYPE_CHECKING:
     import torch
 
 CLASS_NAMES = ("StableDiffusion3Pipeline",)
+DENOISER = "transformer"
+STEP_ARGS = ()  # call arguments the stepped sampler (tts.sampler) honours
+EMBEDS = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
 NEGATIVE_KEYS = ("negative_prompt", "negative_prompt_2", "negative_prompt_3")
 ENCODE_KEYS = (*NEGATIVE_KEYS, "clip_skip")
 
@@ -35,3 +39,33 @@ def encode(pipe, prompt: str, guidance_scale: float, max_sequence_length: int | 
     if cfg:
         out |= {"negative_prompt_embeds": negative, "negative_pooled_prompt_embeds": negative_pooled}
     return out
+
+
+def prepare(pipe, scheduler, spec, embeds: dict, latents: torch.Tensor) -> Conditioning:
+    """Timesteps on ``scheduler`` (the resolution-dependent shift when the scheduler uses dynamic shifting);
+    sequence and pooled embeddings per row."""
+    from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift, retrieve_timesteps
+
+    kwargs = {}
+    if scheduler.config.get("use_dynamic_shifting", None):
+        patch = pipe.transformer.config.patch_size
+        seq_len = (latents.shape[2] // patch) * (latents.shape[3] // patch)
+        c = scheduler.config
+        kwargs["mu"] = calculate_shift(seq_len, c.get("base_image_seq_len", 256), c.get("max_image_seq_len", 4096),
+                                       c.get("base_shift", 0.5), c.get("max_shift", 1.16))
+    retrieve_timesteps(scheduler, spec.num_inference_steps, latents.device, **kwargs)
+    rows = {k: embeds[k] for k in EMBEDS if k in embeds}
+    return Conditioning(rows, {}, spec.guidance_scale, spec.guidance_scale > 1)
+
+
+def predict(pipe, cond: Conditioning, model_input: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    x = doubled(model_input, cond.cfg)
+    out = pipe.transformer(hidden_states=x, timestep=t.expand(len(x)), encoder_hidden_states=cond.pair("prompt_embeds"),
+                           pooled_projections=cond.pair("pooled_prompt_embeds"), return_dict=False)[0]
+    return guide(out, cond)
+
+
+def decode(pipe, latents: torch.Tensor, height: int, width: int) -> list:
+    latents = latents / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
+    image = pipe.vae.decode(latents, return_dict=False)[0]
+    return pipe.image_processor.postprocess(image, output_type="pil")

@@ -12,7 +12,13 @@ round after round:
 * ``best``: the best candidate seen so far (the global best, across rounds and restarts);
 * ``independent_rounds`` (optional, default False): True when ``ask()`` never depends on ``tell()``
   (random search), so the loop generates the next round while the previous one is being verified;
-  ``tell()`` still receives the rounds in order.
+  ``tell()`` still receives the rounds in order;
+* ``resume_keys`` (optional): settings a rerun of a run folder may change and that extend the search
+  (``rounds``); ``operational_keys`` (optional): settings a rerun may change freely (how it runs).
+
+Strategies compare candidates only through :meth:`Candidate.beats`, which follows the verifier's
+declared direction (``Verifier.higher_is_better``), so no strategy assumes that larger is better.
+A new strategy is one module here plus one YAML in configs/search/.
 
 Strategies that act inside the denoising loop (search over paths, particle resampling) will
 return richer lineages (a trajectory with branch points) from ``ask()``; the generator, not the
@@ -25,6 +31,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
+from ..validate import check_positive_int  # noqa: F401 - the strategies' import path
+
 SeedFn = Callable[[int, int, str], int]
 
 
@@ -33,7 +41,6 @@ class SearchContext:
     """Where a strategy runs: its prompt, the run folder, and the pipeline's latent shape."""
 
     prompt: str
-    prompt_index: int
     prompt_hash: str
     run_dir: Path
     latent_shape: tuple[int, ...]
@@ -46,12 +53,20 @@ class Candidate:
     noise: dict
     score: float | None
     record: Any = None  # the CandidateRecord, for strategies that want more than the score
+    higher_is_better: bool = True  # the verifier's direction for the chosen metric
 
     def beats(self, other: "Candidate | None") -> bool:
-        return self.score is not None and (other is None or other.score is None or self.score > other.score)
+        """A scored candidate beats no candidate, a failed one, and one with a worse score."""
+        if self.score is None:
+            return False
+        return other is None or other.score is None or better(self.score, other.score, self.higher_is_better)
 
 
-def check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+def better(a: float, b: float, higher_is_better: bool = True) -> bool:
+    """``a`` is strictly better than ``b`` in the metric's direction."""
+    return a > b if higher_is_better else a < b
+
+
+def oriented(score: float, higher_is_better: bool = True) -> float:
+    """The score turned so that larger is better: a sort key for ``max`` / ``sorted`` in either direction."""
+    return score if higher_is_better else -score

@@ -11,61 +11,58 @@ every choice so far (picked = 1, ranked picks 1, 0.9, ..., shown and not picked 
 ``pool_factor`` times as many proposals as are shown, those it predicts the person will like most are
 shown. Why ridge on the noise: a session has tens of labels, so a closed-form, tuning-free linear
 model is what the data supports; proposals all lie within ``step`` of the favourites (a trust radius
-where a linear model is a fair local fit); and it is the model of the human-feedback references
-(FIELD-NOTES section 3). Features are the noises themselves, at the pipeline's latent shape.
+where a linear model is a fair local fit); and a ridge value model over the latent, proposing within
+a trust radius around the current best, is what image preference optimisation from human feedback
+uses. Features are the noises themselves, at the pipeline's latent shape.
 
-The front-end (``interface``: terminal, web, scripted) only shows and answers; every answer is appended
-to ``feedback.jsonl`` in the run folder. A rerun of the folder replays logged answers (rebuilding the
-value model and step size exactly) and asks the person again from the first round without one; a
-stop on its own is not replayed, so a stopped session continues where it stopped.
+The front-end (``frontend``: a nested ``_target_`` config, tts/search/frontends) only shows and answers;
+every answer is appended to the run folder's feedback log (tts/search/frontends/feedback.py). A rerun
+of the folder replays logged answers (rebuilding the value model and step size exactly) and asks the
+person again from the first round without one; a stop on its own is not replayed, so a stopped
+session continues where it stopped.
 """
 from __future__ import annotations
 
-import datetime
-import difflib
-import json
 import math
-from pathlib import Path
 
 import torch
 
 from ..noise import fresh, make_noise, neighbor
-from . import Candidate, SearchContext, SeedFn, check_positive_int
-from .frontends import INTERFACES, Choice, ShownItem, get_frontend
+from ..validate import check_number, check_positive_int
+from . import Candidate, SearchContext, SeedFn
+from .frontends import Choice, ShownItem, one_per_process
+from .frontends.feedback import Answer, FeedbackLog
 
-FEEDBACK = "feedback.jsonl"
-FEEDBACK_SCHEMA_VERSION = 1
+#: Where the flat front-end options of older tts versions live now (the CLI names them when an old key is used).
+_MOVED = {"interface": "search/frontend=<terminal|web|scripted> (configs/search/frontend/)"} | {
+    key: f"search.frontend.{key} (with search/frontend={name})"
+    for name, keys in (("web", ("host", "port", "open_browser")), ("terminal", ("inline_images",)),
+                       ("scripted", ("script", "simulate_top_k", "simulate_noise"))) for key in keys}
 
 
 class HumanPreferenceSearch:
     independent_rounds = False
     #: more rounds extend a session: logged answers are replayed, the person is asked from the first new round
     resume_keys = ("rounds",)
+    #: how the person is asked never changes what was computed (and the flat keys of older run folders)
+    operational_keys = ("frontend", *_MOVED)
+    renamed_keys = _MOVED
 
     def __init__(self, seed_fn: SeedFn, context: SearchContext | None = None, rounds: int = 20, per_round: int = 8,
                  explore: float = 0.25, step_degrees: float = 30.0, min_step_degrees: float = 5.0, shrink: float = 0.7,
-                 pool_factor: int = 4, ridge_alpha: float = 1.0, interface: str = "terminal", host: str = "127.0.0.1",
-                 port: int = 8787, open_browser: bool = False, inline_images: str = "auto", script: str | None = None,
-                 simulate_top_k: int | None = None, simulate_noise: float = 0.0):
+                 pool_factor: int = 4, ridge_alpha: float = 1.0, frontend=None):
         self.rounds = check_positive_int("search.rounds", rounds)
         self.per_round = check_positive_int("search.per_round", per_round)
         self.pool_factor = check_positive_int("search.pool_factor", pool_factor)
-        _check_range("search.explore", explore, 0.0, 1.0, hi_open=True)
-        _check_range("search.step_degrees", step_degrees, 0.0, 90.0, lo_open=True, hi_open=True)
-        _check_range("search.min_step_degrees", min_step_degrees, 0.0, step_degrees, lo_open=True)
-        _check_range("search.shrink", shrink, 0.0, 1.0, lo_open=True)
-        _check_range("search.ridge_alpha", ridge_alpha, 0.0, math.inf, lo_open=True)
-        if interface not in INTERFACES:
-            close = difflib.get_close_matches(str(interface), INTERFACES, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"unknown search.interface {interface!r}{hint} choices: {', '.join(INTERFACES)}")
-        options = {"terminal": {"inline_images": inline_images},
-                   "web": {"host": host, "port": port, "open_browser": open_browser},
-                   "scripted": {"script": script, "simulate_top_k": simulate_top_k, "simulate_noise": simulate_noise}}
-        self.frontend = get_frontend(interface, **options[interface])
-        self.interface, self.seed_fn, self.context = interface, seed_fn, context
+        check_number("search.explore", explore, 0.0, 1.0, hi_open=True)
+        check_number("search.step_degrees", step_degrees, 0.0, 90.0, lo_open=True, hi_open=True)
+        check_number("search.min_step_degrees", min_step_degrees, 0.0, step_degrees, lo_open=True)
+        check_number("search.shrink", shrink, 0.0, 1.0, lo_open=True)
+        check_number("search.ridge_alpha", ridge_alpha, 0.0, math.inf, lo_open=True)
+        self.frontend = _check_frontend(frontend)
+        self.seed_fn, self.context = seed_fn, context
         #: the terminal front-end asks questions on the console: the loop draws no progress bar over them
-        self.interactive = interface == "terminal"
+        self.interactive = bool(getattr(self.frontend, "interactive", False))
         self.explore, self.max_step, self.min_step, self.shrink = explore, step_degrees, min_step_degrees, shrink
         self.alpha, self.step = ridge_alpha, step_degrees
         self.round, self.best, self.stopped = 0, None, False
@@ -73,7 +70,8 @@ class HumanPreferenceSearch:
         self.features: list[torch.Tensor] = []
         self.labels: list[float] = []
         self.shown: list[tuple[dict, bool]] = []  # this round: (lineage, is exploration)
-        self.log = _read_log(context) if context else {}
+        self.feedback = FeedbackLog.of(context.run_dir) if context else None
+        self.log = self.feedback.by_round(context.prompt_hash) if context else {}
         if context is not None and hasattr(self.frontend, "start"):
             self.frontend.start()  # the page is up (and its URL printed) before the first round is generated
 
@@ -138,26 +136,23 @@ class HumanPreferenceSearch:
             self.stopped = True
 
     def _logged_choice(self) -> Choice | None:
-        entry = self.log.get(self.round)
-        if entry is None or entry["action"] == "stop" and not entry["picks"]:
-            return None  # not answered yet, or a bare stop: ask again (a rerun continues a stopped session)
-        return Choice(list(entry["picks"]), entry["action"], False)
+        """The logged answer of this round; None when not answered yet, or a bare stop (asked again)."""
+        answer = self.log.get(self.round)
+        return answer.replayable() if answer is not None else None
 
     def _ask_person(self, candidates: list[Candidate]) -> Choice:
         ctx = self.context
         items = [ShownItem(number=k + 1, image=ctx.run_dir / c.record.image, seed=c.record.seed, score=c.score,
-                           metric=c.record.choice_of_metric, explore=self.shown[k][1])
+                           metric=c.record.choice_of_metric, explore=self.shown[k][1],
+                           higher_is_better=c.higher_is_better)
                  for k, c in enumerate(candidates)]
         choice = self.frontend.present(self.round, ctx.prompt, items, ctx.run_dir)
-        entry = {"schema_version": FEEDBACK_SCHEMA_VERSION, "prompt": ctx.prompt, "prompt_hash": ctx.prompt_hash,
-                 "round": self.round, "interface": self.interface, "action": choice.action, "picks": choice.picks,
-                 "stop": choice.stop, "step_degrees": self.step, "labels_before": len(self.labels),
-                 "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                 "shown": [{"number": i.number, "image": i.image.name, "seed": i.seed, "score": i.score,
-                            "explore": i.explore} for i in items]}
-        from ..runfolder import append_line
-
-        append_line(ctx.run_dir / FEEDBACK, json.dumps(entry))
+        self.feedback.append(Answer(
+            prompt=ctx.prompt, prompt_hash=ctx.prompt_hash, round=self.round,
+            interface=getattr(self.frontend, "name", type(self.frontend).__name__), action=choice.action,
+            picks=choice.picks, stop=choice.stop, step_degrees=self.step, labels_before=len(self.labels),
+            shown=[{"number": i.number, "image": i.image.name, "seed": i.seed, "score": i.score, "explore": i.explore}
+                   for i in items]))
         return choice
 
     def _finish(self) -> None:
@@ -171,23 +166,13 @@ class HumanPreferenceSearch:
                        label=f"round {record.round}, candidate #{record.index + 1}")
 
 
-def _read_log(context: SearchContext) -> dict[int, dict]:
-    """This prompt's logged answers by round (the last answer of a round wins)."""
-    path = Path(context.run_dir) / FEEDBACK
-    out: dict[int, dict] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn last line from a killed writer
-            if entry.get("prompt_hash") == context.prompt_hash:
-                out[entry["round"]] = entry
-    return out
+def _check_frontend(frontend):
+    """The front-end object Hydra built from ``search.frontend`` (the terminal one when none is given)."""
+    if frontend is None:
+        from .frontends.terminal import TerminalFrontend
 
-
-def _check_range(name, value, lo, hi, lo_open=False, hi_open=False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = ok and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
-    if not ok:
-        raise ValueError(f"{name} must lie in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}, got {value!r}")
+        return TerminalFrontend()
+    if not callable(getattr(frontend, "present", None)):
+        raise ValueError(f"search.frontend must be a front-end config (a _target_ class with present()), got "
+                         f"{frontend!r}: choose one with search/frontend=terminal, web or scripted")
+    return one_per_process(frontend)

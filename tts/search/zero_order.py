@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..noise import fresh, neighbor
 from . import Candidate, SearchContext, SeedFn, check_positive_int
+from ..validate import is_number
 
 
 class ZeroOrderSearch:
@@ -18,7 +19,7 @@ class ZeroOrderSearch:
     def __init__(self, seed_fn: SeedFn, context: SearchContext | None = None, rounds: int = 4, num_neighbors: int = 4, threshold: float = 0.95):
         self.rounds = check_positive_int("search.rounds", rounds)
         self.num_neighbors = check_positive_int("search.num_neighbors", num_neighbors)
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
+        if not is_number(threshold) or not 0.0 < threshold < 1.0:
             raise ValueError(f"search.threshold must lie strictly between 0 and 1 (a cosine), got {threshold!r}")
         self.threshold = float(threshold)
         self.seed_fn, self.round, self.best = seed_fn, 0, None

@@ -1,32 +1,37 @@
-"""Loading and embedding with a CLIP model through transformers (shared by clip, aesthetic, pickscore).
+"""CLIP models through transformers, shared by clip, aesthetic and pickscore: loading, embedding, and
+:class:`ClipVerifier`, the base of the three (model, processor, device and dtype settings; ``setup``).
 
 Loads with ``from_pretrained`` from a hub id or a local folder (tokenizer, image processor, model), on
-the requested device and dtype; the PIL image processor is used, so no torchvision is needed.
+the requested device and dtype (tts.torchutil: ``auto`` is CUDA, then MPS, then CPU; fp16 on CUDA,
+fp32 elsewhere); the PIL image processor is used, so no torchvision is needed.
 """
 from __future__ import annotations
 
 import torch
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from ..torchutil import check_dtype, resolve_device, resolve_dtype
+from .base import Verifier
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+class ClipVerifier(Verifier):
+    """A verifier on a CLIP model: ``model_name`` (and ``processor_name`` when the processor lives
+    elsewhere) loaded in ``setup`` onto ``device`` in ``dtype``; subclasses implement ``score``."""
 
+    def __init__(self, model_name: str, processor_name: str | None = None, choice_of_metric: str | None = None,
+                 device: str = "auto", dtype: str = "auto"):
+        super().__init__(choice_of_metric)
+        check_dtype("verifier.dtype", dtype, allow_auto=True)
+        self.model_name, self.processor_name, self.device, self.dtype = model_name, processor_name, device, dtype
+        self._model = None
 
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if dtype not in DTYPES:
-        raise ValueError(f"verifier.dtype must be auto, {', '.join(DTYPES)}; got {dtype!r}")
-    return DTYPES[dtype]
+    def setup(self) -> None:
+        self._model, self._tok, self._proc, self._dev, self._dtype = load(
+            self.model_name, self.processor_name, self.device, self.dtype)
 
-
-def check_dtype(dtype: str) -> None:
-    if dtype != "auto" and dtype not in DTYPES:
-        raise ValueError(f"verifier.dtype must be auto, {', '.join(DTYPES)}; got {dtype!r}")
+    def embed(self, prompts, images) -> tuple[torch.Tensor, torch.Tensor]:
+        """L2-normalised (image, text) embeddings, one row per pair."""
+        return (embed_images(self._model, self._proc, images, self._dev, self._dtype),
+                embed_texts(self._model, self._tok, prompts, self._dev))
 
 
 def image_processor(name: str):

@@ -13,10 +13,9 @@ import torch
 
 from ..records import MetricScore
 from . import _clip
-from .base import Verifier
 
 
-class AestheticVerifier(Verifier):
+class AestheticVerifier(_clip.ClipVerifier):
     name = "aesthetic"
     metrics = ("aesthetic",)
 
@@ -24,15 +23,11 @@ class AestheticVerifier(Verifier):
                  head_path: str = "camenduru/improved-aesthetic-predictor/sac+logos+ava1-l14-linearMSE.pth",
                  processor_name: str | None = None, choice_of_metric: str | None = "aesthetic",
                  device: str = "auto", dtype: str = "auto"):
-        super().__init__(choice_of_metric)
-        _clip.check_dtype(dtype)
-        self.model_name, self.head_path, self.processor_name = model_name, head_path, processor_name
-        self.device, self.dtype = device, dtype
-        self._model = None
+        super().__init__(model_name, processor_name, choice_of_metric, device, dtype)
+        self.head_path = head_path
 
     def setup(self) -> None:
-        self._model, _, self._proc, self._dev, self._dtype = _clip.load(
-            self.model_name, self.processor_name, self.device, self.dtype)
+        super().setup()
         self._head = build_head(read_state_dict(self.head_path)).to(self._dev).eval()
 
     @torch.no_grad()

@@ -4,7 +4,10 @@ Every verifier subclasses :class:`Verifier` and implements ``score(prompts, imag
 ``ascore(prompts, images)`` (a coroutine; API verifiers), returning, for each pair, either a dict
 ``{metric: MetricScore(score, explanation)}`` holding *all* its metrics, or a :class:`Verdict`
 (scores or the reason it failed, what it cost, and member verifiers' scores for ensembles).
-``choice_of_metric`` names the metric that search maximises. Construction must be cheap; ``check()``
+``choice_of_metric`` names the metric that search optimises: maximises, unless the verifier lists it
+in ``lower_is_better`` (then ``higher_is_better(metric)`` is False and search minimises it).
+``operational_keys`` names the constructor settings that change how it runs, not what it computes
+(a resumed run folder may change them). Construction must be cheap; ``check()``
 runs before anything expensive (missing API keys, missing packages); heavy models load in
 ``setup()``, which the loop calls once, after the config has been validated.
 
@@ -50,6 +53,10 @@ class Verifier:
     metrics: tuple[str, ...] = ()
     #: True when ``ascore`` is the native implementation (concurrent requests).
     is_async: bool = False
+    #: Metrics for which a smaller value is better (a loss, a distance); every other metric is maximised.
+    lower_is_better: frozenset[str] = frozenset()
+    #: Constructor settings a resumed run folder may change (how it runs, not what it computes).
+    operational_keys: tuple[str, ...] = ("device",)
 
     def __init__(self, choice_of_metric: str | None = None):
         choice_of_metric = choice_of_metric or (self.metrics[0] if self.metrics else None)
@@ -59,6 +66,10 @@ class Verifier:
             raise VerifierError(f"verifier {self.name!r} has no metric {choice_of_metric!r}{hint} "
                                 f"choices: {', '.join(self.metrics)}")
         self.choice_of_metric = choice_of_metric
+
+    def higher_is_better(self, metric: str | None = None) -> bool:
+        """The direction of ``metric`` (the chosen one by default): True when a larger score is better."""
+        return (metric or self.choice_of_metric) not in self.lower_is_better
 
     def check(self) -> None:
         """Raise a clear error if this verifier cannot run here (API key, package); nothing expensive."""

@@ -5,30 +5,21 @@ Captioning", Eq. 1): ``w * max(cos(E_image, E_text), 0)`` with w = 2.5, one of t
 from __future__ import annotations
 
 from ..records import MetricScore
-from . import _clip
-from .base import Verifier
+from ._clip import ClipVerifier
 
 
-class CLIPScoreVerifier(Verifier):
+class CLIPScoreVerifier(ClipVerifier):
     name = "clip"
     metrics = ("clip_score", "cosine")
 
     def __init__(self, model_name: str = "openai/clip-vit-large-patch14", processor_name: str | None = None,
                  choice_of_metric: str | None = "clip_score", device: str = "auto", dtype: str = "auto",
                  w: float = 2.5):
-        super().__init__(choice_of_metric)
-        _clip.check_dtype(dtype)
-        self.model_name, self.processor_name, self.device, self.dtype, self.w = model_name, processor_name, device, dtype, w
-        self._model = None
-
-    def setup(self) -> None:
-        self._model, self._tok, self._proc, self._dev, self._dtype = _clip.load(
-            self.model_name, self.processor_name, self.device, self.dtype)
+        super().__init__(model_name, processor_name, choice_of_metric, device, dtype)
+        self.w = w
 
     def score(self, prompts, images):
-        img = _clip.embed_images(self._model, self._proc, images, self._dev, self._dtype)
-        txt = _clip.embed_texts(self._model, self._tok, prompts, self._dev)
-        cos = (img * txt).sum(-1).tolist()
+        img, txt = self.embed(prompts, images)
         return [{"clip_score": MetricScore(score=self.w * max(c, 0.0), explanation=f"{self.w} * max(cos, 0)"),
                  "cosine": MetricScore(score=c, explanation="cosine of CLIP image and text embeddings")}
-                for c in cos]
+                for c in (img * txt).sum(-1).tolist()]

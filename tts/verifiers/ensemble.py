@@ -2,7 +2,8 @@
 each verifier and the ranks averaged, so verifiers on different scales combine without tuning).
 
 ``method=mean_rank``: each member's score becomes its rank fraction in [0, 1] among every candidate of
-the same prompt scored so far (ties count half), weighted mean over members. ``method=zscore``:
+the same prompt scored so far (ties count half; a member whose metric is lower-is-better is ranked
+reversed), weighted mean over members. ``method=zscore``:
 each member's score is standardised by the running mean and standard deviation of that prompt's
 candidates, weighted mean. Both are relative to the candidates seen so far, so an early candidate is
 ranked against fewer peers; every member's raw scores are kept in the record (``scores``), so the
@@ -81,8 +82,8 @@ class EnsembleVerifier(Verifier):
         for m, w in zip(self.members, self.weights):
             value = members[m.name][m.choice_of_metric].score
             pool = self._history[prompt][m.name]
-            pool.append(value)
-            parts.append(w * self._normalise(value, pool))
+            pool.append(value if m.higher_is_better() else -value)  # ranked so that better is higher
+            parts.append(w * self._normalise(pool[-1], pool))
             explain.append(f"{m.name}.{m.choice_of_metric}={value:.4g}")
         total = sum(parts) / sum(self.weights)
         return Verdict(scores={"ensemble": MetricScore(score=total, explanation=f"{self.method} of " + ", ".join(explain))},

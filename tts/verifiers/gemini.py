@@ -8,23 +8,21 @@ candidate that still fails is returned as a failed :class:`Verdict` with its rea
 """
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import random
 
 from ..records import Usage
 from . import grading
-from .base import Verdict, Verifier
+from .base import Verdict
 
 log = logging.getLogger(__name__)
 KEY_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 
 
-class GeminiVerifier(Verifier):
+class GeminiVerifier(grading.ApiGrader):
     name = "gemini"
-    metrics = grading.METRICS
-    is_async = True
+    package = ("google.genai", "google-genai", "google-genai")
+    key_vars = KEY_VARS
+    operational_keys = (*grading.ApiGrader.operational_keys, "api_version")
 
     def __init__(self, model_name: str = "gemini-2.5-flash", choice_of_metric: str | None = "overall_score",
                  prompt_path: str | None = None, max_side: int = 768, image_format: str = "png",
@@ -32,55 +30,20 @@ class GeminiVerifier(Verifier):
                  max_backoff_s: float = 30.0, base_url: str | None = None, api_version: str = "v1beta",
                  max_output_tokens: int | None = None, price_per_million_input_tokens: float = 0.0,
                  price_per_million_output_tokens: float = 0.0, seed: int = 0):
-        super().__init__(choice_of_metric)
-        grading.check_image_args(max_side, image_format)
-        grading.check_concurrency(max_concurrency)
-        self.model_name, self.prompt_path, self.max_side, self.image_format = model_name, prompt_path, max_side, image_format
-        self.max_concurrency, self.base_url, self.api_version = max_concurrency, base_url, api_version
-        self.max_output_tokens = max_output_tokens
-        self.policy = grading.RetryPolicy(max_attempts, timeout_s, backoff_s, max_backoff_s)
-        self.prices = (float(price_per_million_input_tokens), float(price_per_million_output_tokens))
-        self.template = grading.load_template(prompt_path)
-        self._rng = random.Random(seed)
-        self._client = self._slots = None
+        super().__init__(model_name, choice_of_metric, prompt_path, max_side, image_format, max_concurrency,
+                         max_attempts, timeout_s, backoff_s, max_backoff_s, base_url, max_output_tokens,
+                         price_per_million_input_tokens, price_per_million_output_tokens, seed)
+        self.api_version = api_version
 
-    def check(self) -> None:
-        try:
-            import google.genai  # noqa: F401
-        except ImportError:
-            raise ImportError("verifier=gemini needs google-genai: pip install google-genai") from None
-        if not self._api_key():
-            raise ValueError("verifier=gemini needs an API key: set GEMINI_API_KEY (or GOOGLE_API_KEY) "
-                             "in the environment (keys are never read from configs or written to disk)")
-
-    def _api_key(self) -> str | None:
-        return next((os.environ[v] for v in KEY_VARS if os.environ.get(v)), None)
-
-    def setup(self) -> None:
-        self.check()
-        logging.getLogger("httpx").setLevel(logging.WARNING)
-        logging.getLogger("httpx2").setLevel(logging.WARNING)
-        self.run_async(self._open())
-
-    async def _open(self) -> None:
+    async def _open_client(self):
         from google import genai
         from google.genai import types
 
         options = types.HttpOptions(api_version=self.api_version, base_url=self.base_url or None)
-        self._client = genai.Client(api_key=self._api_key(), http_options=options)
-        self._slots = asyncio.Semaphore(self.max_concurrency)
+        return genai.Client(api_key=self.api_key(), http_options=options)
 
-    def close(self) -> None:
-        """Close the client's connections on its own event loop, then stop the loop."""
-        if self._client is not None and getattr(self, "_loop", None) is not None:
-            self.run_async(self._client.aio.aclose())
-        self._client = None
-        super().close()
-
-    async def ascore(self, prompts, images):
-        if self._client is None:
-            await self._open()
-        return list(await asyncio.gather(*(self._grade(p, img) for p, img in zip(prompts, images))))
+    async def _close_client(self) -> None:
+        await self._client.aio.aclose()
 
     async def _grade(self, prompt: str, image) -> Verdict:
         from google.genai import types

@@ -1,9 +1,11 @@
 """What the grader verifiers (Gemini, OpenAI, Qwen2.5-VL) share: the answer schema, the grading prompt
-template, image encoding, and the retry policy for API calls.
+template, image encoding, the retry policy for API calls, and :class:`ApiGrader`, the base of the API
+graders (settings, key and package checks, one client and one semaphore per run).
 
-The schema follows the reference project (FIELD-NOTES section 1) and the paper's LLM grader
-(Ma et al. 2025, Sec. 4): six metrics, each an integer 0-10 with a short explanation written
-*before* the score, so the score is conditioned on the reasoning and not the other way round.
+The schema follows the reference project (tt-scale-flux's verifiers: the same six metric names) and
+the paper's LLM grader (Ma et al. 2025, Sec. 4): six metrics, each an integer 0-10 with a short
+explanation written *before* the score, so the score is conditioned on the reasoning and not the
+other way round.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import email.utils
 import io
 import json
 import logging
+import os
 import random
 import time
 from pathlib import Path
@@ -22,6 +25,8 @@ from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
 
 from ..records import MetricScore, Usage
+from ..validate import check_number, check_positive_int
+from .base import Verdict, Verifier
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +129,7 @@ def encode_image(image: Image.Image, max_side: int, image_format: str, quality: 
 
 
 def check_image_args(max_side, image_format) -> None:
-    if isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 16:
-        raise ValueError(f"verifier.max_side must be an integer >= 16 (pixels), got {max_side!r}")
+    check_positive_int("verifier.max_side (pixels)", max_side, minimum=16)
     if image_format not in ("png", "jpeg"):
         raise ValueError(f"verifier.image_format must be 'png' or 'jpeg', got {image_format!r}")
 
@@ -144,13 +148,10 @@ class RetryPolicy:
     max_backoff_s: float = 30.0
 
     def __post_init__(self):
-        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1:
-            raise ValueError(f"verifier.max_attempts must be a positive integer, got {self.max_attempts!r}")
-        for name in ("timeout_s", "backoff_s", "max_backoff_s"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
-                    name == "timeout_s" and value == 0):
-                raise ValueError(f"verifier.{name} must be a positive number of seconds, got {value!r}")
+        check_positive_int("verifier.max_attempts", self.max_attempts)
+        check_number("verifier.timeout_s (seconds)", self.timeout_s, 0.0, lo_open=True)
+        for name in ("backoff_s", "max_backoff_s"):
+            check_number(f"verifier.{name} (seconds)", getattr(self, name), 0.0)
 
     def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
         if retry_after is not None:
@@ -236,15 +237,8 @@ def failure_reason(reasons: list[str], max_attempts: int) -> str:
         f" of {max_attempts})" if tries < max_attempts else ")")
 
 
-def check_concurrency(max_concurrency) -> None:
-    if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
-        raise ValueError(f"verifier.max_concurrency must be a positive integer, got {max_concurrency!r}")
-
-
 def verdict(grades: Grades | None, reasons: list[str], usage: Usage, policy: RetryPolicy, prices: tuple[float, float]):
     """The candidate's Verdict after its attempts: the grades, or the last reason it failed; usage priced."""
-    from .base import Verdict
-
     spent = cost(usage, *prices)
     if grades is None:
         return Verdict(error=failure_reason(reasons, policy.max_attempts), usage=spent)
@@ -254,3 +248,79 @@ def verdict(grades: Grades | None, reasons: list[str], usage: Usage, policy: Ret
 def cost(usage: Usage, price_in: float, price_out: float) -> Usage:
     """Fill in ``cost_usd`` from prices per million input / output tokens."""
     return usage.model_copy(update={"cost_usd": (usage.input_tokens * price_in + usage.output_tokens * price_out) / 1e6})
+
+
+# ---------------------------------------------------------------------------------------------- API graders
+
+class ApiGrader(Verifier):
+    """The base of the API graders: their shared settings, the key and package checks, the client's
+    lifetime (opened in ``setup`` on the verifier's own event loop, closed by ``close``) and one
+    semaphore bounding requests in flight. A subclass names its ``package`` and ``key_vars`` and
+    implements ``_open_client()``, ``_close_client()`` (coroutines) and ``_grade(prompt, image)``."""
+
+    metrics = METRICS
+    is_async = True
+    #: (importable module, its name in the error, its pip name)
+    package: tuple[str, str, str] = ("", "", "")
+    #: environment variables holding the key, first found wins
+    key_vars: tuple[str, ...] = ()
+    operational_keys = ("base_url", "max_concurrency", "max_attempts", "timeout_s", "backoff_s",
+                        "max_backoff_s", "price_per_million_input_tokens", "price_per_million_output_tokens")
+
+    def __init__(self, model_name: str, choice_of_metric: str | None, prompt_path: str | None, max_side: int,
+                 image_format: str, max_concurrency: int, max_attempts: int, timeout_s: float, backoff_s: float,
+                 max_backoff_s: float, base_url: str | None, max_output_tokens: int | None,
+                 price_per_million_input_tokens: float, price_per_million_output_tokens: float, seed: int):
+        super().__init__(choice_of_metric)
+        check_image_args(max_side, image_format)
+        self.max_concurrency = check_positive_int("verifier.max_concurrency", max_concurrency)
+        self.model_name, self.prompt_path, self.max_side, self.image_format = model_name, prompt_path, max_side, image_format
+        self.base_url, self.max_output_tokens = base_url, max_output_tokens
+        self.policy = RetryPolicy(max_attempts, timeout_s, backoff_s, max_backoff_s)
+        self.prices = (float(price_per_million_input_tokens), float(price_per_million_output_tokens))
+        self.template = load_template(prompt_path)
+        self._rng = random.Random(seed)
+        self._client = self._slots = None
+
+    def check(self) -> None:
+        module, what, pip_name = self.package
+        try:
+            __import__(module)
+        except ImportError:
+            raise ImportError(f"verifier={self.name} needs {what}: pip install {pip_name}") from None
+        if not self.api_key():
+            names = self.key_vars[0] + (f" (or {', '.join(self.key_vars[1:])})" if len(self.key_vars) > 1 else "")
+            raise ValueError(f"verifier={self.name} needs an API key: set {names} in the environment "
+                             "(keys are never read from configs or written to disk)")
+
+    def api_key(self) -> str | None:
+        return next((os.environ[v] for v in self.key_vars if os.environ.get(v)), None)
+
+    def setup(self) -> None:
+        self.check()
+        self.run_async(self._open())
+
+    async def _open(self) -> None:
+        self._client = await self._open_client()
+        self._slots = asyncio.Semaphore(self.max_concurrency)
+
+    def close(self) -> None:
+        """Close the client's connections on its own event loop, then stop the loop."""
+        if self._client is not None and getattr(self, "_loop", None) is not None:
+            self.run_async(self._close_client())
+        self._client = None
+        super().close()
+
+    async def ascore(self, prompts, images):
+        if self._client is None:
+            await self._open()
+        return list(await asyncio.gather(*(self._grade(p, img) for p, img in zip(prompts, images))))
+
+    async def _open_client(self):
+        raise NotImplementedError
+
+    async def _close_client(self) -> None:
+        raise NotImplementedError
+
+    async def _grade(self, prompt: str, image) -> Verdict:
+        raise NotImplementedError

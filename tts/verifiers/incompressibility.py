@@ -2,21 +2,10 @@
 the image's JPEG size in kB (bytes / 1000) at quality 95. Higher = more detail."""
 from __future__ import annotations
 
-import io
-
-from ..records import MetricScore
-from .base import Verifier
+from ._jpeg import JpegSizeReward
 
 
-class Incompressibility(Verifier):
+class Incompressibility(JpegSizeReward):
     name = "incompressibility"
     metrics = ("incompressibility",)
-
-    def score(self, prompts, images):
-        out = []
-        for img in images:
-            buf = io.BytesIO()
-            img.convert("RGB").save(buf, format="JPEG", quality=95)
-            kb = buf.tell() / 1000
-            out.append({"incompressibility": MetricScore(score=kb, explanation=f"JPEG q95: {kb:.2f} kB")})
-        return out
+    sign = 1

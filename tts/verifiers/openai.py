@@ -10,27 +10,24 @@ counted even for answers that then fail validation. Key from ``OPENAI_API_KEY``;
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
-import os
-import random
 
 from pydantic import BaseModel, ValidationError
 
 from ..records import Usage
 from . import grading
-from .base import Verdict, Verifier
+from .base import Verdict
 
 log = logging.getLogger(__name__)
 KEY_VAR = "OPENAI_API_KEY"
 
 
-class OpenAIVerifier(Verifier):
+class OpenAIVerifier(grading.ApiGrader):
     name = "openai"
-    metrics = grading.METRICS
-    is_async = True
+    package = ("openai", "the openai package", "openai")
+    key_vars = (KEY_VAR,)
 
     def __init__(self, model_name: str = "gpt-4o-mini", choice_of_metric: str | None = "overall_score",
                  prompt_path: str | None = None, max_side: int = 768, image_format: str = "png",
@@ -38,53 +35,21 @@ class OpenAIVerifier(Verifier):
                  backoff_s: float = 1.0, max_backoff_s: float = 30.0, base_url: str | None = None,
                  max_output_tokens: int | None = None, price_per_million_input_tokens: float = 0.0,
                  price_per_million_output_tokens: float = 0.0, seed: int = 0):
-        super().__init__(choice_of_metric)
-        grading.check_image_args(max_side, image_format)
-        grading.check_concurrency(max_concurrency)
+        super().__init__(model_name, choice_of_metric, prompt_path, max_side, image_format, max_concurrency,
+                         max_attempts, timeout_s, backoff_s, max_backoff_s, base_url, max_output_tokens,
+                         price_per_million_input_tokens, price_per_million_output_tokens, seed)
         if image_detail not in ("auto", "low", "high"):
             raise ValueError(f"verifier.image_detail must be auto, low or high, got {image_detail!r}")
-        self.model_name, self.prompt_path, self.max_side, self.image_format = model_name, prompt_path, max_side, image_format
-        self.image_detail, self.max_concurrency, self.base_url = image_detail, max_concurrency, base_url
-        self.max_output_tokens = max_output_tokens
-        self.policy = grading.RetryPolicy(max_attempts, timeout_s, backoff_s, max_backoff_s)
-        self.prices = (float(price_per_million_input_tokens), float(price_per_million_output_tokens))
-        self.template = grading.load_template(prompt_path)
-        self._rng = random.Random(seed)
-        self._client = self._slots = None
+        self.image_detail = image_detail
 
-    def check(self) -> None:
-        try:
-            import openai  # noqa: F401
-        except ImportError:
-            raise ImportError("verifier=openai needs the openai package: pip install openai") from None
-        if not os.environ.get(KEY_VAR):
-            raise ValueError(f"verifier=openai needs an API key: set {KEY_VAR} in the environment "
-                             "(keys are never read from configs or written to disk)")
-
-    def setup(self) -> None:
-        self.check()
-        for name in ("httpx", "httpx2", "openai"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-        self.run_async(self._open())
-
-    async def _open(self) -> None:
+    async def _open_client(self):
         from openai import AsyncOpenAI
 
-        self._client = AsyncOpenAI(api_key=os.environ[KEY_VAR], base_url=self.base_url or None, max_retries=0,
-                                   timeout=self.policy.timeout_s)
-        self._slots = asyncio.Semaphore(self.max_concurrency)
+        return AsyncOpenAI(api_key=self.api_key(), base_url=self.base_url or None, max_retries=0,
+                           timeout=self.policy.timeout_s)
 
-    def close(self) -> None:
-        """Close the client's connections on its own event loop, then stop the loop."""
-        if self._client is not None and getattr(self, "_loop", None) is not None:
-            self.run_async(self._client.close())
-        self._client = None
-        super().close()
-
-    async def ascore(self, prompts, images):
-        if self._client is None:
-            await self._open()
-        return list(await asyncio.gather(*(self._grade(p, img) for p, img in zip(prompts, images))))
+    async def _close_client(self) -> None:
+        await self._client.close()
 
     async def _grade(self, prompt: str, image) -> Verdict:
         data, mime = grading.encode_image(image, self.max_side, self.image_format)

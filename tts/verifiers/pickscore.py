@@ -5,29 +5,20 @@ Batched: one forward for the batch's images and one for its prompts.
 from __future__ import annotations
 
 from ..records import MetricScore
-from . import _clip
-from .base import Verifier
+from ._clip import ClipVerifier
 
 
-class PickScoreVerifier(Verifier):
+class PickScoreVerifier(ClipVerifier):
     name = "pickscore"
     metrics = ("pickscore",)
 
     def __init__(self, model_name: str = "yuvalkirstain/PickScore_v1",
                  processor_name: str | None = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
                  choice_of_metric: str | None = "pickscore", device: str = "auto", dtype: str = "auto"):
-        super().__init__(choice_of_metric)
-        _clip.check_dtype(dtype)
-        self.model_name, self.processor_name, self.device, self.dtype = model_name, processor_name, device, dtype
-        self._model = None
-
-    def setup(self) -> None:
-        self._model, self._tok, self._proc, self._dev, self._dtype = _clip.load(
-            self.model_name, self.processor_name, self.device, self.dtype)
+        super().__init__(model_name, processor_name, choice_of_metric, device, dtype)
 
     def score(self, prompts, images):
-        img = _clip.embed_images(self._model, self._proc, images, self._dev, self._dtype)
-        txt = _clip.embed_texts(self._model, self._tok, prompts, self._dev)
+        img, txt = self.embed(prompts, images)
         scale = float(self._model.logit_scale.detach().exp())
         return [{"pickscore": MetricScore(score=scale * float(c), explanation=f"{scale:.1f} * cos(image, prompt)")}
                 for c in (img * txt).sum(-1).tolist()]

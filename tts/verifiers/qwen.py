@@ -3,7 +3,7 @@
 
 The same grading template and schema as the API verifiers; the integer scores are a ``Literal`` of
 0-10 and explanations are bounded in length, because outlines does not enforce numeric bounds and a
-truncated answer at ``max_new_tokens`` does not raise (FIELD-NOTES section 5); every answer is
+truncated answer at ``max_new_tokens`` does not raise (outlines' JSON-schema guide); every answer is
 validated again with :func:`grading.parse_grades`. One batched ``generate`` per verification batch,
 greedy. Loading: ``Qwen2_5_VLForConditionalGeneration.from_pretrained`` plus the checkpoint's
 tokenizer and PIL image processor in an image-only processor (no video processor, so no torchvision).
@@ -16,6 +16,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, create_model
 
+from ..torchutil import check_dtype, resolve_device, resolve_dtype
+from ..validate import check_positive_int
 from . import grading
 from .base import Verdict, Verifier
 
@@ -33,11 +35,9 @@ class QwenVerifier(Verifier):
                  attn_implementation: str | None = None):
         super().__init__(choice_of_metric)
         grading.check_image_args(max_side, "png")
-        for key, value in (("max_new_tokens", max_new_tokens), ("max_explanation_chars", max_explanation_chars)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"verifier.{key} must be a positive integer, got {value!r}")
-        if dtype not in ("auto", "fp32", "fp16", "bf16"):
-            raise ValueError(f"verifier.dtype must be auto, fp32, fp16 or bf16; got {dtype!r}")
+        check_positive_int("verifier.max_new_tokens", max_new_tokens)
+        check_positive_int("verifier.max_explanation_chars", max_explanation_chars)
+        check_dtype("verifier.dtype", dtype, allow_auto=True)
         self.model_name, self.max_new_tokens, self.max_side = model_name, max_new_tokens, max_side
         self.max_explanation_chars, self.device, self.dtype = max_explanation_chars, device, dtype
         self.load_in_4bit, self.attn_implementation = load_in_4bit, attn_implementation
@@ -65,12 +65,10 @@ class QwenVerifier(Verifier):
 
     def setup(self) -> None:
         import outlines
-        import torch
         from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else torch.device(self.device)
-        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(
-            self.dtype, torch.bfloat16 if device.type == "cuda" else torch.float32)
+        device = resolve_device(self.device)
+        dtype = resolve_dtype(self.dtype, device, on_cuda="bf16")
         kwargs = {"dtype": dtype}
         if self.attn_implementation:
             kwargs["attn_implementation"] = self.attn_implementation

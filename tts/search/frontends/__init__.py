@@ -1,8 +1,15 @@
 """Front-ends of human-preference search: they show a round's candidates and return the person's choice.
 
-Every front-end has one method, ``present(round_, prompt, items, run_dir) -> Choice``; the strategy
+A front-end is a class with one method, ``present(round_, prompt, items, run_dir) -> Choice``, and
+optionally ``start()`` (called before the first round: a page goes up) and ``finish(best_image=...,
+run_dir=..., label=...)``; its class attributes ``name`` (written to the feedback log) and
+``interactive`` (True when it asks on the console, so the loop draws no progress bar), and ``settings``
+(optional, hashable: a front-end with the same class and settings already made in this process is
+used instead, so a web page stays up across the jobs of a multirun). The strategy
 (tts/search/human_preference.py) does everything else, so ``terminal``, ``web`` and ``scripted``
-sessions behave identically. Answers in text form (terminal input, script lines) share one grammar:
+sessions behave identically. Each is a nested ``_target_`` config, ``search.frontend``, chosen with
+``search/frontend=<name>`` (configs/search/frontend/<name>.yaml); a new front-end is one module here
+plus one YAML there. Answers in text form (terminal input, script lines) share one grammar:
 
     3 5      pick candidates 3 and 5 (the order is a ranking: 3 preferred to 5)
     r        reject all of this round's candidates
@@ -15,7 +22,6 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
-INTERFACES = ("terminal", "web", "scripted")
 ANSWER_HELP = "type numbers of the ones you like (best first), e.g. '3 5'; 'r' rejects all; 'q' stops"
 
 
@@ -29,6 +35,7 @@ class ShownItem:
     score: float | None
     metric: str | None
     explore: bool = False
+    higher_is_better: bool = True  # the metric's direction
 
 
 @dataclasses.dataclass
@@ -69,23 +76,15 @@ def parse_answer(text: str, n: int) -> Choice:
     return Choice(picks, "pick", stop)
 
 
-_CACHE: dict[tuple, object] = {}
+_LIVE: dict[tuple, object] = {}
 
 
-def get_frontend(interface: str, **options):
-    """The front-end for ``interface`` (one instance per process and options: a web page stays up across prompts)."""
-    key = (interface, tuple(sorted((k, str(v)) for k, v in options.items())))
-    if key not in _CACHE:
-        if interface == "terminal":
-            from .terminal import TerminalFrontend as cls
-        elif interface == "web":
-            from .web import WebFrontend as cls
-        elif interface == "scripted":
-            from .scripted import ScriptedFrontend as cls
-        else:
-            raise ValueError(f"unknown search.interface {interface!r}; choices: {', '.join(INTERFACES)}")
-        _CACHE[key] = cls(**options)
-    return _CACHE[key]
+def one_per_process(frontend):
+    """The front-end of this class and ``settings`` made first in this process (``frontend`` itself if none)."""
+    settings = getattr(frontend, "settings", None)
+    if settings is None:
+        return frontend
+    return _LIVE.setdefault((type(frontend), settings), frontend)
 
 
 def contact_sheet(items: list[ShownItem], tile: int = 160):

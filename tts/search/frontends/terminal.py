@@ -12,9 +12,12 @@ from . import ANSWER_HELP, AnswerError, Choice, contact_sheet, parse_answer
 
 
 class TerminalFrontend:
+    name = "terminal"
+    interactive = True  # asks on the console: the loop draws no progress bar over the question
+
     def __init__(self, inline_images: str = "auto"):
         if inline_images not in ("auto", "always", "never"):
-            raise ValueError(f"search.inline_images must be auto, always or never, got {inline_images!r}")
+            raise ValueError(f"search.frontend.inline_images must be auto, always or never, got {inline_images!r}")
         self.inline_images = inline_images
 
     def present(self, round_, prompt, items, run_dir) -> Choice:

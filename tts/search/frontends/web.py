@@ -29,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from ...validate import is_int
 from . import Choice
 
 log = logging.getLogger(__name__)
@@ -171,10 +172,14 @@ class Refused(Exception):
 
 
 class WebFrontend:
+    name = "web"
+    interactive = False
+
     def __init__(self, host: str = "127.0.0.1", port: int = 8787, open_browser: bool = False):
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ValueError(f"search.port must be an integer 0-65535 (0: any free port), got {port!r}")
+        if not is_int(port) or not 0 <= port <= 65535:
+            raise ValueError(f"search.frontend.port must be an integer 0-65535 (0: any free port), got {port!r}")
         self.host, self.port, self.open_browser = host, port, open_browser
+        self.settings = (host, port, open_browser)  # one page per process and settings (tts.search.frontends)
         self.session = secrets.token_urlsafe(32)
         self._state: dict = {"waiting": False, "done": False, "round": 0, "token": "", "items": [], "prompt": "",
                              "run_dir": None, "best": None, "finished": 0}
