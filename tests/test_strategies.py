@@ -67,3 +67,40 @@ def test_zero_order_rejects_impossible_numbers(kwargs, match):
 def test_random_rejects_bad_schedule():
     with pytest.raises(ValueError, match="schedule"):
         RandomSearch(seed_fn, schedule="linear")
+
+
+def context(nfe_per_image):
+    from pathlib import Path
+
+    from tts.search import SearchContext
+
+    return SearchContext("p", "h", Path("."), (4, 8, 8), nfe_per_image)
+
+
+def asked_until_done(strategy):
+    total, r = 0, 0
+    while noises := strategy.ask():
+        r += 1
+        total += len(noises)
+        strategy.tell(score_all(noises, r, [None] * len(noises)))
+    return total
+
+
+@pytest.mark.parametrize("budget,expected", [(320, 30), (160, 16), (45, 4), (5, 0)])
+def test_random_search_stops_at_what_nfe_budget_pays_for(budget, expected):
+    s = RandomSearch(seed_fn, context(10.0), rounds=4, nfe_budget=budget)
+    assert asked_until_done(s) == expected  # 320 NFEs pay for 32 images; 4 rounds ask 30
+
+
+@pytest.mark.parametrize("budget", [10, 40, 130])
+def test_zero_order_stops_at_what_nfe_budget_pays_for(budget):
+    s = ZeroOrderSearch(seed_fn, context(10.0), rounds=50, num_neighbors=3, nfe_budget=budget)
+    assert asked_until_done(s) == budget // 10
+
+
+def test_nfe_budget_is_validated_and_needs_a_measurable_pipeline():
+    with pytest.raises(ValueError, match="search.nfe_budget must be a positive number"):
+        RandomSearch(seed_fn, nfe_budget=0)
+    with pytest.raises(ValueError, match="drop one of them"):
+        RandomSearch(seed_fn, context(None), nfe_budget=100)
+    assert asked_until_done(RandomSearch(seed_fn, None, rounds=2, nfe_budget=10)) == 6  # validation: no context

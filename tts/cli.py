@@ -334,7 +334,11 @@ def build_job(cfg: DictConfig, run_dir: Path):
     except (ValueError, ImportError) as e:
         raise ConfigError(str(e)) from None
     factory = _instantiate(cfg.search, "search")
-    _instantiate_strategy(factory)
+    strategy = _instantiate_strategy(factory)
+    if pipeline.server and (getattr(strategy, "in_loop", False) or getattr(strategy, "nfe_budget", None)):
+        what = "steps the denoiser itself" if getattr(strategy, "in_loop", False) else "counts NFEs per image"
+        raise ConfigError(f"search={cfg.search.get('_target_', '').rsplit('.', 1)[-1]} {what}: it needs the pipeline "
+                          "in this process; drop pipeline.server (or search.nfe_budget)")
     source = _instantiate(cfg.prompts, "prompts")
     prompts = select(source, cfg.num_prompts)
     for p in prompts:
@@ -389,8 +393,10 @@ def _instantiate_strategy(factory):
         strategy = factory(seed_fn=lambda r, i, purpose: 0)
     except (TypeError, ValueError) as e:
         raise ConfigError(str(e)) from None
-    if not (hasattr(strategy, "ask") and hasattr(strategy, "tell")):
-        raise ConfigError(f"search._target_ built a {type(strategy).__name__} without ask()/tell() (see tts/search)")
+    if not (hasattr(strategy, "ask") and hasattr(strategy, "tell")) and not (
+            getattr(strategy, "in_loop", False) and hasattr(strategy, "search")):
+        raise ConfigError(f"search._target_ built a {type(strategy).__name__} without ask()/tell() (or in_loop and "
+                          "search(engine)); see tts/search")
     return strategy
 
 

@@ -29,7 +29,7 @@ from . import runfolder as rf
 from .noise import derive_seed
 from .pipelines import PipelineSpec
 from .prompts import Prompt
-from .records import CandidateRecord, RoundBest, SafetyRecord, ScoreSummary, Timings, Usage
+from .records import CandidateRecord, PathRecord, RoundBest, SafetyRecord, ScoreSummary, SearchRecord, Timings, Usage
 from .safety import Safety
 from .search import Candidate, SearchContext, better, oriented
 from .shard import Shard
@@ -88,6 +88,7 @@ class _Pending:
     nfe: float
     generate_s: float
     safety: SafetyRecord | None = None  # blocked when safety.blocked: recorded, never verified
+    path_record: PathRecord | None = None  # an in-loop strategy's candidate: its whole path (tts.inloop)
 
 
 @dataclasses.dataclass
@@ -234,8 +235,9 @@ def _search_all(shared: _Shared, mine: list[tuple[int, Prompt]]) -> None:
     while held:
         time.sleep(CLAIM_POLL_S)
         shared.index.update()
+        searches = rf.read_searches(shared.folder.root)
         held = [(i, p) for i, p in held if not _replayed_to_end(job, i, p, shared.index.by_prompt.get(
-            rf.prompt_hash(p.text), {})) and not _claim_and_search(shared, i, p, many)]
+            rf.prompt_hash(p.text), {}), searches) and not _claim_and_search(shared, i, p, many)]
 
 
 def _claim_and_search(shared: _Shared, i: int, prompt: Prompt, many: bool) -> bool:
@@ -258,14 +260,14 @@ def finish(job: SearchJob, folder: rf.RunFolder) -> dict | None:
     see it so, and return the summary; None while prompts of other shards are unfinished, or to a shard
     that found the same summary already written by another."""
     with folder.locked():
-        records = folder.records()
-        waiting = unfinished(job, records)
+        records, searches = folder.records(), rf.read_searches(folder.root)
+        waiting = unfinished(job, records, searches)
         if waiting:
             who = job.shard.label if job.shard.count > 1 else "this process"
             log.info("%s finished its prompts; %d of %d prompts of the study are still being searched: the process "
                      "that completes the study writes %s", who, len(waiting), len(job.prompts), folder.root / rf.SUMMARY)
             return None
-        summary = summarise(records, job)
+        summary = summarise(records, job, searches)
         path = folder.root / rf.SUMMARY
         new = not path.exists() or _read_json(path) != summary
         if new:
@@ -289,18 +291,23 @@ def _read_json(path: Path):
         return None
 
 
-def unfinished(job: SearchJob, records: list[CandidateRecord]) -> list[Prompt]:
+def unfinished(job: SearchJob, records: list[CandidateRecord], searches: dict[str, SearchRecord]) -> list[Prompt]:
     """The study's prompts whose search the manifest does not hold to its end: each prompt's strategy is
     replayed from the recorded candidates (as a resume would ask for them) until it asks for nothing more.
     A strategy that asks a person (human-preference) cannot be replayed: its prompts count as finished."""
     by_key = {r.key: r for r in rf.final_records(records)}
-    return [p for i, p in enumerate(job.prompts) if not _replayed_to_end(job, i, p, by_key)]
+    return [p for i, p in enumerate(job.prompts) if not _replayed_to_end(job, i, p, by_key, searches)]
 
 
-def _replayed_to_end(job: SearchJob, index: int, prompt: Prompt, by_key: dict) -> bool:
+def _replayed_to_end(job: SearchJob, index: int, prompt: Prompt, by_key: dict,
+                     searches: dict[str, SearchRecord]) -> bool:
     phash = rf.prompt_hash(prompt.text)
+    held = [r for r in by_key.values() if r.prompt_hash == phash]
+    context = SearchContext(prompt.text, phash, Path("."), (), min(r.nfe for r in held)) if held else None
     strategy = job.search_factory(seed_fn=lambda r, i, purpose: derive_seed(job.seed, phash, r, i, purpose),
-                                  context=None)
+                                  context=context)
+    if getattr(strategy, "in_loop", False):
+        return phash in searches
     if hasattr(strategy, "frontend"):
         return True
     number = 0
@@ -325,9 +332,15 @@ def search_prompt(run: _PromptRun) -> None:
     round is told its scores before the next is asked for.
     """
     job, phash = run.job, run.phash
-    context = SearchContext(run.prompt.text, phash, run.folder.root, tuple(run.generator.latent_shape))
     strategy = job.search_factory(seed_fn=lambda r, i, purpose: derive_seed(job.seed, phash, r, i, purpose),
-                                  context=context)
+                                  context=_context(run))
+    if getattr(strategy, "in_loop", False):  # particles inside the denoising loop (tts.inloop)
+        from .inloop import search_prompt_in_loop
+
+        try:
+            return search_prompt_in_loop(run, strategy)
+        finally:
+            run.progress.close()
     if getattr(strategy, "interactive", False):  # never draw a bar over a question the person is answering
         run.progress.bar.disable = True
     ahead = getattr(strategy, "independent_rounds", False)
@@ -350,6 +363,16 @@ def search_prompt(run: _PromptRun) -> None:
                 write_round_best(run, started.number, records, strategy.best, nfe_total)
     finally:
         run.progress.close()
+
+
+def _context(run: _PromptRun) -> SearchContext:
+    """The strategy's context; the NFEs of one candidate are measured only when ``search.nfe_budget`` asks."""
+    nfe = None
+    if getattr(run.job.search_factory, "keywords", {}).get("nfe_budget") is not None:
+        from .inloop import nfe_per_image
+
+        nfe = nfe_per_image(run.generator, run.prompt.text)
+    return SearchContext(run.prompt.text, run.phash, run.folder.root, tuple(run.generator.latent_shape), nfe)
 
 
 def start_round(run: _PromptRun, number: int, noises: list[dict]) -> _Round:
@@ -463,7 +486,7 @@ def make_record(job: SearchJob, folder: rf.RunFolder, p: _Pending, v: Verdict, v
         score=v.scores[metric].score if ok else None,
         scores=({name: v.scores} if v.scores else {}) | v.members, image=p.image_path.name,
         timings=Timings(generate_s=p.generate_s, verify_s=verify_s), worker=folder.worker, usage=v.usage,
-        safety=p.safety)
+        safety=p.safety, path=p.path_record)
 
 
 def write_round_best(run: _PromptRun, number: int, records, best: Candidate | None, nfe_total: float) -> None:
@@ -511,10 +534,12 @@ def total_usage(records: list[CandidateRecord]) -> Usage | None:
     return total if used else None
 
 
-def summarise(records: list[CandidateRecord], job: SearchJob) -> dict:
+def summarise(records: list[CandidateRecord], job: SearchJob, searches: dict[str, SearchRecord] | None = None) -> dict:
     """summary.json: per prompt its best; means of every metric of the bests, overall and per value of the
     prompt source's grouping tags; verifier usage (requests, tokens, cost) summed over every record,
-    failed attempts included."""
+    failed attempts included; NFEs in all (in-loop candidates are charged what dropped particles cost, so
+    this is what the searches spent), preview decodes and verifier calls (final images and previews)."""
+    searches = searches or {}
     usage = total_usage(records)
     records = rf.final_records(records)
     best = best_per_prompt(records, job.verifier.higher_is_better())
@@ -533,12 +558,14 @@ def summarise(records: list[CandidateRecord], job: SearchJob) -> dict:
         return {"n": len(rs)} | {m: sum(v) / len(v) for m, v in values.items()}
 
     return {
-        "schema_version": 2,
+        "schema_version": 3,
         "verifier": job.verifier.name, "choice_of_metric": job.verifier.choice_of_metric,
         "candidates": len(records), "failed": sum(r.status == "failed" for r in records),
         "blocked": sum(r.status == "blocked" for r in records),
         "blocked_per_prompt": dict(collections.Counter(r.prompt for r in records if r.status == "blocked")),
         "nfe_total": sum(r.nfe for r in records),
+        "preview_decodes": sum(s.preview_decodes for s in searches.values()),
+        "verifier_calls": sum(r.status != "blocked" for r in records) + sum(s.preview_scores for s in searches.values()),
         "usage": usage.model_dump() if usage else None,
         "groups": {k: means(v) for k, v in sorted(groups.items())},
         "prompts": {p: {"best_score": r.score, "best_image": r.image, "round": r.round, "seed": r.seed}

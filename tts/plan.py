@@ -54,8 +54,8 @@ def make_plan(cfg: DictConfig, job=None) -> dict:
     parts = _parts(cfg, job)
     settings = cfg.get("plan") or {}
     pilot = _pilot(settings.get("from_run"), cfg) if settings.get("from_run") else None
-    low, high = candidates_per_prompt(parts.search_factory)
     nfe, nfe_source = nfe_per_candidate(parts.pipeline)
+    low, high = candidates_per_prompt(parts.search_factory, nfe)
     s_per_nfe, throughput_source = settings.get("s_per_nfe"), "given (plan.s_per_nfe)"
     if pilot:
         nfe, nfe_source = pilot["nfe_per_candidate"], f"measured in {pilot['run']}"
@@ -103,16 +103,24 @@ def _parts(cfg: DictConfig, job) -> _Parts:
 
 # -- candidates and NFEs ------------------------------------------------------------------------------------
 
-def candidates_per_prompt(factory) -> tuple[int, int]:
+def candidates_per_prompt(factory, nfe: float | None = None) -> tuple[int, int]:
     """(fewest, most) candidates one prompt's search asks for: the strategy run to its end on stand-in scores,
     once with every candidate failing (no pivot ever improves: the most restarts) and once with every new
-    candidate the best so far (the fewest). A strategy that asks a person: every round shown, at most."""
+    candidate the best so far (the fewest). A strategy that asks a person: every round shown, at most. An
+    in-loop strategy (particles, tts.particles): the whole images its ``nfe_budget`` pays for (what it spends
+    is at most that; 1 without a budget, which the plan cannot bound). With ``nfe_budget``, the most is capped
+    by what the budget pays for."""
     strategy = factory(seed_fn=lambda r, i, purpose: 1000 * r + i)
+    budget = getattr(strategy, "nfe_budget", None)
+    cap = max(1, int(budget // nfe)) if budget and nfe else None
+    if getattr(strategy, "in_loop", False):
+        return (cap, cap) if cap else (1, 1)
     if hasattr(strategy, "frontend"):
         per_round = getattr(strategy, "per_round", 1)
-        return per_round, strategy.rounds * per_round
+        return (per_round, strategy.rounds * per_round) if cap is None else (min(per_round, cap), min(
+            strategy.rounds * per_round, cap))
     counts = [_simulate(factory, improving) for improving in (False, True)]
-    return min(counts), max(counts)
+    return (min(counts), max(counts)) if cap is None else (min(min(counts), cap), min(max(counts), cap))
 
 
 def _simulate(factory, improving: bool, cap: int = 100_000) -> int:

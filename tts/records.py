@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-SCHEMA_VERSION = 2  # 2: CandidateRecord.usage (API tokens and cost)
+SCHEMA_VERSION = 3  # 2: CandidateRecord.usage (API tokens and cost); 3: CandidateRecord.path (in-loop search)
 
 
 class MetricScore(BaseModel):
@@ -65,6 +65,40 @@ class SafetyRecord(BaseModel):
         return ", ".join(name for name, on in (("nsfw", self.nsfw), ("black", self.black)) if on) or None
 
 
+class PathRecord(BaseModel):
+    """How an in-loop strategy's candidate was made (tts.particles): the operations from its initial noise
+    (``start``, ``run``, ``renoise``, and ``from`` markers naming the particle it was copied from at which step),
+    the sampler's ``eta`` and first-order ``fallback`` (None: the pipeline's own scheduler), its particle id and
+    parent, and its NFEs: ``nfe_path`` along its whole path (what a replay costs), ``nfe_shared`` the part of it
+    shared with the particle it was copied from. The record's ``nfe`` is what it was charged: its own NFEs plus
+    its share of what dropped particles cost, so a prompt's records sum to what its search spent."""
+
+    strategy: str
+    eta: float = 0.0
+    fallback: str | None = None
+    particle: str
+    parent: str | None = None
+    ops: list[dict[str, Any]]
+    nfe_path: float
+    nfe_shared: float = 0.0
+
+
+class SearchRecord(BaseModel):
+    """One line of ``searches.jsonl``, written when an in-loop search of a prompt is complete (after its
+    candidates' records): what the search spent, in all."""
+
+    schema_version: int = SCHEMA_VERSION
+    prompt: str
+    prompt_hash: str
+    strategy: str
+    candidates: int
+    nfe: float
+    nfe_budget: float | None = None
+    preview_decodes: int = 0
+    preview_scores: int = 0
+    worker: str = ""
+
+
 class CandidateRecord(BaseModel):
     """One line of ``manifest.jsonl``: a generated (and, if status == "ok", verified) candidate; a "blocked"
     one (``error`` says why) was never verified."""
@@ -90,6 +124,7 @@ class CandidateRecord(BaseModel):
     worker: str = ""
     usage: Usage | None = None
     safety: SafetyRecord | None = None  # flags, rewritten prompt, fallback (absent before tts.safety)
+    path: PathRecord | None = None  # in-loop strategies: the candidate's whole path (absent for noise searches)
 
     @property
     def key(self) -> tuple[str, int, int]:

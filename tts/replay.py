@@ -1,7 +1,8 @@
 """``tts-replay RUN_DIR IMAGE [--out PATH]``: regenerate one candidate from its record alone.
 
 Reads the run's ``config.json`` (the pipeline settings) and the candidate's manifest record (its
-prompt and noise lineage), regenerates the image with the same pipeline, writes it to ``--out``
+prompt and noise lineage; for an in-loop strategy's candidate, its whole path: every step, branch, re-noise
+and resampling, replayed on the step-level sampler), regenerates the image with the same pipeline, writes it to ``--out``
 (default ``<RUN_DIR>/replay/<IMAGE>``) and prints the largest pixel difference from the stored one.
 """
 from __future__ import annotations
@@ -36,14 +37,31 @@ def replay(run_dir: Path, image: str, out: Path | None = None, device: str | Non
         settings["device"] = device
     spec = PipelineSpec(**settings)
     generator = make_generator(spec)
-    [regenerated], _, _ = generator.generate(record.prompt, [record.noise])
-    generator.close()
+    try:
+        regenerated = _regenerate(generator, record)
+    finally:
+        generator.close()
     out = out or run_dir / "replay" / record.image
     out.parent.mkdir(parents=True, exist_ok=True)
     rf.save_image(out, regenerated)
     original = np.asarray(Image.open(run_dir / record.image).convert("RGB"), dtype=np.int16)
     diff = int(np.abs(original - np.asarray(regenerated.convert("RGB"), dtype=np.int16)).max())
     return out, diff
+
+
+def _regenerate(generator, record):
+    """One pipeline call from the noise lineage, or the recorded path on the step-level sampler."""
+    if record.path is None:
+        [image], _, _ = generator.generate(record.prompt, [record.noise])
+        return image
+    from .particles import replay_path, sampler_options
+    from .sampler import Sampler
+
+    sampler = Sampler(generator, sampler_options(record.path.eta))
+    try:
+        return replay_path(sampler, record.prompt, record.path.ops)
+    finally:
+        sampler.close()
 
 
 def main(argv=None) -> None:

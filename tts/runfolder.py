@@ -28,7 +28,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .records import SCHEMA_VERSION, CandidateRecord
+from .records import SCHEMA_VERSION, CandidateRecord, SearchRecord
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ LOCK = ".tts.lock"
 CLAIMS = ".claims"
 MANIFESTS = "manifests"
 PLAN = "plan.json"
+PREVIEWS = "previews.jsonl"  # in-loop strategies' preview scores (never final scores)
+SEARCHES = "searches.jsonl"  # one line per prompt whose in-loop search is complete (records.SearchRecord)
 #: errno values of a file system without (working) flock: Lustre mounted with noflock, NFS without a lock manager.
 _NO_LOCKS = frozenset({errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP})
 #: Names that hold secrets: ``api_key``, ``hf_token`` (but not ``max_new_tokens``), ``password``, ...
@@ -78,6 +80,12 @@ def prompt_stem(prompt: str, max_length: int = 100) -> str:
 
 def image_name(prompt: str, round_: int, seed: int) -> str:
     return f"{prompt_stem(prompt)}_i@{round_}_s@{seed}.png"
+
+
+def candidate_image_name(prompt: str, round_: int, index: int) -> str:
+    """An in-loop strategy's candidate: no single seed names it (its path branches and re-noises), so its
+    index in the round does: ``<stem>_i@<round>_c@<index>.png`` (its record holds the whole path)."""
+    return f"{prompt_stem(prompt)}_i@{round_}_c@{index}.png"
 
 
 def round_json_name(prompt: str, round_: int, seed: int | None) -> str:
@@ -481,6 +489,23 @@ class RunFolder:
     def records(self) -> list[CandidateRecord]:
         return read_manifest(self.root)
 
+    def write_previews(self, prompt_hash_: str, lines: list[dict]) -> None:
+        """A prompt's preview scores into ``previews.jsonl``, replacing any an interrupted attempt at the same
+        prompt left (so a rerun leaves the file as an uninterrupted run would). The lock-free mode appends."""
+        path = self.root / PREVIEWS
+        text = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
+        if self.per_shard:
+            for line in text.splitlines():
+                append_line(path, line, locked=False)
+            return
+        with self.locked():
+            kept = [line for line in _read_text_lines(path) if f'"prompt_hash":"{prompt_hash_}"' not in line]
+            atomic_write_bytes(path, ("".join(k + "\n" for k in kept) + text).encode())
+
+    def append_search(self, record: SearchRecord) -> None:
+        append_line(self.root / SEARCHES, record.model_dump_json(), locked=not self.per_shard)
+
+
     def clean(self) -> None:
         """Remove stale temporary files (called when a run starts or resumes)."""
         with self.locked():
@@ -535,3 +560,22 @@ def _holder_alive(holder: str, path: Path) -> bool:
 
 def disk_full(e: BaseException) -> bool:
     return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _read_text_lines(path: Path) -> list[str]:
+    try:
+        return [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def read_searches(root: Path | str) -> dict[str, SearchRecord]:
+    """``searches.jsonl`` by prompt hash (the last line per prompt); unreadable lines are skipped."""
+    out: dict[str, SearchRecord] = {}
+    for line in _read_text_lines(Path(root) / SEARCHES):
+        try:
+            rec = SearchRecord.model_validate_json(line)
+        except ValueError:
+            continue
+        out[rec.prompt_hash] = rec
+    return out

@@ -71,3 +71,23 @@ class SleepyVerifier(Verifier):
     def score(self, prompts, images):
         time.sleep(0.3)
         return [{"brightness": MetricScore(score=float(np.asarray(i).mean()))} for i in images]
+
+
+class TinyInLoop:
+    """A small in-loop strategy for the loop's tests: 3 particles to step 2, the best two previews kept (the
+    best twice, with new seeds), a re-noise one step back, then the end. Uses every path operation."""
+
+    in_loop = True
+
+    def __init__(self, seed_fn, context=None, nfe_budget=None, eta: float = 0.5, **random_search_keys):
+        self.seed_fn, self.nfe_budget, self.eta = seed_fn, nfe_budget, eta
+
+    def search(self, engine):
+        from tts.noise import fresh
+
+        p = engine.advance(engine.start([fresh(self.seed_fn(0, i, "fresh")) for i in range(3)]), 2)
+        scores = [s if s is not None else float("-inf") for s in engine.score(p, "prune")]
+        order = sorted(range(3), key=lambda i: -scores[i])
+        p = engine.select(p, [order[0], order[0], order[1]], "keep", [self.seed_fn(1, i, "keep") for i in range(3)])
+        p = engine.renoise(engine.advance(p, 3), 2, [self.seed_fn(2, i, "renoise") for i in range(3)])
+        return engine.advance(p)

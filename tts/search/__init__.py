@@ -20,9 +20,17 @@ Strategies compare candidates only through :meth:`Candidate.beats`, which follow
 declared direction (``Verifier.higher_is_better``), so no strategy assumes that larger is better.
 A new strategy is one module here plus one YAML in configs/search/.
 
-Strategies that act inside the denoising loop (search over paths, particle resampling) will
-return richer lineages (a trajectory with branch points) from ``ask()``; the generator, not the
-loop, interprets a lineage, so the loop and run folder stay as they are. A human-preference
+**In-loop strategies** (``in_loop = True``: prune, smc, paths, beam, evolution) act inside the denoising loop
+instead: built the same way, they have ``eta`` (the sampler they need: 0 deterministic, > 0 stochastic steps,
+tts.sampler) and ``search(engine) -> Particles``, which drives a :class:`tts.particles.Engine` for one prompt
+(start particles from noise lineages, advance them, score their x0 previews with the run's verifier, select,
+duplicate, re-noise) and returns the finished particles it keeps; the loop decodes, verifies and records them
+(round 1, one record per particle, each with its path so tts-replay regenerates it). A prompt's in-loop
+search is one unit of work: a rerun redoes a prompt that was interrupted, and skips a finished one.
+
+Every strategy accepts ``nfe_budget`` (``search.nfe_budget``: denoiser evaluations per prompt, None for no
+limit): ask/tell strategies stop asking when the next candidate would not fit (``SearchContext.nfe_per_image``),
+in-loop ones size their particle sets from it and the engine refuses any step beyond it. A human-preference
 strategy's ``tell()`` asks its front-end which candidates the person prefers.
 """
 from __future__ import annotations
@@ -44,6 +52,8 @@ class SearchContext:
     prompt_hash: str
     run_dir: Path
     latent_shape: tuple[int, ...]
+    #: denoiser evaluations one whole candidate costs (steps x passes per step), for ``nfe_budget``
+    nfe_per_image: float | None = None
 
 
 @dataclasses.dataclass
@@ -60,6 +70,29 @@ class Candidate:
         if self.score is None:
             return False
         return other is None or other.score is None or better(self.score, other.score, self.higher_is_better)
+
+
+def check_budget(nfe_budget) -> float | None:
+    """``search.nfe_budget``: None (no limit) or a positive number of denoiser evaluations per prompt."""
+    from ..validate import is_number
+
+    if nfe_budget is None:
+        return None
+    if not is_number(nfe_budget) or nfe_budget <= 0:
+        raise ValueError(f"search.nfe_budget must be a positive number of denoiser evaluations per prompt (or null "
+                         f"for no limit), got {nfe_budget!r}")
+    return float(nfe_budget)
+
+
+def budget_candidates(nfe_budget: float | None, context: SearchContext | None) -> int | None:
+    """How many whole candidates ``nfe_budget`` pays for (None: no limit, or no context to tell yet, as when a
+    config is only validated); a budget the run cannot measure is an error, not ignored."""
+    if nfe_budget is None or context is None:
+        return None
+    if not context.nfe_per_image:
+        raise ValueError("search.nfe_budget needs the NFEs per image, which a pipeline on a server "
+                         "(pipeline.server) does not report: drop one of them")
+    return int(nfe_budget // context.nfe_per_image + 1e-9)
 
 
 def better(a: float, b: float, higher_is_better: bool = True) -> bool:

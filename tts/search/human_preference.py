@@ -29,7 +29,7 @@ import torch
 
 from ..noise import fresh, make_noise, neighbor
 from ..validate import check_number, check_positive_int
-from . import Candidate, SearchContext, SeedFn
+from . import Candidate, SearchContext, SeedFn, budget_candidates, check_budget
 from .frontends import Choice, ShownItem, one_per_process
 from .frontends.feedback import Answer, FeedbackLog
 
@@ -50,7 +50,7 @@ class HumanPreferenceSearch:
 
     def __init__(self, seed_fn: SeedFn, context: SearchContext | None = None, rounds: int = 20, per_round: int = 8,
                  explore: float = 0.25, step_degrees: float = 30.0, min_step_degrees: float = 5.0, shrink: float = 0.7,
-                 pool_factor: int = 4, ridge_alpha: float = 1.0, frontend=None):
+                 pool_factor: int = 4, ridge_alpha: float = 1.0, frontend=None, nfe_budget: float | None = None):
         self.rounds = check_positive_int("search.rounds", rounds)
         self.per_round = check_positive_int("search.per_round", per_round)
         self.pool_factor = check_positive_int("search.pool_factor", pool_factor)
@@ -60,6 +60,8 @@ class HumanPreferenceSearch:
         check_number("search.shrink", shrink, 0.0, 1.0, lo_open=True)
         check_number("search.ridge_alpha", ridge_alpha, 0.0, math.inf, lo_open=True)
         self.frontend = _check_frontend(frontend)
+        self.nfe_budget = check_budget(nfe_budget)  # the session ends when the next image would not fit
+        self.cap, self.asked = budget_candidates(self.nfe_budget, context), 0
         self.seed_fn, self.context = seed_fn, context
         #: the terminal front-end asks questions on the console: the loop draws no progress bar over them
         self.interactive = bool(getattr(self.frontend, "interactive", False))
@@ -78,17 +80,24 @@ class HumanPreferenceSearch:
     # -- ask ---------------------------------------------------------------------------------------------
     def ask(self) -> list[dict]:
         """This round's noises: fresh at first; then screened neighbours of the favourites plus fresh ones."""
-        if self.stopped or self.round >= self.rounds:
+        left = None if self.cap is None else self.cap - self.asked
+        if self.stopped or self.round >= self.rounds or left == 0:
             self._finish()
             return []
         self.round += 1
         if not self.anchors:
             self.shown = [(fresh(self.seed_fn(self.round, i, "fresh")), True) for i in range(self.per_round)]
-            return [n for n, _ in self.shown]
+            return self._within(left)
         n_explore = min(self.per_round - 1, math.ceil(self.explore * self.per_round)) if self.explore > 0 else 0
         local = self._screen(self._proposals((self.per_round - n_explore) * self.pool_factor), self.per_round - n_explore)
         explore = [fresh(self.seed_fn(self.round, k, "explore")) for k in range(n_explore)]
         self.shown = [(n, False) for n in local] + [(n, True) for n in explore]
+        return self._within(left)
+
+    def _within(self, left: int | None) -> list[dict]:
+        """This round's noises, cut to what is left of ``nfe_budget``."""
+        self.shown = self.shown if left is None else self.shown[:left]
+        self.asked += len(self.shown)
         return [n for n, _ in self.shown]
 
     def _proposals(self, count: int) -> list[dict]:

@@ -2,12 +2,13 @@
 
 Round r (1-based) draws 2**r fresh noises by default (the reference project's schedule:
 4 rounds = 2 + 4 + 8 + 16 = 30 candidates); ``schedule=constant`` draws ``per_round`` each round.
-The global best is kept across rounds.
+The global best is kept across rounds. With ``nfe_budget`` the search stops at the candidates the budget pays
+for (the last round cut short), so best-of-N at B NFEs is N = B / (NFEs per image).
 """
 from __future__ import annotations
 
 from ..noise import fresh
-from . import Candidate, SearchContext, SeedFn, check_positive_int
+from . import Candidate, SearchContext, SeedFn, budget_candidates, check_budget, check_positive_int
 
 SCHEDULES = ("exponential", "constant")
 
@@ -19,13 +20,15 @@ class RandomSearch:
     resume_keys = ("rounds",)
 
     def __init__(self, seed_fn: SeedFn, context: SearchContext | None = None, rounds: int = 4, schedule: str = "exponential", base: int = 2,
-                 per_round: int = 4):
+                 per_round: int = 4, nfe_budget: float | None = None):
         self.rounds = check_positive_int("search.rounds", rounds)
         if schedule not in SCHEDULES:
             raise ValueError(f"search.schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
         self.schedule, self.base = schedule, check_positive_int("search.base", base)
         self.per_round = check_positive_int("search.per_round", per_round)
         self.seed_fn, self.round, self.best = seed_fn, 0, None
+        self.nfe_budget = check_budget(nfe_budget)
+        self.cap, self.asked = budget_candidates(self.nfe_budget, context), 0
 
     def round_size(self, round_: int) -> int:
         return self.base ** round_ if self.schedule == "exponential" else self.per_round
@@ -33,10 +36,17 @@ class RandomSearch:
     def ask(self) -> list[dict]:
         if self.round >= self.rounds:
             return []
+        size = self.round_size(self.round + 1)
+        if self.cap is not None:
+            size = min(size, self.cap - self.asked)
+        if size <= 0:
+            return []
         self.round += 1
-        return [fresh(self.seed_fn(self.round, i, "fresh")) for i in range(self.round_size(self.round))]
+        self.asked += size
+        return [fresh(self.seed_fn(self.round, i, "fresh")) for i in range(size)]
 
     def tell(self, candidates: list[Candidate]) -> None:
         for c in candidates:
             if c.beats(self.best):
                 self.best = c
+

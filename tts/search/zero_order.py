@@ -3,12 +3,13 @@
 Start from a fresh pivot; each round draws ``num_neighbors`` neighbours at cosine exactly
 ``threshold`` and equal norm (tts.noise.neighbor). If the best neighbour beats the pivot it becomes
 the pivot; otherwise the next round restarts from a fresh pivot (generated with its neighbours).
-The pivot is never regenerated or re-scored, and the global best survives restarts.
+The pivot is never regenerated or re-scored, and the global best survives restarts. With ``nfe_budget`` the
+search stops at the candidates the budget pays for (the last round cut short).
 """
 from __future__ import annotations
 
 from ..noise import fresh, neighbor
-from . import Candidate, SearchContext, SeedFn, check_positive_int
+from . import Candidate, SearchContext, SeedFn, budget_candidates, check_budget, check_positive_int
 from ..validate import is_number
 
 
@@ -16,7 +17,8 @@ class ZeroOrderSearch:
     #: a rerun of a run folder may change these: rounds are replayed from recorded scores, so more extend it.
     resume_keys = ("rounds",)
 
-    def __init__(self, seed_fn: SeedFn, context: SearchContext | None = None, rounds: int = 4, num_neighbors: int = 4, threshold: float = 0.95):
+    def __init__(self, seed_fn: SeedFn, context: SearchContext | None = None, rounds: int = 4, num_neighbors: int = 4, threshold: float = 0.95,
+                 nfe_budget: float | None = None):
         self.rounds = check_positive_int("search.rounds", rounds)
         self.num_neighbors = check_positive_int("search.num_neighbors", num_neighbors)
         if not is_number(threshold) or not 0.0 < threshold < 1.0:
@@ -25,9 +27,12 @@ class ZeroOrderSearch:
         self.seed_fn, self.round, self.best = seed_fn, 0, None
         self.pivot: Candidate | None = None
         self._fresh_pivot = False
+        self.nfe_budget = check_budget(nfe_budget)
+        self.cap, self.asked = budget_candidates(self.nfe_budget, context), 0
 
     def ask(self) -> list[dict]:
-        if self.round >= self.rounds:
+        left = None if self.cap is None else self.cap - self.asked
+        if self.round >= self.rounds or left == 0:
             return []
         self.round += 1
         noises = []
@@ -40,6 +45,8 @@ class ZeroOrderSearch:
         start = len(noises)
         noises += [neighbor(pivot_noise, self.seed_fn(self.round, start + k, "neighbor"), self.threshold)
                    for k in range(self.num_neighbors)]
+        noises = noises if left is None else noises[:left]
+        self.asked += len(noises)
         return noises
 
     def tell(self, candidates: list[Candidate]) -> None:

@@ -1,0 +1,132 @@
+"""One prompt's in-loop search in a run folder: the strategy drives particles (tts.particles), the loop keeps
+what it returns.
+
+1. the prompt is skipped when ``searches.jsonl`` says its search is complete (a prompt interrupted before that
+   line is redone from the start: every seed derives from the run seed, so it gives the same candidates);
+2. the strategy searches on a step-level sampler, its previews scored by the run's verifier;
+3. the preview scores go to ``previews.jsonl`` (replacing an interrupted attempt's);
+4. the finished particles are saved as images (``<stem>_i@1_c@<index>.png``), verified on their final images and
+   recorded with their paths (round 1), the round JSON written;
+5. a ``searches.jsonl`` line records what the search spent (NFEs, preview decodes and scores).
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from . import runfolder as rf
+from .particles import Engine, Final, PreviewInfo, sampler_options
+from .records import PathRecord, SearchRecord
+from .sampler import Sampler
+from .search import Candidate, oriented
+from .verifiers.base import as_verdict
+
+log = logging.getLogger(__name__)
+ROUND = 1  # an in-loop search is one round: its candidates are the particles it keeps
+
+
+class PreviewLog:
+    """The engine's preview scorer: the run's verifier on x0 previews (``score_preview`` with the noise level
+    when the verifier has one), oriented so larger is better, every score kept for ``previews.jsonl``."""
+
+    def __init__(self, verifier, prompt: str, prompt_hash: str):
+        self.verifier, self.prompt, self.phash = verifier, prompt, prompt_hash
+        self.metric = verifier.choice_of_metric
+        self.lines: list[dict] = []
+
+    def __call__(self, images: list, info: PreviewInfo) -> list:
+        prompts = [self.prompt] * len(images)
+        try:
+            if hasattr(self.verifier, "score_preview"):
+                raw = self.verifier.score_preview(prompts, images, info.noise_level)
+            else:
+                raw = self.verifier.score(prompts, images)
+            verdicts = [as_verdict(r) for r in raw]
+        except Exception as e:  # noqa: BLE001 - a failed preview scores worst; the search goes on
+            log.warning("preview scoring failed at step %d (%s: %s): those particles score worst", info.step,
+                        type(e).__name__, e)
+            verdicts = [None] * len(images)
+        scores = [v.scores[self.metric].score if v is not None and v.scores and self.metric in v.scores else None
+                  for v in verdicts]
+        for pid, s in zip(info.ids, scores):
+            self.lines.append({"prompt_hash": self.phash, "prompt": self.prompt, "step": info.step,
+                               "noise_level": round(info.noise_level, 6), "particle": pid, "metric": self.metric,
+                               "score": s, **({"label": info.label} if info.label else {})})
+        up = self.verifier.higher_is_better()
+        return [None if s is None else oriented(s, up) for s in scores]
+
+
+def search_prompt_in_loop(run, strategy) -> None:
+    """Steps 1-5 of the module docstring for one prompt (``run``: tts.loop's _PromptRun)."""
+    searches = rf.read_searches(run.folder.root)
+    if run.phash in searches:
+        run.progress.generated(searches[run.phash].candidates)
+        return
+    previews = PreviewLog(run.job.verifier, run.prompt.text, run.phash)
+    engine, started = _engine(run, strategy, previews), time.perf_counter()
+    try:
+        finals = engine.finish(strategy.search(engine))
+    finally:
+        engine.sampler.close()
+    run.folder.write_previews(run.phash, previews.lines)
+    records = _record_finals(run, strategy, engine, finals, (time.perf_counter() - started) / len(finals))
+    best = None
+    for r in records:
+        c = Candidate(r.round, r.index, r.noise, r.score if r.status == "ok" else None, r,
+                      run.job.verifier.higher_is_better())
+        best = c if c.beats(best) else best
+    from .loop import write_round_best
+
+    write_round_best(run, ROUND, records, best, sum(r.nfe for r in records))
+    run.folder.append_search(SearchRecord(
+        prompt=run.prompt.text, prompt_hash=run.phash, strategy=_name(strategy), candidates=len(records),
+        nfe=engine.spent, nfe_budget=engine.budget, preview_decodes=engine.preview_decodes,
+        preview_scores=engine.preview_scores, worker=run.folder.worker))
+
+
+def _engine(run, strategy, previews: PreviewLog) -> Engine:
+    generator = run.generator
+    if not hasattr(generator, "pipe"):
+        raise rf.RunFolderError(f"search={_name(strategy)} steps the denoiser itself: it needs the pipeline in this "
+                                "process; drop pipeline.server")
+    sampler = Sampler(generator, sampler_options(strategy.eta))
+    return Engine(sampler, run.prompt.text, previews, getattr(strategy, "nfe_budget", None))
+
+
+def _record_finals(run, strategy, engine: Engine, finals: list[Final], seconds: float) -> list:
+    """Save each final image, verify them in batches, append a record each (with its path)."""
+    from .loop import _Pending, verify_and_record
+
+    pending = []
+    for index, f in enumerate(finals):
+        path = run.folder.root / rf.candidate_image_name(run.prompt.text, ROUND, index)
+        rf.save_image(path, f.image)
+        pending.append(_Pending(run.index, run.prompt, ROUND, index, f.noise, path, f.nfe, seconds,
+                                path_record=PathRecord(strategy=_name(strategy), eta=engine.eta,
+                                                       fallback=engine.sampler.fallback, particle=f.id,
+                                                       parent=f.parent, ops=f.path, nfe_path=f.nfe_path,
+                                                       nfe_shared=f.nfe_shared)))
+    run.progress.generated(len(pending))
+    records = []
+    size = run.job.batch_size
+    for k in range(0, len(pending), size):
+        records += verify_and_record(run.job, run.folder, pending[k:k + size])
+        run.progress.verified_(len(pending[k:k + size]))
+        run.folder.heartbeat(run.phash)
+    return sorted(records, key=lambda r: r.index)
+
+
+def nfe_per_image(generator, prompt: str) -> float | None:
+    """Denoiser evaluations one whole candidate costs on this generator (steps x passes per step), for an
+    ask/tell strategy's ``nfe_budget``; None when the pipeline runs elsewhere (pipeline.server)."""
+    if not hasattr(generator, "pipe"):
+        return None
+    sampler = Sampler(generator)
+    try:
+        return float(Engine(sampler, prompt, lambda images, info: [None] * len(images)).image_cost)
+    finally:
+        sampler.close()
+
+
+def _name(strategy) -> str:
+    return getattr(strategy, "name", None) or type(strategy).__module__.rsplit(".", 1)[-1].replace("_", "-")
