@@ -16,7 +16,7 @@ import time
 
 from . import runfolder as rf
 from .particles import Engine, Final, PreviewInfo, sampler_options
-from .records import PathRecord, SearchRecord
+from .records import PathRecord, SearchRecord, Usage
 from .sampler import Sampler
 from .search import Candidate, oriented
 from .verifiers.base import as_verdict
@@ -33,6 +33,7 @@ class PreviewLog:
         self.verifier, self.prompt, self.phash = verifier, prompt, prompt_hash
         self.metric = verifier.choice_of_metric
         self.lines: list[dict] = []
+        self.usage: Usage | None = None  # API verifiers: what the previews cost
 
     def __call__(self, images: list, info: PreviewInfo) -> list:
         prompts = [self.prompt] * len(images)
@@ -46,6 +47,9 @@ class PreviewLog:
             log.warning("preview scoring failed at step %d (%s: %s): those particles score worst", info.step,
                         type(e).__name__, e)
             verdicts = [None] * len(images)
+        for v in verdicts:
+            if v is not None and v.usage is not None:
+                self.usage = v.usage if self.usage is None else self.usage.add(v.usage)
         scores = [v.scores[self.metric].score if v is not None and v.scores and self.metric in v.scores else None
                   for v in verdicts]
         for pid, s in zip(info.ids, scores):
@@ -81,7 +85,7 @@ def search_prompt_in_loop(run, strategy) -> None:
     run.folder.append_search(SearchRecord(
         prompt=run.prompt.text, prompt_hash=run.phash, strategy=_name(strategy), candidates=len(records),
         nfe=engine.spent, nfe_budget=engine.budget, preview_decodes=engine.preview_decodes,
-        preview_scores=engine.preview_scores, worker=run.folder.worker))
+        preview_scores=engine.preview_scores, usage=previews.usage, worker=run.folder.worker))
 
 
 def _engine(run, strategy, previews: PreviewLog) -> Engine:
@@ -101,7 +105,8 @@ def _record_finals(run, strategy, engine: Engine, finals: list[Final], seconds: 
     for index, f in enumerate(finals):
         path = run.folder.root / rf.candidate_image_name(run.prompt.text, ROUND, index)
         rf.save_image(path, f.image)
-        pending.append(_Pending(run.index, run.prompt, ROUND, index, f.noise, path, f.nfe, seconds,
+        safety = run.job.safety.flags(f.image, run.job.pipeline.name, None)  # blocked: recorded, never verified
+        pending.append(_Pending(run.index, run.prompt, ROUND, index, f.noise, path, f.nfe, seconds, safety,
                                 path_record=PathRecord(strategy=_name(strategy), eta=engine.eta,
                                                        fallback=engine.sampler.fallback, particle=f.id,
                                                        parent=f.parent, ops=f.path, nfe_path=f.nfe_path,

@@ -541,6 +541,9 @@ def summarise(records: list[CandidateRecord], job: SearchJob, searches: dict[str
     this is what the searches spent), preview decodes and verifier calls (final images and previews)."""
     searches = searches or {}
     usage = total_usage(records)
+    for s in searches.values():  # what in-loop searches' preview scores cost
+        if s.usage is not None:
+            usage = s.usage if usage is None else usage.add(s.usage)
     records = rf.final_records(records)
     best = best_per_prompt(records, job.verifier.higher_is_better())
     groups: dict[str, list[CandidateRecord]] = collections.defaultdict(list)

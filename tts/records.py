@@ -96,6 +96,7 @@ class SearchRecord(BaseModel):
     nfe_budget: float | None = None
     preview_decodes: int = 0
     preview_scores: int = 0
+    usage: Usage | None = None  # API verifiers: what scoring the previews cost
     worker: str = ""
 
 

@@ -295,7 +295,7 @@ def budget(config: dict) -> str:
     items = [f"{k}={v}" for k, v in search.items()
              if k not in ("_target_", "_partial_", "search_method") and f"search.{k}" not in rf.operational_paths(
                  search, "search")
-             and not isinstance(v, (dict, list))]
+             and v is not None and not isinstance(v, (dict, list))]
     return " ".join(items) or "—"
 
 
@@ -330,11 +330,12 @@ def _mtime(path: Path) -> list[float]:
 
 def verifier_calls(run: Run) -> tuple[int, bool]:
     """API requests sent (retries included) when the verifier reports usage, else verification results recorded
-    (every record but blocked ones, re-verifications of failed candidates included); and which it is."""
+    (every record but blocked ones, re-verifications of failed candidates included, plus in-loop preview
+    scores); and which it is."""
     used = [r.usage for r in run.written if r.usage is not None]
     if used:
         return sum(u.requests for u in used), True
-    return sum(r.status != "blocked" for r in run.written), False
+    return sum(r.status != "blocked" for r in run.written) + len(run.previews), False
 
 
 def overview(run: Run, root: Path) -> dict[str, Any]:

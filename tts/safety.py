@@ -276,9 +276,9 @@ class Safety:
     # -- internals ---------------------------------------------------------------------------------------
     def _shots(self, generator, prompt: str, lineages: list[dict], pipeline: str, rewritten: str | None) -> list[Shot]:
         images, nfe, seconds = generator.generate(prompt, lineages)
-        return [Shot(image, nfe, seconds / len(lineages), self._flags(image, pipeline, rewritten)) for image in images]
+        return [Shot(image, nfe, seconds / len(lineages), self.flags(image, pipeline, rewritten)) for image in images]
 
-    def _flags(self, image: Image.Image, pipeline: str, rewritten: str | None) -> SafetyRecord:
+    def flags(self, image: Image.Image, pipeline: str, rewritten: str | None) -> SafetyRecord:
         screened = self.screen
         return SafetyRecord(nsfw=screened and is_flagged(image),
                             black=screened and is_black(image, self.black_mean, self.black_max),
