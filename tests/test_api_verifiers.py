@@ -360,3 +360,22 @@ def test_base_url_from_the_clients_own_environment_variable(protocol, monkeypatc
         [verdict] = verifier.score(["a red circle"], [Image.new("RGB", (32, 32), "red")])
         verifier.close()
         assert verdict.error is None and server.stats["requests"] == 1
+
+
+def test_in_loop_search_scores_previews_with_an_api_grader(tmp_path, monkeypatch):
+    """An in-loop strategy's previews go to the grader like final images; their usage is counted apart."""
+    from conftest import TESTS
+
+    from tts.runfolder import PREVIEWS, read_searches
+
+    monkeypatch.syspath_prepend(str(TESTS / "plugins"))
+    with LoopbackGrader(api_key=KEY) as server:
+        summary = run_tts(["verifier=gemini", f"verifier.base_url={base_url(server, 'gemini')}",
+                           "search._target_=tts_test_plugins.TinyInLoop", "+search.eta=0.5", *FAST,
+                           "pipeline.num_inference_steps=4"], tmp_path)
+        previews = (tmp_path / PREVIEWS).read_text().splitlines()
+        [search] = read_searches(tmp_path).values()
+        assert len(previews) == search.preview_scores == 3  # the plugin scores 3 previews, then keeps 3 finals
+        assert search.usage is not None and search.usage.requests == 3
+        assert server.stats["requests"] == 3 + 3
+        assert summary["usage"]["requests"] == 6 and summary["verifier_calls"] == 6

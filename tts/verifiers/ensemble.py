@@ -61,7 +61,14 @@ class EnsembleVerifier(Verifier):
             m.close()
 
     def score(self, prompts, images):
-        per_member = {m.name: [as_verdict(v) for v in m.score(prompts, images)] for m in self.members}
+        return self.score_preview(prompts, images, 0.0)
+
+    def score_preview(self, prompts, images, noise_level: float):
+        """Scores of x0 previews (in-loop search): members that read the noise level (``score_preview``) get it,
+        the others score the preview as an image."""
+        per_member = {m.name: [as_verdict(v) for v in (m.score_preview(prompts, images, noise_level)
+                                                        if hasattr(m, "score_preview") and noise_level > 0
+                                                        else m.score(prompts, images))] for m in self.members}
         out = []
         with self._lock:
             for i, prompt in enumerate(prompts):
