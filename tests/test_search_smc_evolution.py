@@ -208,10 +208,10 @@ def test_evolution_budget_rule_never_overspends_and_leaves_little():
 def test_preview_step_is_a_step_or_a_fraction_of_the_pipelines_steps():
     assert [preview_at(0.6, 10), preview_at(0.6, 4), preview_at(0.99, 10), preview_at(0.01, 10)] == [6, 2, 9, 1]
     assert preview_at(3, 10) == 3
-    with pytest.raises(ValueError, match=r"search.preview_step must lie in \[1, 3\] \(this pipeline runs 4 steps\)"):
+    with pytest.raises(ValueError, match=r"search.preview_step must be a step in \[1, 3\] on this pipeline's 4 denoising steps"):
         preview_at(5, 4)
     for bad in (0, 1.0, 1.5, True, "3"):
-        with pytest.raises(ValueError, match="search.preview_step must be a step"):
+        with pytest.raises(ValueError, match="search.preview_step must be a denoising step >= 1 or a fraction"):
             EvolutionSearch(seed_fn, preview_step=bad)
 
 

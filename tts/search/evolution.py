@@ -31,8 +31,9 @@ import dataclasses
 import math
 
 from ..noise import fresh, neighbor
-from ..validate import check_number, is_int, is_number
+from ..validate import check_number
 from . import SearchContext, SeedFn, check_budget, check_positive_int
+from ._steps import check_image_budget, check_step, resolve_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,9 +51,7 @@ class Plan:
 def plan_for_budget(budget: float, steps: int, preview_step: int, cost: float, generations: int, finals: int) -> Plan:
     """The plan within ``budget`` (module docstring: the rule)."""
     units = budget / cost + 1e-9  # row-steps the budget pays for
-    if units < steps:
-        raise ValueError(f"search.nfe_budget={budget:g} pays for less than one image ({steps * cost:g} NFEs per "
-                         "image on this pipeline); raise it")
+    check_image_budget(budget, steps * cost)
     plans = [_plan(units, steps, preview_step, g, finals) for g in range(generations, 0, -1)]
     plans = [p for p in plans if p.population >= 2 or p.generations == 1]
     close = [p for p in plans if units - p.nfe(steps, preview_step, 1) < steps]
@@ -94,19 +93,7 @@ def ranked(generations: list[Generation]) -> list[tuple[int, int]]:
 def preview_at(preview_step: int | float, steps: int) -> int:
     """The step previews are scored at: ``preview_step`` itself (an int), or that fraction of ``steps`` (a float
     in (0, 1), rounded, kept within 1 .. steps - 1)."""
-    if isinstance(preview_step, float):
-        return min(steps - 1, max(1, _nearest(preview_step * steps)))
-    if not 1 <= preview_step <= steps - 1:
-        raise ValueError(f"search.preview_step must lie in [1, {steps - 1}] (this pipeline runs {steps} steps), got "
-                         f"{preview_step}; or give a fraction of the steps, e.g. 0.5")
-    return preview_step
-
-
-def _check_preview_step(value) -> int | float:
-    if is_int(value) and value >= 1 or is_number(value) and isinstance(value, float) and 0.0 < value < 1.0:
-        return value
-    raise ValueError(f"search.preview_step must be a step (an integer >= 1) or a fraction of the steps in (0, 1), "
-                     f"got {value!r}")
+    return resolve_step("search.preview_step", preview_step, steps, 1, steps - 1)
 
 
 def _nearest(x: float) -> int:
@@ -131,7 +118,7 @@ class EvolutionSearch:
         self.nfe_budget = check_budget(nfe_budget)
         self.population = check_positive_int("search.population", population)
         self.generations = check_positive_int("search.generations", generations)
-        self.preview_step = _check_preview_step(preview_step)
+        self.preview_step = check_step("search.preview_step", preview_step)
         self.finals = check_positive_int("search.finals", finals)
         if self.nfe_budget is None and self.finals > self.population * self.generations:
             raise ValueError(f"search.finals must be at most population x generations "

@@ -46,6 +46,7 @@ import numpy as np
 from ..noise import fresh
 from ..validate import check_number, is_int
 from . import SearchContext, SeedFn, check_budget, check_positive_int
+from ._steps import check_image_budget
 
 POTENTIALS = ("max", "diff", "add", "rt")
 RESAMPLERS = ("systematic", "multinomial")
@@ -180,11 +181,9 @@ class SMCSearch:
         """k: ``num_particles``, or as many whole trajectories as the budget pays for."""
         if self.nfe_budget is None:
             return self.num_particles
-        k = int((min(self.nfe_budget, engine.remaining) + 1e-9) // engine.image_cost)
-        if k < 1:
-            raise ValueError(f"search.nfe_budget={self.nfe_budget:g} pays for less than one image "
-                             f"({engine.image_cost} NFEs per image on this pipeline); raise it")
-        return k
+        budget = min(self.nfe_budget, engine.remaining)
+        check_image_budget(budget, engine.image_cost)
+        return int((budget + 1e-9) // engine.image_cost)
 
     def scoring_steps(self, steps: int) -> list[int]:
         """Steps (1..steps-1) where previews are scored and the particles may be resampled."""
