@@ -121,3 +121,12 @@ def test_kill_9_mid_search_then_rerun_gives_the_uninterrupted_folder(tmp_path):
     assert len(rf.read_searches(run)) == 1  # one prompt finished, the second one in progress
     subprocess.run([*base, f"hydra.run.dir={run}"], env=env, check=True, capture_output=True, timeout=600)
     assert folder_state(run) == folder_state(tmp_path / "whole")
+
+
+def test_a_budget_below_one_image_is_refused_before_loading(tmp_path):
+    from conftest import compose
+
+    from tts.cli import ConfigError, build_job
+
+    with pytest.raises(ConfigError, match=r"search.nfe_budget=5 pays for less than one image \(10 NFEs per image"):
+        build_job(compose(["search=smc", "search.nfe_budget=5"]), tmp_path)

@@ -339,6 +339,7 @@ def build_job(cfg: DictConfig, run_dir: Path):
         what = "steps the denoiser itself" if getattr(strategy, "in_loop", False) else "counts NFEs per image"
         raise ConfigError(f"search={cfg.search.get('_target_', '').rsplit('.', 1)[-1]} {what}: it needs the pipeline "
                           "in this process; drop pipeline.server (or search.nfe_budget)")
+    _check_budget_pays_for_an_image(strategy, pipeline)
     source = _instantiate(cfg.prompts, "prompts")
     prompts = select(source, cfg.num_prompts)
     for p in prompts:
@@ -386,6 +387,20 @@ def _collages(cfg, shard: sh.Shard) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"collages must be true, false or auto, got {value!r}")
     return value
+
+
+def _check_budget_pays_for_an_image(strategy, pipeline) -> None:
+    """``search.nfe_budget`` below one image's NFEs (steps x passes, as tts-plan estimates them) would search
+    nothing: refused before the model loads."""
+    from .plan import nfe_per_candidate
+
+    budget = getattr(strategy, "nfe_budget", None)
+    if budget is None:
+        return
+    nfe, how = nfe_per_candidate(pipeline)
+    if budget < nfe:
+        raise ConfigError(f"search.nfe_budget={budget:g} pays for less than one image ({nfe:g} NFEs per image on "
+                          f"{pipeline.name}: {how.removeprefix('estimated: ')}); raise it to {nfe:g} or more")
 
 
 def _instantiate_strategy(factory):
