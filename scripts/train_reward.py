@@ -41,7 +41,8 @@ from tts.runfolder import prompt_hash  # noqa: E402
 from tts.verifiers.shapes import ShapesVerifier  # noqa: E402
 from tts.world import bench, grammar, scenes  # noqa: E402
 from tts.world.detect import detect  # noqa: E402
-from tts.world.reward import N_AUX, ShapesRewardModel, encode_words, scene_targets  # noqa: E402
+from tts.world.reward import (ShapesRewardModel, density_targets, encode_objects, encode_prompts,  # noqa: E402
+                              held_out_free)
 
 OUT = ROOT / "tts" / "assets" / "shapes-reward"
 CHECKER = ShapesVerifier()
@@ -57,6 +58,7 @@ class Data:
     met: np.ndarray  # (N,) criteria_met label
     correct: np.ndarray  # (N,) correct label
     step: np.ndarray  # (N,) denoising steps done (STEPS: final or rendered)
+    objects: np.ndarray  # (N, MAX_OBJECTS, 5) what the checker finds in the (final) image: tts.world.reward.encode_objects
 
     def __len__(self):
         return len(self.prompts)
@@ -66,11 +68,22 @@ class Data:
         return Data(*(np.concatenate([getattr(p, f.name) for p in parts]) if f.name != "prompts"
                       else [x for p in parts for x in p.prompts] for f in dataclasses.fields(Data)))
 
+    def save(self, path: Path) -> None:
+        np.savez(path, **{f.name: np.array(getattr(self, f.name)) for f in dataclasses.fields(Data)})
 
-def labels(prompts: list[str], images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+    @staticmethod
+    def load(path: Path) -> "Data":
+        z = np.load(path, allow_pickle=False)
+        return Data(**{f.name: [str(p) for p in z[f.name]] if f.name == "prompts" else z[f.name]
+                       for f in dataclasses.fields(Data)})
+
+
+def labels(prompts: list[str], images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The exact checker's criteria_met and correct, and the objects it finds."""
     verdicts = CHECKER.score(prompts, images)
     return (np.array([v["criteria_met"].score for v in verdicts], np.float32),
-            np.array([v["correct"].score for v in verdicts], np.float32))
+            np.array([v["correct"].score for v in verdicts], np.float32),
+            np.stack([encode_objects(detect(im)) for im in images]))
 
 
 def training_prompts(n: int, seed: int) -> list[str]:
@@ -113,28 +126,29 @@ def rendered(prompts: list[str], seed: int) -> Data:
         for target in (spec, near_miss(spec, rng), near_miss(spec, rng)):
             images.append(scenes.render(target, rng, allow_held_out=False)[0])
             texts.append(text)
-    met, correct = labels(texts, images)
+    met, correct, objects = labels(texts, images)
     n = len(images)
     return Data(np.stack([np.asarray(im) for im in images]), texts, np.zeros(n, np.float32), met, correct,
-                np.full(n, STEPS))
+                np.full(n, STEPS), objects)
 
 
 def sampled(generator, prompts: list[str], per_prompt: int, seed: int, purpose: str, batch: int = 64) -> Data:
     """The model's samples of each prompt (lineages seeded as tts-search seeds round 1 with run seed ``seed``)
-    and their x0 previews after every step, labelled by the final image's verdict."""
+    and their x0 previews after every step, labelled by the final image's verdict (and objects)."""
     items = [(p, fresh(derive_seed(seed, prompt_hash(p), 1, i, purpose))) for p in prompts for i in range(per_prompt)]
     parts = []
     for s in range(0, len(items), batch):
         chunk = items[s:s + batch]
         finals, previews = generate_with_previews(generator, chunk)
         texts = [p for p, _ in chunk]
-        met, correct = labels(texts, finals)
+        met, correct, objects = labels(texts, finals)
         rows = [(np.asarray(im), t, 0.0, STEPS) for im, t in zip(finals, texts)]
         for step, (level, images) in enumerate(previews, start=1):
             rows += [(np.asarray(im), t, level, step) for im, t in zip(images, texts)]
         k = len(previews) + 1
         parts.append(Data(np.stack([r[0] for r in rows]), [r[1] for r in rows], np.array([r[2] for r in rows], np.float32),
-                          np.tile(met, k), np.tile(correct, k), np.array([r[3] for r in rows])))
+                          np.tile(met, k), np.tile(correct, k), np.array([r[3] for r in rows]),
+                          np.tile(objects, (k, 1, 1))))
     return Data.concat(parts)
 
 
@@ -158,84 +172,62 @@ def generate_with_previews(generator, chunk):
     return finals, previews[:-1]  # the last step's x0 is the final image
 
 
+CHUNK = 250  # sampled prompts per cached part
+
+
 def make_data(args, generator) -> Data:
-    cache = args.work / "data.npz"
-    if cache.exists():
-        z = np.load(cache, allow_pickle=False)
-        return Data(z["pixels"], [str(p) for p in z["prompts"]], z["noise"], z["met"], z["correct"], z["step"])
-    start = time.time()
-    prompts = training_prompts(args.prompts, args.seed)
-    parts = [rendered(prompts, args.seed)]
-    print(f"# rendered {len(parts[0])} scenes, {time.time() - start:.0f} s", file=sys.stderr)
-    parts.append(sampled(generator, prompts[:args.sampled_prompts], args.samples, args.seed + 1, "reward-train"))
+    """Rendered scenes, then the model's samples in parts of CHUNK prompts, each cached in ``args.work`` as it is
+    made (a rerun resumes; noises depend only on the prompt and sample index, so parts are independent)."""
+    start, prompts = time.time(), training_prompts(args.prompts, args.seed)
+    parts = [_cached(args.work / "rendered.npz", lambda: rendered(prompts, args.seed))]
+    for a in range(0, args.sampled_prompts, CHUNK):
+        b = min(a + CHUNK, args.sampled_prompts)
+        parts.append(_cached(args.work / f"sampled-{a:05d}-{b:05d}-x{args.samples}.npz",
+                             lambda: sampled(generator, prompts[a:b], args.samples, args.seed + 1, "reward-train")))
+        print(f"# sampled prompts {a}-{b}: {time.time() - start:.0f} s", file=sys.stderr)
     data = Data.concat(parts)
-    print(f"# {len(data)} training images ({len(parts[1])} samples and previews), {time.time() - start:.0f} s",
-          file=sys.stderr)
-    np.savez(cache, pixels=data.pixels, prompts=np.array(data.prompts), noise=data.noise, met=data.met,
-             correct=data.correct, step=data.step)
+    print(f"# {len(data)} training images ({len(parts[0])} rendered)", file=sys.stderr)
     return data
 
 
-def scenes_of(args, data: Data) -> np.ndarray:
-    """Auxiliary targets per image (tts.world.reward.scene_targets of what the checker detects): a rendered image's
-    own scene; a sample's previews take their final image's (cached beside the data)."""
-    cache = args.work / "scenes.npy"
-    if cache.exists():
-        return np.load(cache)
-    out = np.zeros((len(data), len(scene_targets([]))), np.float32)
-    for i in range(len(data)):  # finals come before their previews in every batch (sampled())
-        if data.step[i] == STEPS:
-            out[i] = scene_targets(detect(Image.fromarray(data.pixels[i])))
-    for i in np.flatnonzero(data.step != STEPS):
-        out[i] = out[_final_index(data, i)]
-    np.save(cache, out)
-    return out
-
-
-def _final_index(data: Data, i: int) -> int:
-    """The final image of preview ``i``: sampled() lays a batch out as finals, then each step's previews."""
-    return i - int(data.step[i]) * _batch_len(data, i)
-
-
-def _batch_len(data: Data, i: int) -> int:
-    j = i
-    while j > 0 and data.step[j - 1] == data.step[i]:
-        j -= 1
-    k = i
-    while k + 1 < len(data) and data.step[k + 1] == data.step[i]:
-        k += 1
-    return k - j + 1
+def _cached(path: Path, make) -> Data:
+    if path.exists():
+        return Data.load(path)
+    data = make()
+    data.save(path.with_suffix(".tmp.npz"))
+    path.with_suffix(".tmp.npz").replace(path)
+    return data
 
 
 def train(args, data: Data) -> ShapesRewardModel:
+    """BCE on both heads plus the density loss (tts.world.reward.density_targets) on the prompt's phrases, every
+    object and a few more queries per image; each epoch takes every final and rendered image and a
+    ``--preview-share`` of the previews (drawn per epoch). Checkpoint after every epoch; a rerun resumes."""
     torch.manual_seed(args.seed)
     model = ShapesRewardModel()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    steps_per_epoch = len(data) // args.batch
-    total = steps_per_epoch * args.epochs
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=total, pct_start=0.05)
+    final = np.flatnonzero(data.step == STEPS)
+    previews = np.flatnonzero(data.step != STEPS)
+    per_epoch = len(final) + int(args.preview_share * len(previews))
+    steps_per_epoch = per_epoch // args.batch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=steps_per_epoch * args.epochs, pct_start=0.05)
     ckpt, epoch = args.work / "checkpoint.pt", 0
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=True)
         model.load_state_dict(state["model"]), opt.load_state_dict(state["opt"]), sched.load_state_dict(state["sched"])
         epoch = state["epoch"]
         print(f"# resuming after epoch {epoch}", file=sys.stderr)
-    words = encode_words(data.prompts)
-    pixels = torch.from_numpy(data.pixels).permute(0, 3, 1, 2)
-    target = torch.from_numpy(np.stack([data.met, data.correct], 1))
-    scene = torch.from_numpy(scenes_of(args, data))
-    noise = torch.from_numpy(data.noise)
+    t = Tensors.of(data)
     start = time.time()
     while epoch < args.epochs:
-        order = torch.from_numpy(np.random.default_rng(args.seed + epoch).permutation(len(data)))
+        rng = np.random.default_rng(args.seed + epoch)
+        order = rng.permutation(np.concatenate([final, rng.choice(previews, per_epoch - len(final), replace=False)]))
         model.train()
         losses = []
         for s in range(steps_per_epoch):
-            idx = order[s * args.batch:(s + 1) * args.batch]
-            x = augment(pixels[idx].float() / 127.5 - 1.0, args.seed * 100_003 + epoch * 10_007 + s)
-            logits, predicted = model(x, words[idx], noise[idx], return_aux=True)
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target[idx])
-            loss = loss + args.aux_weight * aux_loss(predicted, scene[idx], noise[idx])
+            idx = torch.from_numpy(order[s * args.batch:(s + 1) * args.batch])
+            g = torch.Generator().manual_seed(args.seed * 100_003 + epoch * 10_007 + s)
+            loss = batch_loss(model, t, idx, g, args.aux_weight)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -248,20 +240,59 @@ def train(args, data: Data) -> ShapesRewardModel:
     return model.eval()
 
 
-def aux_loss(predicted: torch.Tensor, target: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """MSE on the scene's counts and on the centres of the kinds present, on final and rendered images only
-    (a preview's scene is what it leads to, not what it shows)."""
-    final = (noise == 0).float()[:, None]
-    counts = 18 + 6
-    mask = target[:, N_AUX:].repeat_interleave(2, 1)
-    err = (predicted[:, :counts] - target[:, :counts]) ** 2
-    centre = mask * (predicted[:, counts:N_AUX] - target[:, counts:N_AUX]) ** 2
-    return ((err.sum(1, keepdim=True) + centre.sum(1, keepdim=True)) * final).sum() / final.sum().clamp(min=1)
+@dataclasses.dataclass
+class Tensors:
+    """The training data as tensors (pixels stay uint8 until a batch is drawn)."""
+
+    pixels: torch.Tensor
+    groups: torch.Tensor
+    relation: torch.Tensor
+    noise: torch.Tensor
+    target: torch.Tensor
+    objects: torch.Tensor
+
+    @staticmethod
+    def of(data: Data) -> "Tensors":
+        groups, relation = encode_prompts(data.prompts)
+        return Tensors(torch.from_numpy(data.pixels).permute(0, 3, 1, 2), groups, relation, torch.from_numpy(data.noise),
+                       torch.from_numpy(np.stack([data.met, data.correct], 1)), torch.from_numpy(data.objects))
 
 
-def augment(x: torch.Tensor, seed: int) -> torch.Tensor:
+def batch_loss(model: ShapesRewardModel, t: Tensors, idx: torch.Tensor, g: torch.Generator, aux_weight: float):
+    """BCE on the two heads + aux_weight x the density loss (squared map error x 10 + squared count error) over the
+    prompt's phrases, every object and extra_queries."""
+    x = augment(t.pixels[idx].float() / 127.5 - 1.0, g)
+    groups, objects = t.groups[idx], t.objects[idx]
+    extra = extra_queries(objects, g)
+    logits, maps = model(x, groups, t.relation[idx], t.noise[idx], extra_queries=extra)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, t.target[idx])
+    queries = torch.cat([groups[..., 1:], torch.zeros_like(groups[:, :1, 1:]), extra], 1)
+    target = density_targets(objects, queries, size=maps.shape[-1])
+    mask = torch.cat([(groups[..., 0] > 0).float(), torch.ones(len(idx), 1 + extra.shape[1])], 1)
+    err = 10 * ((maps - target) ** 2).sum((2, 3)) + (maps.sum((2, 3)) - target.sum((2, 3))) ** 2
+    return loss + aux_weight * (err * mask).sum() / mask.sum()
+
+
+def extra_queries(objects: torch.Tensor, g: torch.Generator, k: int = 3) -> torch.Tensor:
+    """(N, k, 3) more queries per image for the density loss: the first k-1 ask for the kind of an object the image
+    holds (colour and size each dropped to "any" half the time), the last for a random kind; never a held-out
+    colour-shape pair (tts.world.reward.held_out_free)."""
+    n = len(objects)
+    found = (objects[..., 0] >= 0).sum(1).clamp(min=1)
+    pick = (torch.rand(n, k - 1, generator=g) * found[:, None]).long()
+    attrs = torch.gather(objects[..., :3], 1, pick[..., None].expand(n, k - 1, 3)).long() + 1
+    attrs = attrs.clamp(min=0)  # an image with no objects asks for "anything"
+    drop = torch.rand(n, k - 1, 3, generator=g) < 0.5
+    drop[..., 1] = False
+    attrs = torch.where(drop, torch.zeros_like(attrs), attrs)
+    rand = torch.stack([torch.randint(0, len(grammar.COLOURS) + 1, (n,), generator=g),
+                        torch.randint(1, len(grammar.SHAPES) + 1, (n,), generator=g),
+                        torch.randint(0, len(grammar.SIZES) + 1, (n,), generator=g)], 1)[:, None]
+    return held_out_free(torch.cat([attrs, rand], 1))
+
+
+def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Small brightness jitter (the checker's colour tolerance) - never flips or shifts, which change relations."""
-    g = torch.Generator().manual_seed(seed)
     return (x + 0.04 * torch.randn(len(x), 1, 1, 1, generator=g)).clamp(-1, 1)
 
 
@@ -342,12 +373,13 @@ def main(argv=None):
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prompts", type=int, default=4000, help="training prompts (rendered scenes: 3 per prompt)")
-    p.add_argument("--sampled-prompts", type=int, default=1000, help="training prompts the model samples")
+    p.add_argument("--sampled-prompts", type=int, default=2500, help="training prompts the model samples")
     p.add_argument("--samples", type=int, default=2, help="samples per sampled prompt")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--aux-weight", type=float, default=1.0, help="weight of the auxiliary scene loss")
+    p.add_argument("--aux-weight", type=float, default=1.0, help="weight of the density (counting) loss")
+    p.add_argument("--preview-share", type=float, default=0.25, help="share of the previews each epoch draws")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--suite-seed", type=int, default=0, help="report on the bench (0) or a suite drawn apart")
     p.add_argument("--report-samples", type=int, default=4)

@@ -3,8 +3,10 @@ with, an imperfect learned scorer (as ImageReward, Xu et al. 2023, or PickScore,
 standing in for the exact checker (``verifier=shapes``), which judges. It predicts the checker's
 ``criteria_met`` (metric ``reward``) and the probability of ``correct`` (``p_correct``) from the image and
 the prompt; trained on x0 previews too, with the noise level as an input (TTSnap, arXiv 2511.22242), so
-``score_preview`` scores intermediate previews. Weights ship in the package (``tts://shapes-reward``,
-under 1 MB; ``scripts/train_reward.py``); ``model_path`` takes any folder ``save_pretrained`` wrote.
+``score_preview`` scores intermediate previews. It reads the prompt with the world's parser and counts the
+objects each phrase asks for on learned density maps (tts.world.reward). Weights ship in the package
+(``tts://shapes-reward``, under 1 MB; ``scripts/train_reward.py``); ``model_path`` takes any folder
+``save_pretrained`` wrote.
 """
 from __future__ import annotations
 
