@@ -1,5 +1,6 @@
 """verifier=shapes-reward: the shipped learned reward loads through its config and from_pretrained, reads the image,
 the prompt and the noise level, and tells right scenes from near misses on prompts it never trained on."""
+import dataclasses
 import importlib.util
 import sys
 from pathlib import Path
@@ -126,3 +127,31 @@ def test_the_shipped_model_counts_what_the_prompt_asks_for(verifier):
         asked = (groups[row, :, 0] > 0).tolist() + [True]
         errors += [abs(float(c) - float(t)) for c, t, a in zip(counts[row], truth.sum((2, 3))[0], asked) if a]
     assert np.mean(np.array(errors) < 0.5) > 0.9, f"counts off by 0.5 or more on {np.mean(np.array(errors) >= 0.5):.0%}"
+
+
+def test_training_resumes_after_a_kill_to_the_same_weights(tmp_path, monkeypatch):
+    """scripts/train_reward.py's train(): killed right after its first checkpoint, a rerun resumes there and ends with
+    the weights of an uninterrupted run; a checkpoint of another model is refused with the fix."""
+    import argparse
+    tr = _train_reward()
+    data = tr.rendered(tr.training_prompts(12, 5), 5)
+    data = tr.Data.concat([data, dataclasses.replace(data, noise=np.full(len(data), 0.5, np.float32), step=np.full(len(data), 5))])
+    args = lambda work: argparse.Namespace(work=work, seed=0, lr=2e-3, batch=16, epochs=2, aux_weight=1.0,
+                                          preview_share=0.5)
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    straight = tr.train(args(tmp_path / "a"), data).state_dict()
+    save = torch.save
+
+    def killed(obj, path):
+        save(obj, path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tr.torch, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        tr.train(args(tmp_path / "b"), data)
+    monkeypatch.setattr(tr.torch, "save", save)
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    resumed = tr.train(args(tmp_path / "b"), data).state_dict()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    with pytest.raises(SystemExit, match="new --work"):
+        tr.train(argparse.Namespace(**{**vars(args(tmp_path / "b")), "epochs": 3}), data)
