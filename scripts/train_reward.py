@@ -320,6 +320,19 @@ def auc(scores: np.ndarray, labels_: np.ndarray) -> float:
     return float((r[pos].sum() - pos.sum() * (pos.sum() + 1) / 2) / (pos.sum() * (~pos).sum()))
 
 
+def within_prompt_auc(scores: np.ndarray, labels_: np.ndarray, prompts: np.ndarray) -> tuple[float, int]:
+    """(AUC over the pairs of a right and a wrong image of the same prompt, ties half; the number of such pairs):
+    how well the reward ranks one prompt's candidates, which is all a search asks of it (the pooled AUC also
+    credits knowing which prompts are hard)."""
+    wins, pairs = 0.0, 0
+    for prompt in np.unique(prompts):
+        m = prompts == prompt
+        pos, neg = scores[m][labels_[m] > 0.5], scores[m][labels_[m] <= 0.5]
+        wins += float((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum())
+        pairs += len(pos) * len(neg)
+    return (wins / pairs if pairs else float("nan")), pairs
+
+
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ranks(np.asarray(a, float)), ranks(np.asarray(b, float)))[0, 1])
 
@@ -336,7 +349,8 @@ def report(model: ShapesRewardModel, generator, suite_seed: int, per_prompt: int
             f"suite seed {suite_seed}{' = the bench' if suite_seed == 0 else ''}); scoring an image took "
             f"{1000 * score_s:.2f} ms, {100 * score_s / generate_s:.1f}% of generating one ({1000 * generate_s:.0f} ms; "
             f"batches of 64, {torch.get_num_threads()} threads, interleaved, medians of 5)", "",
-            "| images | " + " | ".join(["all", "in_dist", "held_out"]) + " | positives |", "|---|---|---|---|---|"]
+            "| images | " + " | ".join(["all", "in_dist", "held_out"]) + " | within a prompt (AUC, pairs) | positives |",
+            "|---|---|---|---|---|---|"]
     for step in (*PREVIEW_STEPS, STEPS):
         sel = data.step == step
         cells = []
@@ -344,16 +358,19 @@ def report(model: ShapesRewardModel, generator, suite_seed: int, per_prompt: int
             m = sel & np.array([split == "all" or tags[p]["split"] == split for p in data.prompts])
             cells.append(f"{auc(p_correct[m], data.correct[m]):.3f} / {spearman(met[m], data.met[m]):.3f}")
         name = "final" if step == STEPS else f"x0 preview after {step}/{STEPS} steps"
-        rows.append(f"| {name} | " + " | ".join(cells) + f" | {100 * data.correct[sel].mean():.0f}% |")
-    rows += ["", "Final images by category (AUC / Spearman / mean predicted p_correct vs true success):", "",
-             "| category | split | AUC | Spearman | predicted | true |", "|---|---|---|---|---|---|"]
+        within, pairs = within_prompt_auc(p_correct[sel], data.correct[sel], np.array(data.prompts)[sel])
+        rows.append(f"| {name} | " + " | ".join(cells) + f" | {within:.3f}, {pairs} | {100 * data.correct[sel].mean():.0f}% |")
+    rows += ["", "Final images by category (AUC / Spearman / AUC within a prompt / mean predicted p_correct vs true "
+             "success):", "", "| category | split | AUC | Spearman | within a prompt | predicted | true |",
+             "|---|---|---|---|---|---|---|"]
     final = data.step == STEPS
     for category in scenes.CATEGORIES:
         for split in ("in_dist", "held_out"):
             m = final & np.array([tags[p]["category"] == category and tags[p]["split"] == split for p in data.prompts])
             if m.sum():
+                within, _ = within_prompt_auc(p_correct[m], data.correct[m], np.array(data.prompts)[m])
                 rows.append(f"| {category} | {split} | {auc(p_correct[m], data.correct[m]):.3f} | "
-                            f"{spearman(met[m], data.met[m]):.3f} | {100 * p_correct[m].mean():.0f}% | "
+                            f"{spearman(met[m], data.met[m]):.3f} | {within:.3f} | {100 * p_correct[m].mean():.0f}% | "
                             f"{100 * data.correct[m].mean():.0f}% |")
     return rows
 

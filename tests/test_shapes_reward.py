@@ -74,6 +74,11 @@ def test_auc_and_spearman_helpers_are_right():
     assert tr.auc(np.array([0.1, 0.9]), np.array([1, 0])) == 0.0
     assert tr.auc(np.array([0.5, 0.5]), np.array([1, 0])) == 0.5
     assert tr.spearman(np.array([1.0, 2, 3]), np.array([10.0, 20, 30])) == pytest.approx(1.0)
+    # two prompts: the scores rank each prompt's own images right, though the pooled ranking is wrong
+    scores, labels, prompts = np.array([0.2, 0.1, 0.9, 0.8]), np.array([1, 0, 1, 0]), np.array(["a", "a", "b", "b"])
+    assert tr.within_prompt_auc(scores, labels, prompts) == (1.0, 2)
+    assert tr.auc(scores, labels) == 0.75
+    assert tr.within_prompt_auc(np.array([0.5, 0.5, 0.3]), np.array([1, 0, 0]), np.array(["a", "a", "a"])) == (0.75, 2)
 
 
 def test_prompts_are_read_with_the_worlds_parser():
