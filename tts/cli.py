@@ -33,11 +33,11 @@ from omegaconf import DictConfig, OmegaConf
 from . import runfolder as rf
 from . import shard as sh
 from . import ttsf
+from .configtree import choices, config_dir  # noqa: F401 - tts.cli.config_dir: its old import path
 from .validate import is_int
 
 log = logging.getLogger("tts")
 GROUPS = ("pipeline", "verifier", "search", "prompts")
-IDENTITY_KEYS = ("pipeline", "verifier", "search", "seed")
 #: Hydra's own flags that take a value in the next argument.
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
                      "-cd", "--experimental-rerun"}
@@ -101,19 +101,6 @@ OmegaConf.register_new_resolver("tts_shard_tag", _shard_tag, replace=True)
 
 class ConfigError(ValueError):
     pass
-
-
-def config_dir() -> Path:
-    """The config tree: inside the package in an installed wheel, else the checkout's top-level configs/."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "configs", here.parent / "configs"):
-        if (candidate / "config.yaml").exists():
-            return candidate
-    raise FileNotFoundError("tts config tree not found (expected tts/configs or ./configs)")
-
-
-def choices(group: str) -> list[str]:
-    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
 
 
 def _suggest(name: str, valid) -> str:
@@ -415,34 +402,17 @@ def _instantiate_strategy(factory):
     return strategy
 
 
-def _resumable_keys(job) -> frozenset[str]:
-    """Keys a rerun of a folder may change: those the strategy declares (``resume_keys``, e.g. ``rounds``
-    for strategies that can be extended)."""
-    strategy = getattr(job.search_factory, "func", job.search_factory)
-    return frozenset(f"search.{k}" for k in getattr(strategy, "resume_keys", ()))
-
-
 def run(cfg: DictConfig, run_dir: Path) -> dict | None:
-    """Validate, record the config and the plan, search, print the summary table (None: a shard that
-    finished before others; the last one writes and prints the summary)."""
+    """Validate, then record the config and the plan and search (tts.runjob.run_job, as tts.search does); print
+    the summary table (None: a shard that finished before others; the last one writes and prints the summary)."""
     from . import plan as planning
-    from .loop import run_search
     from .models import configure as configure_models
+    from .runjob import run_job
 
     _device_for_rank(cfg)
     job = build_job(cfg, run_dir)
     configure_models(OmegaConf.to_container(cfg.models, resolve=True) if cfg.get("models") else None)
-    plan = planning.make_plan(cfg, job)
-    folder = rf.RunFolder(run_dir, per_shard=job.per_shard_manifest)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    config["tts_version"] = _version()
-    config["shard"] = {"count": job.shard.count, "manifest": "per-shard" if job.per_shard_manifest else "shared"}
-    folder.write_config(config, IDENTITY_KEYS, _resumable_keys(job))
-    log.info("run folder: %s (%d prompts)", run_dir, len(job.prompts))
-    rf.atomic_write_json(run_dir / rf.PLAN, plan)
-    if job.shard.index == 0:
-        log.info("%s", planning.plan_line(plan))
-    summary = run_search(job)
+    summary = run_job(job, OmegaConf.to_container(cfg, resolve=True), planning.make_plan(cfg, job))
     if summary is None:
         print(f"{job.shard.label if job.shard.count > 1 else 'this process'} finished; the summary is written once, "
               f"by the process that completes the study: {run_dir / rf.SUMMARY}")
@@ -476,15 +446,6 @@ def format_summary(summary: dict, run_dir: Path) -> str:
     for name, g in summary["groups"].items():
         lines.append(f"| {name} | {g['n']} | " + " | ".join(f"{g.get(m, float('nan')):.3f}" for m in metrics) + " |")
     return "\n".join(lines)
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("tts")
-    except PackageNotFoundError:
-        return "0+checkout"
 
 
 def _is_user_error(e: Exception) -> bool:

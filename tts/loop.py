@@ -62,6 +62,8 @@ class SearchJob:
     collages: bool = False
     #: blocked candidates: detection, prompt rewriting, fallback pipeline (tts.safety)
     safety: Safety = dataclasses.field(default_factory=Safety)
+    #: progress bars on the terminal (tts-search: on; tts.search: only when asked)
+    progress: bool = True
 
     @property
     def verify_workers(self) -> int:
@@ -226,7 +228,7 @@ def _search_all(shared: _Shared, mine: list[tuple[int, Prompt]]) -> None:
     that process, or taken over once its holder dies or (another host) stops its heartbeat, as when a
     preempted job is requeued on another node while its old claim still looks alive."""
     job, many = shared.job, len(mine) > 1
-    held = [(i, p) for i, p in tqdm(mine, desc="prompts", unit="prompt", disable=not many)
+    held = [(i, p) for i, p in tqdm(mine, desc="prompts", unit="prompt", disable=not many or not job.progress)
             if not _claim_and_search(shared, i, p, many)]
     if held:
         log.info("%d prompt%s held by other processes writing this folder: waiting until they are done or their "
@@ -249,7 +251,7 @@ def _claim_and_search(shared: _Shared, i: int, prompt: Prompt, many: bool) -> bo
         shared.index.update()  # what other writers finished since this process last looked
         search_prompt(_PromptRun(shared.job, folder, shared.generator, shared.pool, i, prompt,
                                  shared.index.resume(phash, shared.job.safety.regenerates),
-                                 _Progress(prompt.text, False, not many)))
+                                 _Progress(prompt.text, not shared.job.progress, not many)))
     finally:
         folder.release(phash)
     return True

@@ -45,6 +45,18 @@ class SinglePrompt:
         return [Prompt(str(self.text).strip())]
 
 
+class ListPrompts:
+    """Prompts given as a list (tts.search with several prompts): ``prompts.texts=[...]``."""
+
+    def __init__(self, texts: list[str]):
+        self.texts = list(texts or [])
+
+    def load(self) -> list[Prompt]:
+        if not self.texts:
+            raise PromptSourceError("no prompt given: pass at least one prompt")
+        return [Prompt(_check_text(t, "the prompt list")) for t in self.texts]
+
+
 #: Columns the summary groups by when a file or dataset does not say (``prompts.tags``): PartiPrompts'
 #: declared tag columns and the shapes bench's; free-text columns (e.g. PartiPrompts' ``Note``) are not tags.
 DEFAULT_GROUP_TAGS = ("Category", "Challenge", "category", "challenge", "split")

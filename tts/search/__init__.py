@@ -36,6 +36,8 @@ strategy's ``tell()`` asks its front-end which candidates the person prefers.
 from __future__ import annotations
 
 import dataclasses
+import sys
+import types
 from pathlib import Path
 from typing import Any, Callable
 
@@ -100,6 +102,31 @@ def better(a: float, b: float, higher_is_better: bool = True) -> bool:
     return a > b if higher_is_better else a < b
 
 
+def best_record(records, higher_is_better: bool = True):
+    """THE best candidate, wherever tts names one (strategies' incumbents, round JSONs, summary.json, collages,
+    tts-report, tts.search): the best score in the metric's direction among candidates verified ``ok``; ties go
+    to the earliest round, then the lowest index. ``records``: anything with ``status``, ``score``, ``round`` and
+    ``index`` (tts.records.CandidateRecord); None when none is scored."""
+    top = None
+    for r in sorted(records, key=lambda r: (r.round, r.index)):
+        if r.status == "ok" and r.score is not None and (top is None or better(r.score, top.score, higher_is_better)):
+            top = r
+    return top
+
+
 def oriented(score: float, higher_is_better: bool = True) -> float:
     """The score turned so that larger is better: a sort key for ``max`` / ``sorted`` in either direction."""
     return score if higher_is_better else -score
+
+
+class _SearchModule(types.ModuleType):
+    """``tts.search`` is this package (the strategies) and, called, the Python API's search (tts.api.search): the
+    package's name and the function's are the same attribute of ``tts``."""
+
+    def __call__(self, *args, **kwargs):
+        from ..api import search
+
+        return search(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _SearchModule

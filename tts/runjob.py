@@ -1,0 +1,54 @@
+"""One built search job to its end in its run folder: what ``tts-search`` (tts.cli) and ``tts.search`` (tts.api)
+both call once they have validated every component.
+
+1. ``config.json``: the run's settings (secrets redacted, tts's version and the shard layout added); a rerun of
+   the folder with other identity settings (:data:`IDENTITY_KEYS`) is refused, except the keys the strategy
+   declares extendable (``resume_keys``);
+2. ``plan.json``: the run's size (tts.plan);
+3. the search (tts.loop.run_search), which resumes whatever the folder already holds.
+"""
+from __future__ import annotations
+
+import logging
+
+from . import runfolder as rf
+
+log = logging.getLogger("tts")
+#: Settings a rerun of a run folder must repeat (the rest may change: how the run executes).
+IDENTITY_KEYS = ("pipeline", "verifier", "search", "seed")
+
+
+def run_job(job, config: dict, plan: dict) -> dict | None:
+    """Record the config and the plan, then search; the summary (None: a shard that finished before others)."""
+    from .loop import run_search
+    from .plan import plan_line
+
+    config = dict(config)
+    config["tts_version"] = version()
+    config["shard"] = {"count": job.shard.count, "manifest": "per-shard" if job.per_shard_manifest else "shared"}
+    folder = rf.RunFolder(job.run_dir, per_shard=job.per_shard_manifest)
+    folder.write_config(config, IDENTITY_KEYS, resumable_keys(job))
+    log.info("run folder: %s (%d prompts)", job.run_dir, len(job.prompts))
+    rf.atomic_write_json(job.run_dir / rf.PLAN, plan)
+    if job.shard.index == 0:
+        log.info("%s", plan_line(plan))
+    return run_search(job)
+
+
+def resumable_keys(job) -> frozenset[str]:
+    """Keys a rerun of a folder may change: those the strategy declares (``resume_keys``, e.g. ``rounds``
+    for strategies that can be extended)."""
+    strategy = getattr(job.search_factory, "func", job.search_factory)
+    return frozenset(f"search.{k}" for k in getattr(strategy, "resume_keys", ()))
+
+
+def version() -> str:
+    """The installed distribution's version (``0+checkout`` when tts runs from a source tree)."""
+    from importlib.metadata import PackageNotFoundError, version as installed
+
+    for name in ("tts-scaling", "tts"):
+        try:
+            return installed(name)
+        except PackageNotFoundError:
+            continue
+    return "0+checkout"
