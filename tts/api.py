@@ -367,7 +367,10 @@ def search(pipeline, prompt: str | Sequence[str], *, verifier="shapes", strategy
                                                                                     pipe.spec), progress=progress)
         from .runjob import run_job
 
-        run_job(job, _plain(config), make_plan(_omega(config), job))
+        try:
+            run_job(job, _plain(config), make_plan(_omega(config), job))
+        except rf.RunFolderError as e:  # a folder of another search, or one tts cannot use: one line
+            raise ValueError(str(e).replace("(drop hydra.run.dir)", "(another run_dir)")) from None
         results = _results(folder, [p.text for p in prompts], ver.higher_is_better(), keep)
     finally:
         if pipe.spec.adopted:  # the process's model manager keeps no reference to the caller's pipeline
