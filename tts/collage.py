@@ -27,6 +27,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from . import runfolder as rf
+from .search import best_record
 
 #: Round JSONs: ``<stem>_i@<round>_s@<best seed>.json`` (tt-scale-flux, tts); ``<stem>_i@<round>.json`` (older tts).
 ROUND_JSON = re.compile(r"(prompt@.+?_hash@[^_]+)_i@(\d+)(?:_s@(\d+))?\.json")
@@ -64,9 +65,9 @@ class PromptRun:
         """Each round's best scored candidate."""
         out = {}
         for k in sorted(self.rounds):
-            scored = [c for c in self.rounds[k] if c.score is not None]
-            if scored:
-                out[k] = max(scored, key=lambda c: self.sign * c.score)
+            top = best_record(self.rounds[k], self.sign > 0)
+            if top is not None:
+                out[k] = top
         return out
 
     def ranked(self, round_: int) -> list[Candidate]:
@@ -282,8 +283,8 @@ def strip_tiles(run: PromptRun) -> tuple[list[Tile], str]:
     bests = run.bests()
     if not bests:
         return [], ""
-    top = max(bests.values(), key=lambda c: run.sign * c.score)
-    top_round = min(k for k, c in bests.items() if c.score == top.score)
+    top = best_record(bests.values(), run.sign > 0)
+    top_round = top.round
     tiles, so_far = [], None
     for k, c in bests.items():
         so_far = c.score if so_far is None else max(so_far, c.score, key=lambda s: run.sign * s)

@@ -31,7 +31,7 @@ from .pipelines import PipelineSpec
 from .prompts import Prompt
 from .records import CandidateRecord, PathRecord, RoundBest, SafetyRecord, ScoreSummary, SearchRecord, Timings, Usage
 from .safety import Safety
-from .search import Candidate, SearchContext, better, oriented
+from .search import Candidate, SearchContext, best_record
 from .shard import Shard
 from .validate import is_int
 from .verifiers.base import Verdict, Verifier, as_verdict
@@ -496,7 +496,7 @@ def write_round_best(run: _PromptRun, number: int, records, best: Candidate | No
     paths are relative to the run folder. A stale JSON of the same round (another best) is removed."""
     job, folder, prompt = run.job, run.folder, run.prompt
     scored = [r for r in records if r.status == "ok"]
-    top = max(scored, key=lambda r: oriented(r.score, job.verifier.higher_is_better()), default=None)
+    top = best_record(scored, job.verifier.higher_is_better())
     metric = job.verifier.choice_of_metric
     top_metric = top.scores[job.verifier.name][metric] if top else None
     doc = RoundBest(
@@ -520,11 +520,10 @@ def write_round_best(run: _PromptRun, number: int, records, best: Candidate | No
 def best_per_prompt(records: list[CandidateRecord], higher_is_better: bool = True) -> dict[str, CandidateRecord]:
     """The best-scoring successful candidate of each prompt in the metric's direction (ties: earliest round,
     lowest index)."""
-    best: dict[str, CandidateRecord] = {}
-    for r in sorted(records, key=lambda r: (r.round, r.index)):
-        if r.status == "ok" and (r.prompt not in best or better(r.score, best[r.prompt].score, higher_is_better)):
-            best[r.prompt] = r
-    return best
+    by_prompt: dict[str, list[CandidateRecord]] = collections.defaultdict(list)
+    for r in records:
+        by_prompt[r.prompt].append(r)
+    return {p: b for p, rs in by_prompt.items() if (b := best_record(rs, higher_is_better)) is not None}
 
 
 def total_usage(records: list[CandidateRecord]) -> Usage | None:

@@ -43,6 +43,7 @@ from . import collage
 from . import runfolder as rf
 from .prompts import DEFAULT_GROUP_TAGS
 from .records import CandidateRecord, MetricScore
+from .search import best_record, better
 
 PREVIEWS = "previews.jsonl"
 REPORT = "report.html"
@@ -89,6 +90,11 @@ class Run:
         return self.records[0].choice_of_metric if self.records else "score"
 
     @property
+    def higher_is_better(self) -> bool:
+        """The searched metric's direction, as its verifier class (config.json) declares it."""
+        return collage.direction(self.path, self.metric) > 0
+
+    @property
     def nfe_known(self) -> bool:
         return self.source == "manifest"
 
@@ -104,21 +110,17 @@ def _scored(r: CandidateRecord) -> bool:
     return r.status == "ok" and r.score is not None
 
 
-def best(records: Iterable[CandidateRecord]) -> CandidateRecord | None:
-    """The highest-scoring verified candidate; ties: earliest round, lowest index (as summary.json picks)."""
-    top = None
-    for r in sorted(records, key=lambda r: (r.round, r.index)):
-        if _scored(r) and (top is None or r.score > top.score):
-            top = r
-    return top
+def best(records: Iterable[CandidateRecord], higher_is_better: bool = True) -> CandidateRecord | None:
+    """The best verified candidate in the metric's direction, as summary.json picks it (tts.search.best_record)."""
+    return best_record(records, higher_is_better)
 
 
-def round_bests(records: list[CandidateRecord]) -> dict[int, CandidateRecord]:
+def round_bests(records: list[CandidateRecord], higher_is_better: bool = True) -> dict[int, CandidateRecord]:
     """Each round's best verified candidate."""
     by_round: dict[int, list[CandidateRecord]] = collections.defaultdict(list)
     for r in records:
         by_round[r.round].append(r)
-    return {k: b for k in sorted(by_round) if (b := best(by_round[k])) is not None}
+    return {k: b for k in sorted(by_round) if (b := best(by_round[k], higher_is_better)) is not None}
 
 
 def _read_json(path: Path) -> dict:
@@ -341,7 +343,7 @@ def verifier_calls(run: Run) -> tuple[int, bool]:
 def overview(run: Run, root: Path) -> dict[str, Any]:
     """One row of the runs table."""
     prompts = run.prompts()
-    bests = [b for recs in prompts.values() if (b := best(recs)) is not None]
+    bests = [b for recs in prompts.values() if (b := best(recs, run.higher_is_better)) is not None]
     used = [r.usage for r in run.written if r.usage is not None]
     calls, requests = verifier_calls(run)
     wall = wall_time(run)
@@ -373,7 +375,7 @@ def group_means(run: Run) -> dict[str, dict[str, float]]:
     tags = group_tags(run)
     groups: dict[str, list[CandidateRecord]] = collections.defaultdict(list)
     for recs in run.prompts().values():
-        b = best(recs)
+        b = best(recs, run.higher_is_better)
         if b is None:
             continue
         groups["all"].append(b)
@@ -405,7 +407,8 @@ def metric_ids(run: Run) -> list[MetricId]:
     return list(ids)
 
 
-def prompt_curve(records: list[CandidateRecord]) -> list[tuple[float, dict[MetricId, float]]]:
+def prompt_curve(records: list[CandidateRecord], higher_is_better: bool = True
+                 ) -> list[tuple[float, dict[MetricId, float]]]:
     """After each round: NFEs spent on the prompt so far, and every metric of the incumbent (the best so far by
     the searched metric; rounds before any verified candidate are left out)."""
     points, spent, incumbent = [], 0.0, None
@@ -415,7 +418,7 @@ def prompt_curve(records: list[CandidateRecord]) -> list[tuple[float, dict[Metri
     for k in sorted(by_round):
         spent += sum(r.nfe for r in by_round[k])
         for r in sorted(by_round[k], key=lambda r: r.index):
-            if _scored(r) and (incumbent is None or r.score > incumbent.score):
+            if _scored(r) and (incumbent is None or better(r.score, incumbent.score, higher_is_better)):
                 incumbent = r
         if incumbent is not None:
             values = {(v, m): s.score for v, ms in incumbent.scores.items() for m, s in ms.items()}
@@ -487,7 +490,8 @@ def scores_figure(runs: list[Run]) -> str | None:
     if not plotted:
         return None
     names = metric_names(plotted)
-    curves = {id(r): [c for c in map(prompt_curve, r.prompts().values()) if c] for r in plotted}
+    curves = {id(r): [c for recs in r.prompts().values() if (c := prompt_curve(recs, r.higher_is_better))]
+              for r in plotted}
     with matplotlib.rc_context(_style("scores")):
         fig, axes = _grid(len(names), Figure)
         for ax, (mid, name) in zip(axes, names.items()):
@@ -610,10 +614,10 @@ def page_data(runs: list[Run], images: Images) -> dict:
         rows = []
         for n, (run, prompts) in enumerate(zip(runs, per_run)):
             recs = prompts.get(prompt)
-            bests = round_bests(recs) if recs else {}
+            bests = round_bests(recs, run.higher_is_better) if recs else {}
             if not bests:
                 continue
-            top = best(bests.values())
+            top = best(bests.values(), run.higher_is_better)
             srcs = [images(run.path, b.image) for b in bests.values()]
             prefix = os.path.commonprefix(srcs) if len(srcs) > 1 and not images.embed else ""
             tiles = [[k, src[len(prefix):], b.score, b.seed,

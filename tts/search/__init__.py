@@ -109,7 +109,7 @@ def best_record(records, higher_is_better: bool = True):
     ``index`` (tts.records.CandidateRecord); None when none is scored."""
     top = None
     for r in sorted(records, key=lambda r: (r.round, r.index)):
-        if r.status == "ok" and r.score is not None and (top is None or better(r.score, top.score, higher_is_better)):
+        if getattr(r, "status", "ok") == "ok" and r.score is not None and (top is None or better(r.score, top.score, higher_is_better)):
             top = r
     return top
 
