@@ -140,7 +140,7 @@ def check_nf4(dtype: str, device: str, twins: Path) -> tuple[bool, str]:
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        return False, "bitsandbytes is not installed: pip install 'tts[quant]'"
+        return False, "bitsandbytes is not installed: pip install 'tts-scaling[quant]'"
     spec = _spec("flux", dtype, device, twins, quantize="nf4")
     loaded = spec.load()
     four_bit = sum(type(m).__name__ == "Linear4bit" for m in loaded.denoiser.modules())

@@ -14,8 +14,10 @@ def test_wheel_contains_configs_and_embedded_model(tmp_path):
     out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    [wheel] = tmp_path.glob("tts-*.whl")
+    [wheel] = tmp_path.glob("tts_scaling-*.whl")  # the distribution is tts-scaling; the package inside is tts
     names = set(zipfile.ZipFile(wheel).namelist())
+    [metadata] = [n for n in names if n.endswith(".dist-info/METADATA")]
+    assert "\nName: tts-scaling\n" in zipfile.ZipFile(wheel).read(metadata).decode()
     shipped = {p.relative_to(ROOT / "configs").as_posix() for p in (ROOT / "configs").rglob("*.yaml")}
     assert {f"tts/configs/{n}" for n in shipped} <= names
     assert "tts/assets/shapes-model/model_index.json" in names

@@ -138,7 +138,7 @@ class DatasetPrompts:
         try:
             import datasets
         except ImportError as e:
-            raise PromptSourceError("prompts=dataset needs the datasets package: pip install 'tts[datasets]'") from e
+            raise PromptSourceError("prompts=dataset needs the datasets package: pip install 'tts-scaling[datasets]'") from e
         path = Path(self.name).expanduser()
         if path.is_dir() and (path / "dataset_info.json").exists() or (path / "state.json").exists():
             ds = datasets.load_from_disk(str(path))

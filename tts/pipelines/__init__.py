@@ -303,7 +303,7 @@ def _nf4_config(dtype: str, component: str):
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as e:
-        raise PipelineConfigError("pipeline.quantize=nf4 needs bitsandbytes (and a CUDA GPU): pip install 'tts[quant]'") from e
+        raise PipelineConfigError("pipeline.quantize=nf4 needs bitsandbytes (and a CUDA GPU): pip install 'tts-scaling[quant]'") from e
     from diffusers.quantizers import PipelineQuantizationConfig
 
     return PipelineQuantizationConfig(

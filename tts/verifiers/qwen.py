@@ -59,7 +59,7 @@ class QwenVerifier(Verifier):
             try:
                 import bitsandbytes  # noqa: F401
             except ImportError:
-                raise ImportError("verifier.load_in_4bit=true needs bitsandbytes: pip install 'tts[quant]'") from None
+                raise ImportError("verifier.load_in_4bit=true needs bitsandbytes: pip install 'tts-scaling[quant]'") from None
             if not torch.cuda.is_available():
                 raise ValueError("verifier.load_in_4bit=true needs a CUDA GPU (bitsandbytes NF4)")
 
