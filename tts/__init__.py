@@ -5,18 +5,34 @@ The Python API (tts.api, docs/python-api.md) is loaded on first use, so ``import
     import tts
     pipe = tts.load_pipeline("shapes")
     result = tts.search(pipe, "a red circle left of a blue square", verifier="shapes", strategy="smc", nfe_budget=160)
+
+``tts.search`` is both the package of search strategies (``tts.search.smc``) and, called, the API's search
+(:func:`tts.api.search`): importing any submodule sets the package as the attribute ``search`` of ``tts``, so the
+package itself is made callable here, above every layer.
 """
 from __future__ import annotations
 
-_API = ("load_pipeline", "search", "load_run", "Pipeline", "SearchResult", "ScoredImage", "Run")
-__all__ = list(_API)
+import types
+
+_API = ("load_pipeline", "load_run", "Pipeline", "SearchResult", "ScoredImage", "Run")
+__all__ = ["search", *_API]
+
+
+class _CallableSearchPackage(types.ModuleType):
+    """The strategies package, callable as :func:`tts.api.search`."""
+
+    def __call__(self, *args, **kwargs):
+        from .api import search
+
+        return search(*args, **kwargs)
+
+
+from . import search  # noqa: E402 - the strategies package (cheap: no torch), made callable below
+
+search.__class__ = _CallableSearchPackage
 
 
 def __getattr__(name: str):
-    if name == "search":  # the strategies package, callable as tts.api.search (tts/search/__init__.py)
-        import importlib
-
-        return importlib.import_module(f"{__name__}.search")
     if name in _API:
         from . import api
 

@@ -412,7 +412,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict | None:
     _device_for_rank(cfg)
     job = build_job(cfg, run_dir)
     configure_models(OmegaConf.to_container(cfg.models, resolve=True) if cfg.get("models") else None)
-    summary = run_job(job, OmegaConf.to_container(cfg, resolve=True), planning.make_plan(cfg, job))
+    plan = planning.make_plan(cfg, job)
+    if job.shard.index == 0:
+        log.info("%s", planning.plan_line(plan))
+    summary = run_job(job, OmegaConf.to_container(cfg, resolve=True), plan)
     if summary is None:
         print(f"{job.shard.label if job.shard.count > 1 else 'this process'} finished; the summary is written once, "
               f"by the process that completes the study: {run_dir / rf.SUMMARY}")

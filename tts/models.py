@@ -265,7 +265,7 @@ def preset_spec(name: str, **overrides) -> "PipelineSpec":
     """The pipeline preset configs/pipeline/NAME.yaml as a PipelineSpec (one line naming the choices if unknown)."""
     import yaml
 
-    from .cli import choices, config_dir
+    from .configtree import choices, config_dir
     from .pipelines import PipelineSpec
 
     path = config_dir() / "pipeline" / f"{name}.yaml"

@@ -4,7 +4,7 @@ both call once they have validated every component.
 1. ``config.json``: the run's settings (secrets redacted, tts's version and the shard layout added); a rerun of
    the folder with other identity settings (:data:`IDENTITY_KEYS`) is refused, except the keys the strategy
    declares extendable (``resume_keys``);
-2. ``plan.json``: the run's size (tts.plan);
+2. ``plan.json``: the run's size (made by the caller with tts.plan);
 3. the search (tts.loop.run_search), which resumes whatever the folder already holds.
 """
 from __future__ import annotations
@@ -21,7 +21,6 @@ IDENTITY_KEYS = ("pipeline", "verifier", "search", "seed")
 def run_job(job, config: dict, plan: dict) -> dict | None:
     """Record the config and the plan, then search; the summary (None: a shard that finished before others)."""
     from .loop import run_search
-    from .plan import plan_line
 
     config = dict(config)
     config["tts_version"] = version()
@@ -30,8 +29,6 @@ def run_job(job, config: dict, plan: dict) -> dict | None:
     folder.write_config(config, IDENTITY_KEYS, resumable_keys(job))
     log.info("run folder: %s (%d prompts)", job.run_dir, len(job.prompts))
     rf.atomic_write_json(job.run_dir / rf.PLAN, plan)
-    if job.shard.index == 0:
-        log.info("%s", plan_line(plan))
     return run_search(job)
 
 

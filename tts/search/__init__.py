@@ -36,8 +36,6 @@ strategy's ``tell()`` asks its front-end which candidates the person prefers.
 from __future__ import annotations
 
 import dataclasses
-import sys
-import types
 from pathlib import Path
 from typing import Any, Callable
 
@@ -118,15 +116,3 @@ def oriented(score: float, higher_is_better: bool = True) -> float:
     """The score turned so that larger is better: a sort key for ``max`` / ``sorted`` in either direction."""
     return score if higher_is_better else -score
 
-
-class _SearchModule(types.ModuleType):
-    """``tts.search`` is this package (the strategies) and, called, the Python API's search (tts.api.search): the
-    package's name and the function's are the same attribute of ``tts``."""
-
-    def __call__(self, *args, **kwargs):
-        from ..api import search
-
-        return search(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _SearchModule
