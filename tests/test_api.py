@@ -118,7 +118,8 @@ def test_two_calls_agree_and_leave_nothing_global(tts_module, pipe, tmp_path, mo
 @pytest.mark.parametrize("kwargs, message", [
     ({"strategy": "smcc"}, "unknown search 'smcc'; did you mean 'smc'?"),
     ({"verifier": "shape"}, "unknown verifier 'shape'; did you mean 'shapes'?"),
-    ({"strategy": "random", "roundz": 2}, "unknown option 'roundz' for search 'random'; did you mean 'rounds'?"),
+    ({"strategy": "random", "roundz": 2}, "unknown option 'roundz'; did you mean 'rounds'? (strategy options: base, "),
+    ({"strategy_options": {"roundz": 2}}, "unknown option 'roundz' for search 'random'; did you mean 'rounds'?"),
     ({"verifier_options": {"choice_of_metric": "corect"}}, "did you mean 'correct'?"),
     ({"strategy": "smc", "nfe_budget": 5}, "pays for less than one image"),
     ({"seed": -1}, "seed must be a non-negative integer"),
@@ -160,7 +161,7 @@ def test_a_strategy_class_and_a_verifier_instance(tts_module, pipe):
 
     by_class = tts_module.search(pipe, PROMPT, verifier=ShapesVerifier("correct"),
                                  strategy=functools.partial(RandomSearch, schedule="constant", per_round=3), rounds=2)
-    by_name = tts_module.search(pipe, PROMPT, verifier="shapes", verifier_options={"choice_of_metric": "correct"},
+    by_name = tts_module.search(pipe, PROMPT, verifier="shapes", choice_of_metric="correct",
                                 strategy="random", schedule="constant", per_round=3, rounds=2)
     assert [(c.seed, c.score) for c in by_class.candidates] == [(c.seed, c.score) for c in by_name.candidates]
     assert len(by_class.candidates) == 6

@@ -214,11 +214,44 @@ def _strategy(strategy, options: dict) -> tuple[Callable, dict]:
                      f"{type(strategy).__name__}")
 
 
-def _check_keys(group: str, name: str, node: dict, options: dict) -> None:
-    """An option the YAML does not list and its class does not take: one line with the closest key."""
+def _node_keys(node: dict) -> set[str]:
+    """The options a group option takes: its YAML's keys and its class's keywords."""
     from .runfolder import target_class
 
-    keys = {str(k) for k in node if not str(k).startswith("_")} | _keywords(target_class(node.get("_target_")))
+    return {str(k) for k in node if not str(k).startswith("_")} | _keywords(target_class(node.get("_target_")))
+
+
+def _option_keys(group: str, component) -> set[str]:
+    """The keyword options a strategy or verifier given to search() takes (empty for a built verifier)."""
+    if isinstance(component, str):
+        return _node_keys(configtree.option(group, component))
+    if group == "search" and isinstance(component, (type, functools.partial)):
+        return _keywords(component.func if isinstance(component, functools.partial) else component)
+    if group == "verifier" and callable(component) and not isinstance(component, Verifier):
+        return {"lower_is_better"}
+    return set()
+
+
+def _route(options: dict, strategy, verifier) -> tuple[dict, dict]:
+    """search()'s keyword options split between the strategy (``rounds=2``) and the verifier
+    (``choice_of_metric="correct"``); a key both take, or neither, is a one-line error."""
+    s_keys, v_keys = _option_keys("search", strategy), _option_keys("verifier", verifier)
+    to_strategy, to_verifier = {}, {}
+    for key, value in options.items():
+        if key in s_keys and key in v_keys:
+            raise ValueError(f"{key!r} is an option of both the strategy and the verifier: pass it in "
+                             "strategy_options={...} or verifier_options={...}")
+        if key not in s_keys | v_keys:
+            raise ValueError(f"unknown option {key!r}{configtree.suggest(key, s_keys | v_keys)} (strategy options: "
+                             f"{', '.join(sorted(s_keys)) or 'none'}; verifier options: "
+                             f"{', '.join(sorted(v_keys)) or 'none'})")
+        (to_strategy if key in s_keys else to_verifier)[key] = value
+    return to_strategy, to_verifier
+
+
+def _check_keys(group: str, name: str, node: dict, options: dict) -> None:
+    """An option the YAML does not list and its class does not take: one line with the closest key."""
+    keys = _node_keys(node)
     for key in options:
         if key not in keys:
             raise ValueError(f"unknown option {key!r} for {group} {name!r}{configtree.suggest(key, keys)} "
@@ -328,8 +361,9 @@ def search(pipeline, prompt: str | Sequence[str], *, verifier="shapes", strategy
     ``pipeline``: a :class:`Pipeline` (tts.load_pipeline), a preset name or a diffusers pipeline.
     ``verifier``: a name (configs/verifier/NAME.yaml; ``verifier_options`` such as ``choice_of_metric``), a
     tts Verifier, or a function ``(prompts, images) -> list[float]`` (larger is better).
-    ``strategy``: a name (configs/search/NAME.yaml) with its options as keywords (``rounds=2``) or
-    ``strategy_options``, or a strategy class. ``nfe_budget``: denoiser evaluations per prompt.
+    ``strategy``: a name (configs/search/NAME.yaml) or a strategy class; ``strategy_options``.
+    Other keywords are the strategy's or the verifier's options, whichever takes them (``rounds=2``,
+    ``choice_of_metric="correct"``). ``nfe_budget``: denoiser evaluations per prompt.
     ``run_dir``: write (or resume) the run folder there, as tts-search does; None keeps nothing on disk.
     """
     from .loop import SearchJob
@@ -342,8 +376,9 @@ def search(pipeline, prompt: str | Sequence[str], *, verifier="shapes", strategy
     texts = [prompt] if isinstance(prompt, str) else list(prompt)
     if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
         raise ValueError("prompt must be a non-empty string or a list of them")
-    ver, ver_node = _verifier(verifier, dict(verifier_options or {}))
-    opts = dict(strategy_options or {}) | options
+    to_strategy, to_verifier = _route(options, strategy, verifier)
+    ver, ver_node = _verifier(verifier, dict(verifier_options or {}) | to_verifier)
+    opts = dict(strategy_options or {}) | to_strategy
     if nfe_budget is not None:
         opts["nfe_budget"] = nfe_budget
     factory, search_node = _strategy(strategy, opts)
