@@ -181,3 +181,14 @@ def test_import_tts_is_cheap():
     out = subprocess.run([sys.executable, "-c", "import sys, tts; print('torch' in sys.modules, 'hydra' in sys.modules)"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_load_run_reads_a_folder_of_round_jsons_only(tts_module, pipe, tmp_path):
+    """A tt-scale-flux folder has no manifest: each round's best comes from its round JSON, as tts-report reads it."""
+    from tts import runfolder as rf
+
+    result = tts_module.search(pipe, PROMPT, strategy="random", rounds=2, run_dir=tmp_path)
+    (tmp_path / rf.MANIFEST).unlink()
+    run = tts_module.load_run(tmp_path)
+    assert run.source == "round JSONs" and len(run.records) == 6
+    assert run.best()[PROMPT].score == result.best.score and run.best()[PROMPT].seed == result.best.seed
