@@ -12,6 +12,7 @@ what it returns.
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 from . import runfolder as rf
@@ -52,6 +53,7 @@ class PreviewLog:
                 self.usage = v.usage if self.usage is None else self.usage.add(v.usage)
         scores = [v.scores[self.metric].score if v is not None and v.scores and self.metric in v.scores else None
                   for v in verdicts]
+        scores = [s if s is None or math.isfinite(s) else None for s in scores]  # NaN / inf: scores worst
         for pid, s in zip(info.ids, scores):
             self.lines.append({"prompt_hash": self.phash, "prompt": self.prompt, "step": info.step,
                                "noise_level": round(info.noise_level, 6), "particle": pid, "metric": self.metric,

