@@ -52,3 +52,47 @@ def test_the_manifest_writer_refuses_a_record_its_reader_cannot_read(tmp_path):
         folder.append(record(1, timings={"generate_s": math.inf}))
     folder.append(record(2))
     assert [r.index for r in rf.read_manifest(tmp_path)] == [2]
+
+
+# -- 2. a folder that is not a run --------------------------------------------------------------------------
+
+def one_line_error(out, *needles):
+    text = out.stdout + out.stderr
+    assert out.returncode == 2, text[-2000:]
+    assert "Traceback" not in text, text[-3000:]
+    errors = [line for line in text.splitlines() if "error" in line.lower()]
+    assert errors and all(n in text for n in needles), text[-2000:]
+    return text
+
+
+def test_a_non_empty_folder_without_a_run_is_refused_and_left_as_it_was(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "plan.json").write_text('{"my": "plan"}')
+    (mine / "summary.json").write_text('{"my": "summary"}')
+    out = tts_cli(*FAST, f"hydra.run.dir={mine}")
+    one_line_error(out, "hydra.run.dir=", "not a tts run")
+    assert (mine / "plan.json").read_text() == '{"my": "plan"}'
+    assert (mine / "summary.json").read_text() == '{"my": "summary"}'
+    assert not (mine / rf.MANIFEST).exists() and not (mine / rf.CONFIG).exists()
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "42", '"config"', "null"])
+def test_a_config_json_that_is_not_a_config_is_one_line(text, tmp_path):
+    (tmp_path / rf.CONFIG).write_text(text)
+    out = tts_cli(*FAST, f"hydra.run.dir={tmp_path}")
+    one_line_error(out, "config.json", "not a tts config")
+    with pytest.raises(rf.RunFolderError, match="not a tts config"):
+        rf.RunFolder(tmp_path).write_config({"seed": 0}, ("seed",))
+
+
+def test_an_empty_folder_and_a_run_folder_are_accepted(tmp_path):
+    rf.check_run_folder(tmp_path / "new")  # does not exist yet
+    rf.check_run_folder(tmp_path)  # empty
+    (tmp_path / "tts-search.log").write_text("a refused run's log\n")
+    rf.check_run_folder(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(rf.RunFolderError, match="hydra.run.dir="):
+        rf.check_run_folder(tmp_path)
+    (tmp_path / rf.CONFIG).write_text("{}")
+    rf.check_run_folder(tmp_path)  # a run (with the user's notes beside it)

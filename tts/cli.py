@@ -430,6 +430,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict | None:
     from .models import configure as configure_models
 
     _device_for_rank(cfg)
+    rf.check_run_folder(run_dir)
     job = build_job(cfg, run_dir)
     configure_models(OmegaConf.to_container(cfg.models, resolve=True) if cfg.get("models") else None)
     plan = planning.make_plan(cfg, job)

@@ -438,6 +438,29 @@ def final_records(records: list[CandidateRecord]) -> list[CandidateRecord]:
 
 # -- the folder ---------------------------------------------------------------------------------------------
 
+#: What only a tts run folder holds (any one of them makes a folder a run).
+RUN_MARKERS = (CONFIG, MANIFEST, MANIFESTS)
+#: tts's own files that a run folder may hold before it is one (a refused run's log, the lock, temporary files).
+_OWN_FILES = re.compile(r"tts-[a-z]+(\.shard-\d+-of-\d+)?\.log|\.tts\.lock|\.claims|\..+\.tmp")
+
+
+def check_run_folder(root: Path | str) -> None:
+    """A run may write ``root`` when it is new, empty, holds only tts's own files, or is a tts run; a folder
+    with other things in it (the user's files, ``/etc``) is refused in one line naming a new folder."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise RunFolderError(f"{root} is not a folder: use a new folder, hydra.run.dir=<new folder>")
+    if not root.is_dir() or any((root / m).exists() for m in RUN_MARKERS):
+        return
+    try:
+        foreign = sorted(p.name for p in root.iterdir() if not _OWN_FILES.fullmatch(p.name))
+    except OSError as e:
+        raise RunFolderError(f"cannot read {root} ({e.strerror}): use a new folder, hydra.run.dir=<new folder>") from None
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise RunFolderError(f"{root} is not empty ({shown}) and is not a tts run (no {CONFIG} or {MANIFEST}): "
+                             "tts would write over its files; use a new folder, hydra.run.dir=<new folder>")
+
 class RunFolder:
     """One run's folder: images, per-round JSONs, ``manifest.jsonl``, ``config.json``, ``summary.json``.
 
@@ -489,6 +512,10 @@ class RunFolder:
             except (UnicodeDecodeError, json.JSONDecodeError) as e:
                 raise RunFolderError(f"{path} is unreadable ({e}); use a new folder, or delete it to adopt "
                                      "this run's settings") from None
+            if not isinstance(old, dict):
+                raise RunFolderError(f"{path} is not a tts config (a JSON {type(old).__name__}, not an object); use "
+                                     "a new folder (hydra.run.dir=<new folder>), or delete it to adopt this run's "
+                                     "settings")
             diffs = [d for k in identity_keys for d in config_differences(old.get(k), config.get(k), k)]
             fixed = [d for d in diffs if d[0] not in may_change]
             if fixed:
