@@ -96,3 +96,76 @@ def test_an_empty_folder_and_a_run_folder_are_accepted(tmp_path):
         rf.check_run_folder(tmp_path)
     (tmp_path / rf.CONFIG).write_text("{}")
     rf.check_run_folder(tmp_path)  # a run (with the user's notes beside it)
+
+
+# -- 3. claims on this host -----------------------------------------------------------------------------------
+
+HOLD = """
+import sys, time
+from tts import runfolder as rf
+rf.RunFolder(sys.argv[1]).claim("abc")
+print("claimed", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_zombie_holder_claim_is_taken_over(tmp_path):
+    """A shard killed while holding a claim stays a zombie until its launcher waits on it: not a holder."""
+    import os
+    import signal
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "claimed"
+        folder = rf.RunFolder(tmp_path)
+        assert folder.claim("abc") is not None  # alive: its claim holds
+        os.kill(holder.pid, signal.SIGKILL)
+        deadline = __import__("time").time() + 10
+        while Path(f"/proc/{holder.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+            assert __import__("time").time() < deadline
+        assert folder.claim("abc") is None  # a zombie (not yet waited on) holds nothing
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_claim_whose_pid_was_reused_or_whose_heartbeat_stopped_is_taken_over(tmp_path):
+    import os
+    import time
+
+    folder = rf.RunFolder(tmp_path)
+    host = folder.worker.rpartition(":")[0]
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / rf.CLAIMS).mkdir()
+        # the PID is alive, but it is another process than the one that claimed (its start time differs)
+        (tmp_path / rf.CLAIMS / "abc").write_text(f"{host}:{live.pid} start=1")
+        assert folder.claim("abc") is None
+        # an old-style claim naming a live PID whose heartbeat stopped long ago
+        claim = tmp_path / rf.CLAIMS / "def"
+        claim.write_text(f"{host}:{live.pid}")
+        old = time.time() - rf.CLAIM_STALE_S - 5
+        os.utime(claim, (old, old))
+        assert folder.claim("def") is None
+        # the same claim with a fresh heartbeat holds
+        (tmp_path / rf.CLAIMS / "ghi").write_text(f"{host}:{live.pid}")
+        assert folder.claim("ghi") == f"{host}:{live.pid}"
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_a_held_claim_keeps_its_heartbeat_while_the_search_runs(tmp_path, monkeypatch):
+    import os
+    import time
+
+    monkeypatch.setattr(rf, "HEARTBEAT_S", 0.05)
+    folder = rf.RunFolder(tmp_path)
+    assert folder.claim("abc") is None
+    claim = tmp_path / rf.CLAIMS / "abc"
+    old = time.time() - 1000
+    os.utime(claim, (old, old))
+    time.sleep(0.5)  # no batch finished: the claim's own heartbeat keeps it fresh
+    assert time.time() - claim.stat().st_mtime < 5
+    folder.release("abc")
+    assert not claim.exists()

@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import socket
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -47,8 +48,10 @@ _NO_LOCKS = frozenset({errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP})
 _SECRET_KEY = re.compile(r"(api_?key|secret|password|passwd|authorization|credential|(^|_)token$)", re.I)
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
 REDACTED = "***redacted***"
-#: A claim on a prompt by a process on another host expires when its heartbeat is older than this.
+#: A claim on a prompt expires when its heartbeat is older than this (on any host).
 CLAIM_STALE_S = 600.0
+#: Seconds between a held claim's heartbeats (a thread of the holder, so a long step never lets it expire).
+HEARTBEAT_S = 30.0
 
 
 class RunFolderError(RuntimeError):
@@ -173,9 +176,27 @@ def _age(path: Path) -> float:
         return float("inf")
 
 
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """``(state, start time in clock ticks since boot)`` of a process from /proc; None where there is no /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return fields[0], fields[19]
+    except (OSError, IndexError):
+        return None
+
+
+def process_start(pid: int | None = None) -> str | None:
+    """When a process started (clock ticks since boot): with its PID, it names one process, never a reused PID."""
+    stat = _proc_stat(os.getpid() if pid is None else pid)
+    return stat[1] if stat else None
+
+
 def _pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
+    stat = _proc_stat(pid)
+    if stat is not None and stat[0] in ("Z", "X"):  # a zombie (killed, not yet waited on) or dead
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -473,6 +494,7 @@ class RunFolder:
         self.root.mkdir(parents=True, exist_ok=True)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.per_shard = per_shard
+        self._beats: dict[str, threading.Event] = {}  # held claims' heartbeat threads, stopped on release
         if per_shard:
             (self.root / MANIFESTS).mkdir(exist_ok=True)
             (self.root / MANIFEST).touch()
@@ -568,11 +590,26 @@ class RunFolder:
         path = claims / prompt_hash_
         with self.locked():
             claims.mkdir(exist_ok=True)
-            holder = _read_text(path)
-            if holder and holder != self.worker and _holder_alive(holder, path):
+            holder, start = _claim_holder(path)
+            if holder and holder != self.worker and _holder_alive(holder, start, path):
                 return holder
-            atomic_write_bytes(path, self.worker.encode())
+            start = process_start()
+            atomic_write_bytes(path, (self.worker + (f" start={start}" if start else "")).encode())
+        self._beat(prompt_hash_)
         return None
+
+    def _beat(self, prompt_hash_: str) -> None:
+        """Keep a held claim's heartbeat fresh from a thread until it is released (or this process dies)."""
+        stop = self._beats.pop(prompt_hash_, None)
+        if stop is not None:
+            stop.set()
+        stop = self._beats[prompt_hash_] = threading.Event()
+
+        def beat():
+            while not stop.wait(HEARTBEAT_S):
+                self.heartbeat(prompt_hash_)
+
+        threading.Thread(target=beat, name=f"claim-{prompt_hash_}", daemon=True).start()
 
     def heartbeat(self, prompt_hash_: str) -> None:
         with contextlib.suppress(OSError):
@@ -581,9 +618,12 @@ class RunFolder:
     def release(self, prompt_hash_: str) -> None:
         if self.per_shard:
             return
+        stop = self._beats.pop(prompt_hash_, None)
+        if stop is not None:
+            stop.set()
         path = self.root / CLAIMS / prompt_hash_
         with self.locked():
-            if _read_text(path) == self.worker:
+            if _claim_holder(path)[0] == self.worker:
                 with contextlib.suppress(OSError):
                     path.unlink()
 
@@ -595,12 +635,26 @@ def _read_text(path: Path) -> str | None:
         return None
 
 
-def _holder_alive(holder: str, path: Path) -> bool:
-    """A claim's holder is alive: on this host, its process exists; elsewhere, its heartbeat is recent."""
+def _claim_holder(path: Path) -> tuple[str | None, str | None]:
+    """A claim file's ``(holder, process start time)``: ``host:pid start=<ticks>`` (``host:pid`` before 0.9)."""
+    text = _read_text(path)
+    if not text:
+        return None, None
+    holder, _, rest = text.partition(" ")
+    return holder, rest.removeprefix("start=").strip() or None
+
+
+def _holder_alive(holder: str, start: str | None, path: Path) -> bool:
+    """A claim's holder is alive while its heartbeat is recent and, on this host, its process is the one that
+    claimed: it exists, is no zombie, and started when the claim says (a reused PID is another process)."""
+    if _age(path) >= CLAIM_STALE_S:
+        return False
     host, _, pid = holder.rpartition(":")
     if host == socket.gethostname() and pid.isdigit():
+        if start is not None and process_start(int(pid)) not in (None, start):
+            return False
         return _pid_alive(int(pid))
-    return _age(path) < CLAIM_STALE_S
+    return True
 
 
 def disk_full(e: BaseException) -> bool:
