@@ -169,3 +169,73 @@ def test_a_held_claim_keeps_its_heartbeat_while_the_search_runs(tmp_path, monkey
     assert time.time() - claim.stat().st_mtime < 5
     folder.release("abc")
     assert not claim.exists()
+
+
+# -- 4. tts-serve refuses other sites --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def plain_server(tmp_path_factory):
+    """tts-serve as a user starts it: loopback, no token; one front end's origin allowed."""
+    import os
+
+    from test_serve import start_server, stop
+
+    env = dict(os.environ)
+    env.pop("TTS_SERVER_TOKEN", None)
+    proc, url = start_server(tmp_path_factory.mktemp("serve3") / "serve.log", "server.port=0",
+                             "server.allowed_origins=[http://localhost:3000]", env=env)
+    yield url
+    stop(proc)
+
+
+def gen_body(**settings):
+    return {"model": "shapes", "prompt": "a red circle", "lineages": [{"kind": "fresh", "seed": 1}],
+            "num_inference_steps": 2} | settings
+
+
+def test_the_server_refuses_a_foreign_host_origin_or_body_type(plain_server):
+    import httpx
+
+    url = plain_server
+    for path in ("/", "/health"):
+        r = httpx.get(url + path, headers={"Host": "evil.example"})
+        assert r.status_code == 403 and "Host" in r.json()["detail"], r.text
+        r = httpx.get(url + path, headers={"Host": "evil.example:8580", "Origin": "http://evil.example:8580"})
+        assert r.status_code == 403  # DNS rebinding: the page's own origin, but not this server's name
+    form = {"Origin": "http://evil.example", "Content-Type": "text/plain"}
+    r = httpx.post(url + "/generate", content=json.dumps(gen_body()), headers=form, timeout=60)
+    assert r.status_code == 403 and "Origin" in r.json()["detail"]
+    r = httpx.post(url + "/models/shapes/unload", content=b"a=1",
+                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 415 and "application/json" in r.json()["detail"]
+    r = httpx.post(url + "/generate", content=json.dumps(gen_body()), headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415
+    r = httpx.post(url + "/generate", json=gen_body(), headers={"Origin": "http://evil.example"}, timeout=60)
+    assert r.status_code == 403
+    # what a search sends, and the allowed front end, are answered
+    assert httpx.post(url + "/generate", json=gen_body(), timeout=120).status_code == 200
+    r = httpx.post(url + "/generate", json=gen_body(), headers={"Origin": "http://localhost:3000"}, timeout=120)
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://localhost:3000"
+    pre = httpx.options(url + "/generate", headers={"Origin": "http://localhost:3000",
+                                                    "Access-Control-Request-Method": "POST",
+                                                    "Access-Control-Request-Headers": "content-type"})
+    assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == "http://localhost:3000"
+    assert httpx.get(url + "/", headers={"Host": "localhost"}).status_code == 200
+
+
+def test_json_nested_too_deep_is_a_400(plain_server):
+    import httpx
+
+    deep = b'{"a": ' * 100_000 + b"1" + b"}" * 100_000
+    r = httpx.post(plain_server + "/generate", content=deep, headers={"Content-Type": "application/json"}, timeout=60)
+    assert r.status_code == 400 and "nests too deeply" in r.json()["detail"]
+
+
+def test_a_short_token_is_refused_beyond_loopback():
+    import os
+
+    env = dict(os.environ, TTS_SERVER_TOKEN="x")
+    out = subprocess.run([sys.executable, "-m", "tts.serve", "server.host=0.0.0.0", "server.port=0"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert "TTS_SERVER_TOKEN" in out.stderr and "at least 16" in out.stderr

@@ -26,6 +26,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import secrets
 import socket
 import sys
@@ -47,6 +48,8 @@ from .validate import is_int, is_number
 
 log = logging.getLogger("tts.serve")
 MAX_LINEAGE_DEPTH = 256
+#: the shortest TTS_SERVER_TOKEN a server reachable from other machines accepts
+MIN_TOKEN_CHARS = 16
 EMBED_KEYS = frozenset({"prompt_embeds", "pooled_prompt_embeds", "prompt_attention_mask", "negative_prompt_embeds",
                         "negative_pooled_prompt_embeds", "negative_prompt_attention_mask"})
 
@@ -68,8 +71,20 @@ class ServerSettings:
     max_steps: int = 1000
     max_body_mb: float = 64
     batch_wait_ms: float = 50
+    #: web pages that may call this server from a browser (CORS), e.g. ``[http://localhost:3000]``
+    allowed_origins: list = dataclasses.field(default_factory=list)
+    #: names clients reach this server by besides its address, localhost and this machine's name (a proxy's)
+    allowed_hosts: list = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
+        for key in ("allowed_origins", "allowed_hosts"):
+            value = getattr(self, key)
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+                raise PipelineConfigError(f"server.{key} must be a list of strings, got {value!r}")
+        for origin in self.allowed_origins:
+            if not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise PipelineConfigError(f"server.allowed_origins: {origin!r} is not an origin "
+                                          "(scheme://host[:port], no path), e.g. http://localhost:3000")
         for key in ("port", "batch_size", "max_candidates", "max_steps"):
             value = getattr(self, key)
             if not is_int(value) or value < (0 if key == "port" else 1):
@@ -343,6 +358,13 @@ def create_app(service: GenerationService, token: str | None = None):
 
     if expected is not None:
         app.add_middleware(BearerToken, expected=expected)
+    origins = [o.rstrip("/").lower() for o in service.settings.allowed_origins]
+    if origins:  # a front end's page may call the server from a browser (preflight answered before the token)
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", "X-TTS-Client"])
+    app.add_middleware(SameSite, settings=service.settings, origins=frozenset(origins))
 
     @app.exception_handler(RequestError)
     async def refused(request: Request, e: RequestError):
@@ -362,6 +384,8 @@ def create_app(service: GenerationService, token: str | None = None):
             return {}
         try:
             data = json.loads(body)
+        except RecursionError:
+            raise RequestError(400, "the body's JSON nests too deeply") from None
         except ValueError as e:
             raise RequestError(400, f"the body is not JSON: {e}") from None
         if not isinstance(data, dict):
@@ -443,6 +467,65 @@ def create_app(service: GenerationService, token: str | None = None):
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     return app
+
+
+class SameSite:
+    """ASGI middleware against other web sites (a page a user visits, DNS rebinding): the Host header must name
+    this server (its address, localhost, this machine, ``server.allowed_hosts``), an Origin, when sent, must be
+    this server's or one of ``server.allowed_origins``, and a POST's body must be ``application/json`` (which no
+    page can send to another site without a CORS preflight, refused here)."""
+
+    def __init__(self, app, settings: ServerSettings, origins: frozenset[str]):
+        self.app, self.origins = app, origins
+        self.hosts = {"localhost", "127.0.0.1", "::1", settings.host.lower().strip("[]"), socket.gethostname().lower(),
+                      socket.getfqdn().lower()} | {h.lower() for h in settings.allowed_hosts}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            problem = self.problem(scope)
+            if problem is not None:
+                await JSONResponse({"detail": problem[1]}, status_code=problem[0])(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def problem(self, scope) -> tuple[int, str] | None:
+        headers = {}
+        for k, v in scope.get("headers") or []:
+            headers.setdefault(k.decode("latin-1").lower(), v.decode("latin-1"))
+        server = scope.get("server") or ("", 0)
+        hosts = self.hosts | {str(server[0]).lower()}
+        host = _host_name(headers.get("host", ""))
+        if host not in hosts:
+            return 403, (f"Host {headers.get('host', '')[:80]!r} is not this server's name (DNS rebinding?); reach it "
+                         "by its address, or add the name to server.allowed_hosts")
+        origin = headers.get("origin")
+        if origin is not None:
+            parts = origin.rstrip("/").lower()
+            same = re.fullmatch(r"https?://([^/]+)", parts)
+            own = same is not None and _host_name(same.group(1)) in hosts and _port(same.group(1)) == server[1]
+            if not own and parts not in self.origins:
+                return 403, (f"requests from Origin {origin[:80]!r} are not accepted; to let a front end's page call "
+                             "this server, start it with server.allowed_origins=[<its origin>]")
+        kind = headers.get("content-type", "").split(";")[0].strip().lower()
+        bodyless = "content-type" not in headers and headers.get("content-length", "0") == "0" \
+            and "transfer-encoding" not in headers
+        if scope.get("method") == "POST" and kind != "application/json" and not bodyless:
+            return 415, "POST bodies must be application/json (Content-Type: application/json)"
+        return None
+
+
+def _host_name(value: str) -> str:
+    """A Host header's (or an origin's host:port) name, lower case, without port, brackets or a trailing dot."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1:value.find("]")] if "]" in value else value
+    return value.rpartition(":")[0].rstrip(".") if value.count(":") == 1 else value.rstrip(".")
+
+
+def _port(value: str) -> int | None:
+    tail = value.rpartition("]")[2] if value.startswith("[") else value
+    port = tail.rpartition(":")[2] if ":" in tail else ""
+    return int(port) if port.isdigit() else None
 
 
 class BearerToken:
@@ -553,6 +636,7 @@ def prepare(argv: list[str]):
     except (HydraException, OmegaConfBaseException) as e:
         raise PipelineConfigError(str(e).splitlines()[0] + " (keys: server.host, server.port, server.batch_size, "
                                   "server.batch_wait_ms, server.max_candidates, server.max_steps, server.max_body_mb, "
+                                  "server.allowed_origins, server.allowed_hosts, "
                                   "models.max_resident, models.max_memory_gb, models.preload, pipeline.*)") from None
     try:
         settings = ServerSettings(**OmegaConf.to_container(cfg.server, resolve=True))
@@ -562,6 +646,10 @@ def prepare(argv: list[str]):
     if not settings.loopback and not token:
         raise PipelineConfigError(f"server.host={settings.host} is reachable from other machines: set {TOKEN_ENV} "
                                   "(clients send it as a bearer token) or bind server.host=127.0.0.1")
+    if not settings.loopback and len(token) < MIN_TOKEN_CHARS:
+        raise PipelineConfigError(f"{TOKEN_ENV} has {len(token)} characters; beyond loopback it needs at least "
+                                  f"{MIN_TOKEN_CHARS}: set it to e.g. the output of python -c 'import secrets; "
+                                  "print(secrets.token_urlsafe(32))'")
     registry, default = build_registry(cfg.pipeline)
     sock = bind(settings.host, settings.port)
     try:
