@@ -239,3 +239,30 @@ def test_a_short_token_is_refused_beyond_loopback():
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert "TTS_SERVER_TOKEN" in out.stderr and "at least 16" in out.stderr
+
+
+# -- 5. a remote search generates with the model it records -----------------------------------------------------
+
+def test_a_remote_search_asking_for_another_model_is_refused_in_one_line(plain_server, tmp_path):
+    import os
+
+    env = dict(os.environ)
+    env.pop("TTS_SERVER_TOKEN", None)
+    out = tts_cli(*FAST, "pipeline.model_id=/nonexistent/my-finetune", f"++pipeline.server={plain_server}",
+                  f"hydra.run.dir={tmp_path / 'run'}", env=env)
+    one_line_error(out, "/nonexistent/my-finetune", "pipeline.model_id=")
+    assert not (tmp_path / "run" / rf.MANIFEST).exists()
+
+
+def test_the_server_refuses_a_model_it_does_not_serve_and_unknown_load_keys(plain_server):
+    import httpx
+
+    r = httpx.post(plain_server + "/generate", json=gen_body(model_id="/nonexistent/my-finetune"), timeout=60)
+    assert r.status_code == 409 and "/nonexistent/my-finetune" in r.json()["detail"]
+    r = httpx.post(plain_server + "/models/shapes/load", json={"model_id": "/etc"}, timeout=60)
+    assert r.status_code == 409 and "/etc" in r.json()["detail"]
+    r = httpx.post(plain_server + "/models/shapes/load", json={"height": 32, "colour": "red"}, timeout=60)
+    assert r.status_code == 422 and "'colour'" in r.json()["detail"]
+    served = httpx.get(plain_server + "/").json()["models"]["model_ids"]["shapes"]
+    r = httpx.post(plain_server + "/generate", json=gen_body(model_id=served), timeout=120)
+    assert r.status_code == 200 and r.json()["model_id"] == served

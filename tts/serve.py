@@ -221,10 +221,11 @@ class GenerationService:
         model = body.get("model")
         if not isinstance(model, str):
             raise RequestError(422, "model (a pipeline name, see GET /) is required")
-        unknown = sorted(set(body) - {"model", "prompt", "prompt_embeds", "lineages", *CALL_SETTINGS})
+        unknown = sorted(set(body) - {"model", "model_id", "prompt", "prompt_embeds", "lineages", *CALL_SETTINGS})
         if unknown:
-            raise RequestError(422, f"unknown field {unknown[0]!r}; fields: model, prompt or prompt_embeds, lineages, "
-                                    f"{', '.join(CALL_SETTINGS)}")
+            raise RequestError(422, f"unknown field {unknown[0]!r}; fields: model, model_id, prompt or prompt_embeds, "
+                                    f"lineages, {', '.join(CALL_SETTINGS)}")
+        self.check_model_id(model, body)
         spec = self.spec_for(model, {k: body[k] for k in CALL_SETTINGS if k in body})
         if ("prompt" in body) == ("prompt_embeds" in body):
             raise RequestError(422, "give exactly one of prompt (text) and prompt_embeds")
@@ -277,12 +278,26 @@ class GenerationService:
         for w in works:
             n = len(w.payload.lineages)
             out.append({"images": pngs[start:start + n], "nfe": nfe, "seconds": seconds, "batch": len(lineages),
-                        "latent_shape": list(shape)})
+                        "latent_shape": list(shape), "model_id": spec.model_id})
             start += n
         return out
 
+    def check_model_id(self, name: str, body: dict) -> None:
+        """A request naming the checkpoint it wants (``model_id``) gets it or a 409: a server never generates
+        with another model than the one the client records."""
+        _known(name, self.registry)
+        asked, served = body.get("model_id"), self.registry[name].model_id
+        if asked is not None and asked != served:
+            raise RequestError(409, f"this server serves {name!r} as {served!r}, not {asked!r}: start tts-serve with "
+                                    f"pipeline={name} pipeline.model_id={asked}, or search with "
+                                    f"pipeline.model_id={served}")
+
     def load(self, name: str, body: dict) -> dict:
         _known(name, self.registry)
+        unknown = sorted(set(body) - {"height", "width", "dtype", "model_id"})
+        if unknown:
+            raise RequestError(422, f"unknown field {unknown[0]!r}; fields: height, width, dtype, model_id")
+        self.check_model_id(name, body)
         spec = self.spec_for(name, {k: body[k] for k in ("height", "width", "dtype") if k in body})
         start = time.perf_counter()
         with self.models.use(spec) as loaded:
@@ -300,7 +315,8 @@ class GenerationService:
         return {"name": name, "unloaded": count > 0}
 
     def index(self) -> dict:
-        return {"service": "tts-serve", "models": {"available": sorted(self.registry), "loaded": self.models.names()},
+        return {"service": "tts-serve", "models": {"available": sorted(self.registry), "loaded": self.models.names(),
+                                                   "model_ids": {n: s.model_id for n, s in sorted(self.registry.items())}},
                 "batch_size": self.settings.batch_size}
 
     def health(self) -> dict:
@@ -563,7 +579,7 @@ def _merge(futures) -> dict:
 def _merge_results(results: list[dict]) -> dict:
     return {"images": [png for r in results for png in r["images"]], "nfe": results[0]["nfe"],
             "seconds": sum(r["seconds"] for r in results), "batch": max(r["batch"] for r in results),
-            "latent_shape": results[0]["latent_shape"]}
+            "latent_shape": results[0]["latent_shape"], "model_id": results[0]["model_id"]}
 
 
 # -- the command ------------------------------------------------------------------------------------------
