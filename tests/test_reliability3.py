@@ -266,3 +266,110 @@ def test_the_server_refuses_a_model_it_does_not_serve_and_unknown_load_keys(plai
     served = httpx.get(plain_server + "/").json()["models"]["model_ids"]["shapes"]
     r = httpx.post(plain_server + "/generate", json=gen_body(model_id=served), timeout=120)
     assert r.status_code == 200 and r.json()["model_id"] == served
+
+
+# -- 6. readers stay inside the run folder -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("small") / "run"
+    run_tts([*FAST, "collages=false"], run)
+    return run
+
+
+def tampered(small_run, tmp_path) -> tuple[Path, bytes]:
+    """A copy of a run whose manifest points three records at files outside it; the secret image's bytes."""
+    import shutil
+
+    from PIL import Image
+
+    run = tmp_path / "shared" / "run"
+    shutil.copytree(small_run, run)
+    secret = tmp_path / "shared" / "SECRET.png"
+    Image.new("RGB", (32, 32), (3, 251, 7)).save(secret)
+    (tmp_path / "SECRET.txt").write_text("the secret")
+    lines = (run / rf.MANIFEST).read_text().splitlines()
+    images = [str(secret), "../SECRET.png", str(tmp_path / "SECRET.txt"), ".."]
+    out = []
+    for n, line in enumerate(lines):
+        data = json.loads(line)
+        if n < len(images):
+            data["image"], data["score"] = images[n], 1.0 + n  # the best scores, so every reader shows them
+            data["scores"][data["verifier"]][data["choice_of_metric"]]["score"] = 1.0 + n
+        out.append(json.dumps(data))
+    (run / rf.MANIFEST).write_text("\n".join(out) + "\n")
+    return run, secret.read_bytes()
+
+
+def test_report_and_collage_refuse_images_outside_the_run_folder(small_run, tmp_path):
+    import base64
+
+    import numpy as np
+    from PIL import Image
+
+    from tts import report as tr
+    from tts.collage import collage_run
+
+    run, secret = tampered(small_run, tmp_path)
+    embedded = tr.write_report(run, output=tmp_path / "embed.html", embed=True).read_text()
+    assert base64.b64encode(secret).decode() not in embedded
+    assert base64.b64encode(b"the secret").decode() not in embedded
+    linked = tr.write_report(run, output=tmp_path / "shared" / "run" / "linked.html").read_text()
+    assert "SECRET" not in linked.replace(str(run), "")
+    written = collage_run(run)
+    assert written
+    for path in written:
+        pixels = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3)
+        assert not ((pixels == (3, 251, 7)).all(axis=1)).any()  # the secret image is drawn nowhere
+
+
+def test_replay_refuses_a_record_outside_the_run_folder_in_one_line(small_run, tmp_path):
+    run, _ = tampered(small_run, tmp_path)
+    for image in ("..", "SECRET.png", "../SECRET.png"):
+        out = subprocess.run([sys.executable, "-m", "tts.replay", str(run), image], capture_output=True, text=True,
+                             timeout=120, cwd=TESTS)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1
+    assert not (run.parent / "SECRET.png").read_bytes() == b""  # nothing written over outside files
+
+
+def edit_record(run: Path, n: int, **changes) -> str:
+    lines = (run / rf.MANIFEST).read_text().splitlines()
+    data = json.loads(lines[n]) | changes
+    lines[n] = json.dumps(data)
+    (run / rf.MANIFEST).write_text("\n".join(lines) + "\n")
+    return data["image"]
+
+
+@pytest.mark.parametrize("change", [
+    {"noise": {"kind": "fresh", "seed": 2 ** 80}},
+    {"noise": {"kind": "spiral", "seed": 1}},
+    {"path": {"strategy": "x", "particle": "p", "ops": [{"op": "bogus"}], "nfe_path": 1.0}},
+    {"path": {"strategy": "x", "particle": "p", "ops": [{"op": "run", "to": "x"}], "nfe_path": 1.0}},
+])
+def test_replay_of_a_tampered_record_is_one_line(change, small_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    image = edit_record(run, 0, **change)
+    out = subprocess.run([sys.executable, "-m", "tts.replay", str(run), image], capture_output=True, text=True,
+                         timeout=120, cwd=TESTS)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert len(out.stderr.strip().splitlines()) == 1 and "cannot be replayed" in out.stderr
+
+
+@pytest.mark.parametrize("config", [[1, 2], {"pipeline": {"model_id": "/nonexistent/model", "name": "x",
+                                                          "height": 8, "width": 8, "num_inference_steps": 1,
+                                                          "guidance_scale": 1.0}}])
+def test_replay_without_the_model_or_a_config_is_one_line(config, small_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    (run / rf.CONFIG).write_text(json.dumps(config))
+    image = rf.read_manifest(run)[0].image
+    out = subprocess.run([sys.executable, "-m", "tts.replay", str(run), image], capture_output=True, text=True,
+                         timeout=120, cwd=TESTS)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert len(out.stderr.strip().splitlines()) == 1

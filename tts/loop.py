@@ -121,7 +121,8 @@ class _Index:
         for r in self.by_prompt.get(phash, {}).values():
             if r.status == "blocked" and regenerate_blocked:
                 continue
-            if rf.image_ok(self.folder.root / r.image):
+            image = rf.run_file(self.folder.root, r.image)  # never a file outside the folder (a tampered record)
+            if image is not None and rf.image_ok(image):
                 (resume.finished if r.status != "failed" else resume.failed)[r.key] = r
             else:
                 unreadable += 1

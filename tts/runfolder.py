@@ -206,6 +206,21 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def run_file(root: Path | str, name) -> Path | None:
+    """``root / name`` when it names a file inside the run folder (a record's ``image``); None for anything else
+    (absolute, ``..``, a link out of the folder): a tampered manifest never makes a reader open another file."""
+    if not isinstance(name, str) or not name or "\x00" in name or "\\" in name:
+        return None
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        return None
+    try:
+        base = Path(root).resolve()
+        full = (base / name).resolve()
+    except (OSError, RuntimeError):
+        return None
+    return Path(root) / name if base in full.parents else None
+
+
 # -- secrets ------------------------------------------------------------------------------------------
 
 def redact_url(text: str) -> str:
