@@ -373,3 +373,31 @@ def test_replay_without_the_model_or_a_config_is_one_line(config, small_run, tmp
                          timeout=120, cwd=TESTS)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+# -- 7. a redone in-loop prompt replaces its records -----------------------------------------------------------
+
+INLOOP = ["search._target_=tts_test_plugins.TinyInLoop", "+search.eta=0.5", "pipeline.num_inference_steps=4",
+          "prompts=shapes-bench", "num_prompts=2", "batch_size=4"]
+
+
+@pytest.mark.parametrize("kept", ["all", "first"])
+def test_an_in_loop_prompt_redone_after_a_kill_leaves_no_duplicate_records(kept, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(TESTS / "plugins"))
+    whole = run_tts(INLOOP, tmp_path / "whole")
+    run = tmp_path / "killed"
+    run_tts(INLOOP, run)
+    lines = (run / rf.MANIFEST).read_text().splitlines()
+    phash = json.loads(lines[0])["prompt_hash"]
+    # killed after the prompt's first record (or all of them) and before its searches.jsonl line
+    of_prompt = [n for n, line in enumerate(lines) if json.loads(line)["prompt_hash"] == phash]
+    dropped = set(of_prompt[1:]) if kept == "first" else set()
+    (run / rf.MANIFEST).write_text("".join(line + "\n" for n, line in enumerate(lines) if n not in dropped))
+    searches = [s for s in (run / rf.SEARCHES).read_text().splitlines() if phash not in s]
+    (run / rf.SEARCHES).write_text("".join(s + "\n" for s in searches))
+    (run / rf.SUMMARY).unlink()
+    summary = run_tts(INLOOP, run)
+    records = rf.read_manifest(run)
+    assert len(records) == len({r.key for r in records}) == len(lines)  # no record twice
+    assert summary["verifier_calls"] == whole["verifier_calls"] and summary["candidates"] == whole["candidates"]
+    assert summary["prompts"] == whole["prompts"]
