@@ -401,3 +401,20 @@ def test_an_in_loop_prompt_redone_after_a_kill_leaves_no_duplicate_records(kept,
     assert len(records) == len({r.key for r in records}) == len(lines)  # no record twice
     assert summary["verifier_calls"] == whole["verifier_calls"] and summary["candidates"] == whole["candidates"]
     assert summary["prompts"] == whole["prompts"]
+
+
+# -- 8. secrets through interpolation ---------------------------------------------------------------------------
+
+def test_oc_env_of_a_secret_looking_variable_is_refused_before_it_reaches_records(tmp_path):
+    import os
+
+    secret = "sk-fake-0123456789abcdef"
+    env = dict(os.environ, FAKE_API_KEY=secret, MY_PROMPT="a red circle left of a blue square")
+    run = tmp_path / "run"
+    out = tts_cli(*FAST, "verifier=compressibility", "prompt=${oc.env:FAKE_API_KEY}", f"hydra.run.dir={run}", env=env)
+    text = one_line_error(out, "FAKE_API_KEY", "oc.env")
+    assert secret not in text
+    leaked = [p for p in tmp_path.rglob("*") if secret in p.name or (p.is_file() and secret in p.read_text("latin-1"))]
+    assert not leaked and not (run / rf.MANIFEST).exists()
+    ok = tts_cli(*FAST, "prompt=${oc.env:MY_PROMPT}", f"hydra.run.dir={tmp_path / 'fine'}", env=env)
+    assert ok.returncode == 0, ok.stderr[-2000:]  # a variable that is not secret-looking is read as before

@@ -284,6 +284,26 @@ def _check_secret(key: str, value: str, overrides: list[str]) -> None:
                           f"environment ({', '.join(KEY_VARS.values())}) and pass the URL without it")
 
 
+_ENV_INTERPOLATION = re.compile(r"\$\{\s*oc\.env\s*:\s*['\"]?([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _check_secret_interpolation(node, path: str = "") -> None:
+    """``${oc.env:SOME_API_KEY}`` in a setting that is not itself a secret (a prompt, a path, a tag) would write the
+    secret into records, summaries and file names: refused, naming the setting and the variable (not its value)."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        where = f"{path}.{key}" if path else str(key)
+        if isinstance(value, str) and not rf.is_secret_key(where):
+            for name in _ENV_INTERPOLATION.findall(value):
+                if rf.is_secret_key(name):
+                    raise ConfigError(f"{where} reads the secret-looking environment variable {name} through "
+                                      f"${{oc.env:{name}}}: its value would be written into the run's records, summary "
+                                      "and file names; give the value itself, or keep secrets in the settings that "
+                                      "take them (the verifier reads its API key from the environment)")
+        else:
+            _check_secret_interpolation(value, where)
+
+
 def _instantiate(node: DictConfig, what: str, **kwargs):
     import hydra
     from hydra.errors import InstantiationException
@@ -430,6 +450,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict | None:
     from .models import configure as configure_models
 
     _device_for_rank(cfg)
+    _check_secret_interpolation(OmegaConf.to_container(cfg, resolve=False))
     rf.check_run_folder(run_dir)
     job = build_job(cfg, run_dir)
     configure_models(OmegaConf.to_container(cfg.models, resolve=True) if cfg.get("models") else None)
