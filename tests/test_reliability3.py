@@ -418,3 +418,51 @@ def test_oc_env_of_a_secret_looking_variable_is_refused_before_it_reaches_record
     assert not leaked and not (run / rf.MANIFEST).exists()
     ok = tts_cli(*FAST, "prompt=${oc.env:MY_PROMPT}", f"hydra.run.dir={tmp_path / 'fine'}", env=env)
     assert ok.returncode == 0, ok.stderr[-2000:]  # a variable that is not secret-looking is read as before
+
+
+# -- 9. every size bounded up front; 10/11. tts-plan's bad values -----------------------------------------------
+
+def tts_plan(*args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "tts.plan", *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=TESTS)
+
+
+@pytest.mark.parametrize("args,says", [
+    (["search.schedule=constant", "search.per_round=1000000000"], "search.per_round"),
+    (["search.schedule=constant", "search.per_round=100000", "search.rounds=100000"], "candidates a prompt"),
+    (["search.rounds=17"], "search.rounds"),  # 2**17 in its last round
+    (["search=zero-order", "search.num_neighbors=100000", "search.rounds=1000"], "candidates a prompt"),
+    (["search=smc", "search.num_particles=1000000000"], "search.num_particles"),
+    (["search=evolution", "search.population=100000", "search.generations=100000"], "candidates a prompt"),
+    (["search.rounds=-3"], "search.rounds"),
+    (["search.nfe_budget=nan"], "search.nfe_budget"),
+    (["search.nfe_budget=inf"], "search.nfe_budget"),
+    (["plan.s_per_nfe=inf"], "plan.s_per_nfe"),
+    (["plan.s_per_nfe=nan"], "plan.s_per_nfe"),
+    (["verifier=gemini", "verifier.price_per_million_input_tokens=-1"], "price_per_million_input_tokens"),
+    (["verifier=gemini", "verifier.price_per_million_output_tokens=inf"], "price_per_million_output_tokens"),
+    (["verifier=gemini", "plan.input_tokens=-5"], "plan.input_tokens"),
+])
+def test_unbounded_or_bad_sizes_are_one_line_before_any_work(args, says):
+    import time
+
+    start = time.monotonic()
+    out = tts_plan(*args)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert says in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert time.monotonic() - start < 30
+
+
+def test_the_plan_counts_the_candidates_the_strategy_asks_for():
+    out = tts_plan("search.rounds=16")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "| candidates | 131,070 | 131,070 |" in out.stdout
+    out = tts_plan("search.schedule=constant", "search.per_round=100000", "search.rounds=2")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "| candidates | 200,000 | 200,000 |" in out.stdout  # not where a simulation stopped
+
+
+def test_a_search_refuses_an_unbounded_size_before_loading(tmp_path):
+    out = tts_cli("search.schedule=constant", "search.per_round=1000000000", f"hydra.run.dir={tmp_path / 'run'}")
+    one_line_error(out, "search.per_round")
+    assert not (tmp_path / "run").exists()
