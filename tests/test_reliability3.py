@@ -466,3 +466,31 @@ def test_a_search_refuses_an_unbounded_size_before_loading(tmp_path):
     out = tts_cli("search.schedule=constant", "search.per_round=1000000000", f"hydra.run.dir={tmp_path / 'run'}")
     one_line_error(out, "search.per_round")
     assert not (tmp_path / "run").exists()
+
+
+# -- 10/11. tts-serve's bad settings and values ---------------------------------------------------------------
+
+@pytest.mark.parametrize("arg,says", [("server.port=99999", "server.port must be at most 65535"),
+                                      ("server.max_body_mb=nan", "server.max_body_mb"),
+                                      ("server.batch_wait_ms=inf", "server.batch_wait_ms"),
+                                      ("server.allowed_origins=[http://x.example/path]", "is not an origin")])
+def test_bad_server_settings_are_one_line(arg, says):
+    out = subprocess.run([sys.executable, "-m", "tts.serve", arg], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert says in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+@pytest.mark.parametrize("raw,says", [
+    ('"guidance_scale": NaN', "pipeline.guidance_scale must be a number"),
+    ('"guidance_scale": Infinity', "pipeline.guidance_scale must be a number"),
+    ('"guidance_scale": 1e308', "pipeline.guidance_scale must be a number"),
+    ('"guidance_scale": "high"', "pipeline.guidance_scale must be a number"),
+    ('"max_sequence_length": -1', "pipeline.max_sequence_length must be a positive integer"),
+    ('"max_sequence_length": "x"', "pipeline.max_sequence_length must be a positive integer"),
+])
+def test_the_server_refuses_bad_call_values_with_422(raw, says, plain_server):
+    import httpx
+
+    body = json.dumps(gen_body())[:-1] + ", " + raw + "}"
+    r = httpx.post(plain_server + "/generate", content=body, headers={"Content-Type": "application/json"}, timeout=60)
+    assert r.status_code == 422 and says in r.json()["detail"], r.text

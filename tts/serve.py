@@ -25,6 +25,7 @@ import io
 import ipaddress
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -90,9 +91,11 @@ class ServerSettings:
             if not is_int(value) or value < (0 if key == "port" else 1):
                 raise PipelineConfigError(f"server.{key} must be a {'non-negative' if key == 'port' else 'positive'} "
                                           f"integer, got {value!r}")
+        if self.port > 65535:
+            raise PipelineConfigError(f"server.port must be at most 65535 (0: any free port), got {self.port}")
         for key in ("max_body_mb", "batch_wait_ms"):
             value = getattr(self, key)
-            if not is_number(value) or value < 0:
+            if not is_number(value) or not 0 <= value < math.inf:
                 raise PipelineConfigError(f"server.{key} must be a non-negative number, got {value!r}")
 
     @property
