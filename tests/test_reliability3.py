@@ -494,3 +494,25 @@ def test_the_server_refuses_bad_call_values_with_422(raw, says, plain_server):
     body = json.dumps(gen_body())[:-1] + ", " + raw + "}"
     r = httpx.post(plain_server + "/generate", content=body, headers={"Content-Type": "application/json"}, timeout=60)
     assert r.status_code == 422 and says in r.json()["detail"], r.text
+
+
+# -- 10/11. prompt files -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind,says", [("folder", "is a folder"), ("dev-zero", "not a regular file"),
+                                       ("fifo", "not a regular file"), ("empty", "no prompts in"),
+                                       ("deep-jsonl", "nests too deeply")])
+def test_bad_prompt_files_are_one_line_and_make_no_run_folder(kind, says, tmp_path):
+    import os
+
+    path = {"folder": tmp_path, "dev-zero": Path("/dev/zero"), "fifo": tmp_path / "p.txt",
+            "empty": tmp_path / "p.txt", "deep-jsonl": tmp_path / "p.jsonl"}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "empty":
+        path.write_text("\n\n")
+    elif kind == "deep-jsonl":
+        path.write_text('{"prompt": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    run = tmp_path / "run"
+    out = tts_cli("prompts=file", f"prompts.path={path}", f"hydra.run.dir={run}", timeout=60)
+    one_line_error(out, says)
+    assert not run.exists()
