@@ -44,6 +44,14 @@ def test_a_non_finite_score_is_a_failed_verification_and_the_run_finishes(value,
         (tmp_path / rf.MANIFEST).read_text().splitlines())
 
 
+def test_a_manifest_line_nested_too_deep_is_skipped_like_any_unreadable_line(tmp_path):
+    rf.append_line(tmp_path / rf.MANIFEST, record(0).model_dump_json())
+    with open(tmp_path / rf.MANIFEST, "a") as f:
+        f.write('{"prompt": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    rf.append_line(tmp_path / rf.MANIFEST, record(1).model_dump_json())
+    assert [r.index for r in rf.read_manifest(tmp_path)] == [0, 1]
+
+
 def test_the_manifest_writer_refuses_a_record_its_reader_cannot_read(tmp_path):
     folder = rf.RunFolder(tmp_path)
     with pytest.raises(ValueError, match="cannot read back"):
@@ -516,3 +524,30 @@ def test_bad_prompt_files_are_one_line_and_make_no_run_folder(kind, says, tmp_pa
     out = tts_cli("prompts=file", f"prompts.path={path}", f"hydra.run.dir={run}", timeout=60)
     one_line_error(out, says)
     assert not run.exists()
+
+
+# -- 10. output folders that cannot hold a run -------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["proc", "file", "dev-null", "under-a-file"])
+def test_an_output_place_that_cannot_hold_a_run_is_one_line(kind, tmp_path):
+    (tmp_path / "afile").write_text("mine")
+    arg = {"proc": "output_root=/proc/self/out", "file": f"output_root={tmp_path / 'afile'}",
+           "dev-null": "hydra.run.dir=/dev/null", "under-a-file": f"hydra.run.dir={tmp_path / 'afile' / 'run'}"}[kind]
+    out = tts_cli(*FAST, arg, timeout=60)
+    one_line_error(out, arg.partition("=")[0])
+    assert (tmp_path / "afile").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+@pytest.mark.parametrize("value", ["NaN", "1e309", "-Infinity"])
+def test_report_of_a_manifest_with_a_non_finite_score_is_not_a_traceback(value, small_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    lines = (run / rf.MANIFEST).read_text().splitlines()
+    lines[0] = lines[0].replace('"score":', f'"score":{value},"_was":', 1)
+    (run / rf.MANIFEST).write_text("\n".join(lines) + "\n")
+    assert len(rf.read_manifest(run)) == len(lines) - 1  # the line is unreadable: skipped, its candidate redone
+    out = subprocess.run([sys.executable, "-m", "tts.report", str(run)], capture_output=True, text=True, timeout=120,
+                         cwd=TESTS)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-2000:]

@@ -25,6 +25,7 @@ import re
 import secrets
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -573,6 +574,30 @@ def quiet_third_party_loggers(verbose=False) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def check_output_folders(argv: list[str]) -> None:
+    """``output_root``, ``hydra.run.dir`` and ``hydra.sweep.dir`` can hold a run: each is a folder, or can be made
+    one in its nearest existing parent (a file, ``/dev/null``, ``/proc`` or a read-only place cannot), checked
+    before Hydra makes them, so the refusal is one line."""
+    for arg in _overrides(argv):
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key not in ("output_root", "hydra.run.dir", "hydra.sweep.dir") or not value or "${" in value:
+            continue
+        path = Path(value.strip("'\"")).expanduser()
+        parent = path
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if parent.exists() and not parent.is_dir():
+            what = "is not a folder" if parent == path else f"cannot hold folders: {parent} is not a folder"
+            raise ConfigError(f"{key}={value} {what}; use a folder, e.g. {key}=outputs")
+        if parent == path and path.is_dir() and os.access(path, os.W_OK | os.X_OK):
+            continue
+        try:  # can a folder be made there? (nothing is left behind)
+            os.rmdir(tempfile.mkdtemp(prefix=".tts-probe-", dir=parent))
+        except OSError as e:
+            raise ConfigError(f"{key}={value}: cannot make folders in {parent} ({e.strerror}); use a folder you can "
+                              f"write, e.g. {key}=outputs") from None
+
+
 def _folder_given(argv: list[str]) -> bool:
     """The command line names the run folder (or the sweep's), so ranks need not agree on one."""
     multirun = any(a in ("-m", "--multirun") for a in argv)
@@ -591,6 +616,7 @@ def main() -> None:
         return
     try:
         argv = check_overrides(ttsf.expand_config_args(sys.argv[1:]))
+        check_output_folders(argv)
         if not _folder_given(argv):
             _RUN_UID, _START = sh.agree_on_launch(_RUN_UID, _START)
     except (ConfigError, ttsf.TtsfConfigError, sh.ShardError) as e:

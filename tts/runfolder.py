@@ -421,7 +421,7 @@ def parse_lines(path: Path, raw: bytes, first_line: int = 1) -> list[CandidateRe
         if not line.strip():
             continue
         try:
-            data = json.loads(line.decode("utf-8"))
+            data = json.loads(line.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite_float)
             if not isinstance(data, dict):
                 raise ValueError("not an object")
             version = data.get("schema_version", 0)
@@ -429,13 +429,24 @@ def parse_lines(path: Path, raw: bytes, first_line: int = 1) -> list[CandidateRe
                 raise RunFolderError(f"{path} line {number} has schema_version {version} (this tts reads up to "
                                      f"{SCHEMA_VERSION}): upgrade tts (pip install -U tts) to read or resume it")
             out.append(CandidateRecord.model_validate(data))
-        except (UnicodeDecodeError, ValueError, ValidationError):
+        except (UnicodeDecodeError, ValueError, ValidationError, RecursionError):
             bad.append(number)
     if bad:
         shown = ", ".join(map(str, bad[:10])) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
         log.warning("%s: skipped %d unreadable line%s (%s); their candidates are redone", path, len(bad),
                     "s" if len(bad) > 1 else "", shown)
     return out
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")  # NaN, Infinity: no record tts writes holds one
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} overflows a float")
+    return value
 
 
 class ManifestTail:
