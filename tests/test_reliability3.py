@@ -551,3 +551,45 @@ def test_report_of_a_manifest_with_a_non_finite_score_is_not_a_traceback(value, 
     out = subprocess.run([sys.executable, "-m", "tts.report", str(run)], capture_output=True, text=True, timeout=120,
                          cwd=TESTS)
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
+
+
+# -- 12. a full disk --------------------------------------------------------------------------------------------
+
+def _full_tmpfs(where: Path) -> bool:
+    """A 400 kB tmpfs at ``where`` (root only); False where it cannot be mounted."""
+    where.mkdir()
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(where)],
+                          capture_output=True).returncode == 0
+
+
+def test_a_full_disk_is_one_line_without_logging_tracebacks(tmp_path):
+    mnt = tmp_path / "mnt"
+    run = mnt / "run"
+    mounted = _full_tmpfs(mnt)
+    try:
+        if mounted:  # a real full file system: the run's log file cannot grow either
+            first = tts_cli(*FAST, f"hydra.run.dir={run}")
+            assert first.returncode == 0, first.stderr[-2000:]
+            for path, chunk in ((mnt / "fill", b"\0" * 4096), (run / "tts-search.log", b"x" * 63 + b"\n")):
+                with open(path, "ab", buffering=0) as f, pytest.raises(OSError):
+                    while True:
+                        f.write(chunk)
+            out = tts_cli(*FAST[:-2], "search.rounds=5", "batch_size=2", f"hydra.run.dir={run}")
+        else:  # no mount here: a log file whose writes fail as on a full disk, and a full disk for images
+            code = ("import errno, logging, tts.runfolder as rf\n"
+                    "class Full:\n"
+                    "    def write(self, s): raise OSError(errno.ENOSPC, 'No space left on device')\n"
+                    "    def flush(self): raise OSError(errno.ENOSPC, 'No space left on device')\n"
+                    "    def close(self): pass\n"
+                    "logging.FileHandler._open = lambda self: Full()\n"
+                    "def save(path, image): raise OSError(errno.ENOSPC, 'No space left on device', str(path))\n"
+                    "rf.save_image = save\n"
+                    "from tts.cli import main; main()")
+            out = subprocess.run([sys.executable, "-c", code, *FAST, f"hydra.run.dir={run}"], capture_output=True,
+                                 text=True, timeout=300, cwd=TESTS)
+        text = out.stdout + out.stderr
+        assert out.returncode == 2 and "disk is full" in text, text[-3000:]
+        assert "Logging error" not in text and "Traceback" not in text, text[-3000:]
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(mnt)], capture_output=True)

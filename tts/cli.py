@@ -16,6 +16,7 @@ the folder first (tts.shard).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import difflib
 import hashlib
@@ -543,6 +544,7 @@ def _job(cfg: DictConfig) -> None:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     quiet_third_party_loggers(HydraConfig.get().verbose)
+    _drop_failing_log_files()
     try:
         run(cfg, run_dir)
     except KeyboardInterrupt:
@@ -562,6 +564,19 @@ def _job(cfg: DictConfig) -> None:
         log.error("%s", e)
         _remove_if_empty(run_dir, Path(str(cfg.get("output_root", "outputs"))))
         sys.exit(2)
+
+
+def _drop_failing_log_files() -> None:
+    """A log file that cannot be written (a full disk) is closed and dropped, silently: the console still gets
+    every line, and the run's one-line error is not buried under logging's tracebacks."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if isinstance(handler, logging.FileHandler):
+            def drop(record, handler=handler):
+                handler.emit = lambda record: None  # not removed: the root logger may be iterating its handlers
+                with contextlib.suppress(Exception):
+                    handler.close()
+            handler.handleError = drop
 
 
 def quiet_third_party_loggers(verbose=False) -> None:
