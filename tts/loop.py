@@ -494,8 +494,8 @@ def make_record(job: SearchJob, folder: rf.RunFolder, p: _Pending, v: Verdict, v
 def finite_verdict(v: Verdict) -> Verdict:
     """A verdict with a NaN or infinite score (its own or a member's) is a failed verification naming them:
     JSON cannot hold such a value, and no search can rank it."""
-    bad = [f"{who}{m}={s.score}" for who, scores in (("", v.scores or {}), *((f"{k}.", d) for k, d in v.members.items()))
-           for m, s in scores.items() if not math.isfinite(s.score)]
+    groups = (("", v.scores or {}), *((f"{k}.", d) for k, d in v.members.items()))
+    bad = [f"{who}{m}={s.score}" for who, scores in groups for m, s in scores.items() if not math.isfinite(s.score)]
     if not bad or v.error is not None:
         return v
     return Verdict(error=f"the verifier returned a non-finite score ({', '.join(bad[:4])})", usage=v.usage)

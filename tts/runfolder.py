@@ -502,7 +502,8 @@ def check_run_folder(root: Path | str) -> None:
     try:
         foreign = sorted(p.name for p in root.iterdir() if not _OWN_FILES.fullmatch(p.name))
     except OSError as e:
-        raise RunFolderError(f"cannot read {root} ({e.strerror}): use a new folder, hydra.run.dir=<new folder>") from None
+        raise RunFolderError(f"cannot read {root} ({e.strerror}): use a new folder, "
+                             "hydra.run.dir=<new folder>") from None
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise RunFolderError(f"{root} is not empty ({shown}) and is not a tts run (no {CONFIG} or {MANIFEST}): "

@@ -318,8 +318,9 @@ class GenerationService:
         return {"name": name, "unloaded": count > 0}
 
     def index(self) -> dict:
+        model_ids = {n: s.model_id for n, s in sorted(self.registry.items())}
         return {"service": "tts-serve", "models": {"available": sorted(self.registry), "loaded": self.models.names(),
-                                                   "model_ids": {n: s.model_id for n, s in sorted(self.registry.items())}},
+                                                   "model_ids": model_ids},
                 "batch_size": self.settings.batch_size}
 
     def health(self) -> dict:

@@ -42,8 +42,8 @@ def check_size(name: str, value) -> int:
 def check_total(total: int, settings: str) -> int:
     """The candidates a prompt's search asks for in all, at most :data:`MAX_CANDIDATES`."""
     if total > MAX_CANDIDATES:
-        raise ValueError(f"{settings} ask for {total:,} candidates a prompt, more than tts allows ({MAX_CANDIDATES:,}); "
-                         "lower them, or bound the search with search.nfe_budget")
+        raise ValueError(f"{settings} ask for {total:,} candidates a prompt, more than tts allows "
+                         f"({MAX_CANDIDATES:,}); lower them, or bound the search with search.nfe_budget")
     return total
 
 

@@ -181,7 +181,8 @@ class PipelineSpec:
             raise PipelineConfigError(f"pipeline.guidance_scale must be a number in [0, {MAX_GUIDANCE}], got {scale!r}")
         length = self.max_sequence_length
         if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
-            raise PipelineConfigError(f"pipeline.max_sequence_length must be a positive integer or null, got {length!r}")
+            raise PipelineConfigError(f"pipeline.max_sequence_length must be a positive integer or null, "
+                                      f"got {length!r}")
 
     def resolve_device(self) -> torch.device:
         return resolve_device(self.device)

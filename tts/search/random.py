@@ -29,9 +29,10 @@ class RandomSearch:
             raise ValueError(f"search.schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
         self.schedule, self.base = schedule, check_size("search.base", base)
         self.per_round = check_size("search.per_round", per_round)
-        if self.schedule == "exponential" and self.base > 1 and self.rounds * math.log(self.base) > math.log(MAX_SIZE):
-            raise ValueError(f"search.rounds={self.rounds} with search.base={self.base} asks {self.base}**{self.rounds} "
-                             f"candidates in its last round, more than tts allows ({MAX_SIZE:,}); lower search.rounds")
+        if self.schedule == "exponential" and self.base > 1 and self.rounds > math.log(MAX_SIZE, self.base) + 1e-9:
+            raise ValueError(f"search.rounds={self.rounds} with search.base={self.base} asks "
+                             f"{self.base}**{self.rounds} candidates in its last round, more than tts allows "
+                             f"({MAX_SIZE:,}); lower search.rounds")
         check_total(sum(self.round_size(r) for r in range(1, self.rounds + 1)), "search.rounds and search.per_round"
                     if self.schedule == "constant" else "search.rounds and search.base")
         self.seed_fn, self.round, self.best = seed_fn, 0, None
