@@ -174,7 +174,7 @@ def test_bad_requests_get_a_4xx_naming_the_problem(server):
     for payload, status, message in cases:
         r = httpx.post(f"{server}/generate", json=payload, timeout=120)
         assert (r.status_code, message in r.json()["detail"]) == (status, True), (payload, r.text)
-    r = httpx.post(f"{server}/generate", content=b"{not json", timeout=30)
+    r = httpx.post(f"{server}/generate", content=b"{not json", headers={"Content-Type": "application/json"}, timeout=30)
     assert r.status_code == 400 and "not JSON" in r.json()["detail"]
     r = httpx.post(f"{server}/generate", json=body("x" * (2 * 1024 * 1024), [fresh(1)]), timeout=30)
     assert r.status_code == 413 and "server.max_body_mb" in r.json()["detail"]

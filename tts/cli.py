@@ -16,6 +16,7 @@ the folder first (tts.shard).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import difflib
 import hashlib
@@ -25,6 +26,7 @@ import re
 import secrets
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -271,6 +273,26 @@ def _check_secret(key: str, value: str, overrides: list[str]) -> None:
                           f"environment ({', '.join(KEY_VARS.values())}) and pass the URL without it")
 
 
+_ENV_INTERPOLATION = re.compile(r"\$\{\s*oc\.env\s*:\s*['\"]?([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _check_secret_interpolation(node, path: str = "") -> None:
+    """``${oc.env:SOME_API_KEY}`` in a setting that is not itself a secret (a prompt, a path, a tag) would write the
+    secret into records, summaries and file names: refused, naming the setting and the variable (not its value)."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        where = f"{path}.{key}" if path else str(key)
+        if isinstance(value, str) and not rf.is_secret_key(where):
+            for name in _ENV_INTERPOLATION.findall(value):
+                if rf.is_secret_key(name):
+                    raise ConfigError(f"{where} reads the secret-looking environment variable {name} through "
+                                      f"${{oc.env:{name}}}: its value would be written into the run's records, summary "
+                                      "and file names; give the value itself, or keep secrets in the settings that "
+                                      "take them (the verifier reads its API key from the environment)")
+        else:
+            _check_secret_interpolation(value, where)
+
+
 def _instantiate(node: DictConfig, what: str, **kwargs):
     import hydra
     from hydra.errors import InstantiationException
@@ -410,6 +432,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict | None:
     from .runjob import run_job
 
     _device_for_rank(cfg)
+    _check_secret_interpolation(OmegaConf.to_container(cfg, resolve=False))
+    rf.check_run_folder(run_dir)
     job = build_job(cfg, run_dir)
     configure_models(OmegaConf.to_container(cfg.models, resolve=True) if cfg.get("models") else None)
     plan = planning.make_plan(cfg, job)
@@ -484,6 +508,7 @@ def _job(cfg: DictConfig) -> None:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     quiet_third_party_loggers(HydraConfig.get().verbose)
+    _drop_failing_log_files()
     try:
         run(cfg, run_dir)
     except KeyboardInterrupt:
@@ -505,6 +530,19 @@ def _job(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
+def _drop_failing_log_files() -> None:
+    """A log file that cannot be written (a full disk) is closed and dropped, silently: the console still gets
+    every line, and the run's one-line error is not buried under logging's tracebacks."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if isinstance(handler, logging.FileHandler):
+            def drop(record, handler=handler):
+                handler.emit = lambda record: None  # not removed: the root logger may be iterating its handlers
+                with contextlib.suppress(Exception):
+                    handler.close()
+            handler.handleError = drop
+
+
 def quiet_third_party_loggers(verbose=False) -> None:
     """Third-party loggers at WARNING, except those ``hydra.verbose`` asks for (all when it is true)."""
     if verbose is True:
@@ -513,6 +551,30 @@ def quiet_third_party_loggers(verbose=False) -> None:
     for name in THIRD_PARTY_LOGGERS:
         if not any(name == a or name.startswith(f"{a}.") for a in asked):
             logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def check_output_folders(argv: list[str]) -> None:
+    """``output_root``, ``hydra.run.dir`` and ``hydra.sweep.dir`` can hold a run: each is a folder, or can be made
+    one in its nearest existing parent (a file, ``/dev/null``, ``/proc`` or a read-only place cannot), checked
+    before Hydra makes them, so the refusal is one line."""
+    for arg in _overrides(argv):
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key not in ("output_root", "hydra.run.dir", "hydra.sweep.dir") or not value or "${" in value:
+            continue
+        path = Path(value.strip("'\"")).expanduser()
+        parent = path
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if parent.exists() and not parent.is_dir():
+            what = "is not a folder" if parent == path else f"cannot hold folders: {parent} is not a folder"
+            raise ConfigError(f"{key}={value} {what}; use a folder, e.g. {key}=outputs")
+        if parent == path and path.is_dir() and os.access(path, os.W_OK | os.X_OK):
+            continue
+        try:  # can a folder be made there? (nothing is left behind)
+            os.rmdir(tempfile.mkdtemp(prefix=".tts-probe-", dir=parent))
+        except OSError as e:
+            raise ConfigError(f"{key}={value}: cannot make folders in {parent} ({e.strerror}); use a folder you can "
+                              f"write, e.g. {key}=outputs") from None
 
 
 def _folder_given(argv: list[str]) -> bool:
@@ -533,6 +595,7 @@ def main() -> None:
         return
     try:
         argv = check_overrides(ttsf.expand_config_args(sys.argv[1:]))
+        check_output_folders(argv)
         if not _folder_given(argv):
             _RUN_UID, _START = sh.agree_on_launch(_RUN_UID, _START)
     except (ConfigError, ttsf.TtsfConfigError, sh.ShardError) as e:

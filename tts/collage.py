@@ -326,11 +326,12 @@ def read_manifest_run(run: Path) -> list[PromptRun]:
     """Every verified candidate of a tts run folder, per prompt."""
     by_prompt: dict[str, PromptRun] = {}
     for r in rf.final_records(rf.read_manifest(run)):
-        if r.status != "ok":
+        image = rf.run_file(run, r.image)
+        if r.status != "ok" or image is None:  # a record naming a file outside the run folder is not drawn
             continue
         pr = by_prompt.setdefault(r.prompt, PromptRun(r.prompt, rf.prompt_stem(r.prompt), r.choice_of_metric,
                                                       sign=direction(run, r.choice_of_metric)))
-        pr.rounds[r.round].append(Candidate(run / r.image, r.round, r.seed, r.score, r.index))
+        pr.rounds[r.round].append(Candidate(image, r.round, r.seed, r.score, r.index))
     return list(by_prompt.values())
 
 
@@ -338,6 +339,7 @@ def _resolve(run: Path, stem: str, round_: int, doc: dict) -> Path:
     """The best image of a round JSON: ``best_img_path``'s file name in ``run`` (it may be relative to another
     working directory, or absolute on another machine), else the name made from the best seed."""
     name = re.split(r"[\\/]", doc.get("best_img_path") or "")[-1]
+    name = "" if rf.run_file(run, name) is None else name
     if name and (run / name).exists():
         return run / name
     seed = doc.get("best_noise_seed")

@@ -12,6 +12,7 @@ what it returns.
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 from . import runfolder as rf
@@ -52,6 +53,7 @@ class PreviewLog:
                 self.usage = v.usage if self.usage is None else self.usage.add(v.usage)
         scores = [v.scores[self.metric].score if v is not None and v.scores and self.metric in v.scores else None
                   for v in verdicts]
+        scores = [s if s is None or math.isfinite(s) else None for s in scores]  # NaN / inf: scores worst
         for pid, s in zip(info.ids, scores):
             self.lines.append({"prompt_hash": self.phash, "prompt": self.prompt, "step": info.step,
                                "noise_level": round(info.noise_level, 6), "particle": pid, "metric": self.metric,
@@ -112,13 +114,23 @@ def _record_finals(run, strategy, engine: Engine, finals: list[Final], seconds: 
                                                        parent=f.parent, ops=f.path, nfe_path=f.nfe_path,
                                                        nfe_shared=f.nfe_shared)))
     run.progress.generated(len(pending))
-    records = []
+    records = [r for p in pending if (r := _recorded(run, p)) is not None]
+    pending = [p for p in pending if _recorded(run, p) is None]
     size = run.job.batch_size
     for k in range(0, len(pending), size):
         records += verify_and_record(run.job, run.folder, pending[k:k + size])
         run.progress.verified_(len(pending[k:k + size]))
         run.folder.heartbeat(run.phash)
     return sorted(records, key=lambda r: r.index)
+
+
+def _recorded(run, p):
+    """The record a killed attempt at this prompt already wrote for the same candidate (same noise, same path),
+    so a redone prompt replaces its records instead of appending a second one beside each."""
+    old = run.resume.finished.get((run.phash, p.round, p.index))
+    if old is None or old.noise != p.noise or old.path is None or old.path.ops != p.path_record.ops:
+        return None
+    return old
 
 
 def nfe_per_image(generator, prompt: str) -> float | None:

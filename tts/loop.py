@@ -123,7 +123,8 @@ class _Index:
         for r in self.by_prompt.get(phash, {}).values():
             if r.status == "blocked" and regenerate_blocked:
                 continue
-            if rf.image_ok(self.folder.root / r.image):
+            image = rf.run_file(self.folder.root, r.image)  # never a file outside the folder (a tampered record)
+            if image is not None and rf.image_ok(image):
                 (resume.finished if r.status != "failed" else resume.failed)[r.key] = r
             else:
                 unreadable += 1
@@ -474,6 +475,7 @@ def verify_and_record(job: SearchJob, folder: rf.RunFolder, pending: list[_Pendi
 
 def make_record(job: SearchJob, folder: rf.RunFolder, p: _Pending, v: Verdict, verify_s: float) -> CandidateRecord:
     metric, name = job.verifier.choice_of_metric, job.verifier.name
+    v = finite_verdict(v)
     ok = v.error is None and v.scores is not None and metric in v.scores
     error = None if ok else (v.error or f"no {metric!r} in the verifier's answer")
     blocked = p.safety is not None and p.safety.blocked is not None
@@ -489,6 +491,16 @@ def make_record(job: SearchJob, folder: rf.RunFolder, p: _Pending, v: Verdict, v
         scores=({name: v.scores} if v.scores else {}) | v.members, image=p.image_path.name,
         timings=Timings(generate_s=p.generate_s, verify_s=verify_s), worker=folder.worker, usage=v.usage,
         safety=p.safety, path=p.path_record)
+
+
+def finite_verdict(v: Verdict) -> Verdict:
+    """A verdict with a NaN or infinite score (its own or a member's) is a failed verification naming them:
+    JSON cannot hold such a value, and no search can rank it."""
+    groups = (("", v.scores or {}), *((f"{k}.", d) for k, d in v.members.items()))
+    bad = [f"{who}{m}={s.score}" for who, scores in groups for m, s in scores.items() if not math.isfinite(s.score)]
+    if not bad or v.error is not None:
+        return v
+    return Verdict(error=f"the verifier returned a non-finite score ({', '.join(bad[:4])})", usage=v.usage)
 
 
 def write_round_best(run: _PromptRun, number: int, records, best: Candidate | None, nfe_total: float) -> None:

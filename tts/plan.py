@@ -24,7 +24,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from . import runfolder as rf
-from .validate import is_number
+from .validate import MAX_CANDIDATES, is_number
 
 PLAN_VERSION = 1
 #: Characters per text token, the providers' rule of thumb (Gemini API docs, "Understand and count tokens").
@@ -64,8 +64,7 @@ def make_plan(cfg: DictConfig, job=None) -> dict:
     if settings.get("measure"):
         s_per_nfe, nfe = measure(parts)
         throughput_source = nfe_source = f"measured here: one batch of {parts.batch_size}"
-    if s_per_nfe is not None and (not is_number(s_per_nfe)
-                                  or s_per_nfe <= 0):
+    if s_per_nfe is not None and (not is_number(s_per_nfe) or not 0 < s_per_nfe < math.inf):
         raise PlanError(f"plan.s_per_nfe must be a positive number of seconds, got {s_per_nfe!r}")
     prompts, shards = len(parts.prompts), parts.shard_count
     per_shard = math.ceil(prompts / shards) if prompts else 0
@@ -96,9 +95,13 @@ def _parts(cfg: DictConfig, job) -> _Parts:
         shard = from_config(cfg)
     except ShardError as e:
         raise ConfigError(str(e)) from None
+    from .cli import _instantiate_strategy
+
     prompts = select(_instantiate(cfg.prompts, "prompts"), cfg.num_prompts)
+    factory = _instantiate(cfg.search, "search")
+    _instantiate_strategy(factory)  # its settings checked (sizes bounded) before it is simulated: one line if not
     return _Parts(_instantiate(cfg.pipeline, "pipeline"), _instantiate(cfg.verifier, "verifier"),
-                  _instantiate(cfg.search, "search"), prompts, shard.count, _positive_int(cfg, "batch_size"))
+                  factory, prompts, shard.count, _positive_int(cfg, "batch_size"))
 
 
 # -- candidates and NFEs ------------------------------------------------------------------------------------
@@ -123,15 +126,18 @@ def candidates_per_prompt(factory, nfe: float | None = None) -> tuple[int, int]:
     return (min(counts), max(counts)) if cap is None else (min(min(counts), cap), min(max(counts), cap))
 
 
-def _simulate(factory, improving: bool, cap: int = 100_000) -> int:
+def _simulate(factory, improving: bool, cap: int = MAX_CANDIDATES) -> int:
     from .search import Candidate
 
     strategy = factory(seed_fn=lambda r, i, purpose: 1000 * r + i)
     total, round_ = 0, 0
-    while (noises := strategy.ask()) and total < cap:
+    while noises := strategy.ask():
         round_ += 1
         strategy.tell([Candidate(round_, i, n, float(total + i) if improving else None) for i, n in enumerate(noises)])
         total += len(noises)
+        if total > cap:
+            raise PlanError(f"the search asks for more than {cap:,} candidates a prompt (more than tts allows): "
+                            "lower its rounds or sizes, or bound it with search.nfe_budget")
     return total
 
 
@@ -181,7 +187,14 @@ def api_cost(parts: _Parts, candidates: int, settings, pilot: dict | None) -> li
     """Per API verifier: requests, tokens and USD for ``candidates`` images (one request each, unless a pilot
     measured retries), at its prices."""
     out = []
+    for key in ("input_tokens", "output_tokens"):
+        value = settings.get(key)
+        if value is not None and (not is_number(value) or not 0 < value < math.inf):
+            raise PlanError(f"plan.{key} must be a positive number of tokens per request, got {value!r}")
     for v in api_verifiers(parts.verifier):
+        for name, price in zip(("price_per_million_input_tokens", "price_per_million_output_tokens"), v.prices):
+            if not 0 <= price < math.inf:
+                raise PlanError(f"verifier.{name} must be a non-negative number of USD, got {price!r}")
         measured = (pilot or {}).get("api", {}).get(v.name)
         if measured:
             per_call, tin, tout = measured["requests_per_call"], measured["input_tokens"], measured["output_tokens"]

@@ -76,6 +76,12 @@ class FilePrompts:
 
     def iter(self):
         path = Path(self.path).expanduser()
+        if path.is_dir():
+            raise PromptSourceError(f"prompts.path={str(path)!r} is a folder: give a prompt file in it (.txt, .csv, "
+                                    ".tsv or .jsonl)")
+        if path.exists() and not path.is_file():
+            raise PromptSourceError(f"prompts.path={str(path)!r} is not a regular file (a device, a pipe or a socket): "
+                                    "give a prompt file (.txt, .csv, .tsv or .jsonl)")
         if not path.is_file():
             raise PromptSourceError(f"prompt file {str(path)!r} does not exist (set prompts.path=...)")
         text = _read_utf8(path)
@@ -117,6 +123,9 @@ def _read_utf8(path: Path) -> str:
 def _json_object(line: str, where: str, column: str) -> dict:
     try:
         value = json.loads(line)
+    except RecursionError:
+        raise PromptSourceError(f"{where}: the JSON nests too deeply; each line must be a JSON object such as "
+                                f"{{\"{column}\": \"a red circle\"}}") from None
     except json.JSONDecodeError as e:
         raise PromptSourceError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); each line must be a JSON "
                                 f"object such as {{\"{column}\": \"a red circle\"}}") from None
@@ -191,5 +200,11 @@ def select(source, num_prompts) -> list[Prompt]:
     suite), else the first ``num_prompts`` distinct prompts, reading no further than needed."""
     limit = check_num_prompts(num_prompts)
     if limit is not None and hasattr(source, "subset"):
-        return source.subset(limit)
-    return take(source.iter() if hasattr(source, "iter") else source.load(), limit)
+        prompts = source.subset(limit)
+    else:
+        prompts = take(source.iter() if hasattr(source, "iter") else source.load(), limit)
+    if not prompts:
+        where = getattr(source, "path", None) or getattr(source, "name", None) or type(source).__name__
+        raise PromptSourceError(f"no prompts in {where} (an empty file?): add prompts, or point prompts.path at "
+                                "another file")
+    return prompts

@@ -71,6 +71,11 @@ def check_servers(spec: PipelineSpec) -> None:
         available = r.json()["models"]["available"]
         if spec.name not in available:
             raise ServerError(f"{url} serves no pipeline {spec.name!r}; it serves: {', '.join(available)}")
+        served = r.json()["models"].get("model_ids", {}).get(spec.name, spec.model_id)
+        if served != spec.model_id:
+            raise ServerError(f"{url} serves {spec.name!r} as {served!r}, not {spec.model_id!r}: search with "
+                              f"pipeline.model_id={served}, or start tts-serve with pipeline={spec.name} "
+                              f"pipeline.model_id={spec.model_id}")
 
 
 class RemoteGenerator:
@@ -87,7 +92,8 @@ class RemoteGenerator:
         shapes = set()
         for url in self.urls:  # the model is loaded on every server before the first batch
             info = self._send("POST", f"/models/{spec.name}/load", {"height": spec.height, "width": spec.width,
-                                                                     "dtype": spec.dtype}, urls=[url])
+                                                                     "dtype": spec.dtype, "model_id": spec.model_id},
+                              urls=[url])
             shapes.add(tuple(info["latent_shape"]))
             log.info("generating on %s: %s = %s", url, spec.name, info.get("model_id"))
         if len(shapes) > 1:
@@ -101,8 +107,12 @@ class RemoteGenerator:
     def generate(self, prompt: str, lineages: list[dict]):
         """(images, NFEs per candidate, seconds) for one batch, generated on the next server."""
         start = time.perf_counter()
-        body = {"model": self.spec.name, "prompt": prompt, "lineages": lineages} | call_settings(self.spec)
+        body = {"model": self.spec.name, "model_id": self.spec.model_id, "prompt": prompt,
+                "lineages": lineages} | call_settings(self.spec)
         out = self._send("POST", "/generate", body)
+        if out.get("model_id", self.spec.model_id) != self.spec.model_id:
+            raise ServerError(f"the server generated with {out['model_id']!r}, not pipeline.model_id="
+                              f"{self.spec.model_id}: point pipeline.server at a server that serves it")
         images = [Image.open(io.BytesIO(base64.b64decode(png))).convert("RGB") for png in out["images"]]
         if len(images) != len(lineages):
             raise ServerError(f"the server returned {len(images)} images for {len(lineages)} noises")

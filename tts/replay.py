@@ -21,24 +21,30 @@ from . import runfolder as rf
 def replay(run_dir: Path, image: str, out: Path | None = None, device: str | None = None) -> tuple[Path, int]:
     """Regenerate ``image`` of ``run_dir``; return (written path, max abs pixel difference from the original)."""
     from .generate import make_generator
-    from .pipelines import PipelineSpec
+    from .pipelines import PipelineConfigError, PipelineSpec
 
     if not (run_dir / rf.CONFIG).is_file():
         raise SystemExit(f"tts-replay: {run_dir} is not a run folder (no {rf.CONFIG}); pass the folder tts-search "
                          "printed as 'run folder: ...'")
-    config = json.loads((run_dir / rf.CONFIG).read_text())
-    records = [r for r in rf.read_manifest(run_dir) if r.image == Path(image).name]
+    settings = _pipeline_settings(run_dir)
+    records = [r for r in rf.read_manifest(run_dir) if r.image == image and rf.run_file(run_dir, r.image)]
     if not records:
         raise SystemExit(f"tts-replay: no record for {image!r} in {run_dir / rf.MANIFEST} (give an image file name "
                          "listed there)")
     record = records[-1]
-    settings = {k: v for k, v in config["pipeline"].items() if k != "_target_"}
     if device:
         settings["device"] = device
-    spec = PipelineSpec(**settings)
+    try:
+        spec = PipelineSpec(**settings)
+        spec.check()
+    except (PipelineConfigError, TypeError, ValueError) as e:
+        raise SystemExit(f"tts-replay: cannot build the run's pipeline: {e}") from None
     generator = make_generator(spec)
     try:
         regenerated = _regenerate(generator, record)
+    except (ValueError, KeyError, TypeError, IndexError, OverflowError, RuntimeError) as e:
+        raise SystemExit(f"tts-replay: the record of {image} cannot be replayed ({type(e).__name__}: "
+                         f"{str(e)[:200]}): it was edited, or written by another tool") from None
     finally:
         generator.close()
     out = out or run_dir / "replay" / record.image
@@ -47,6 +53,19 @@ def replay(run_dir: Path, image: str, out: Path | None = None, device: str | Non
     original = np.asarray(Image.open(run_dir / record.image).convert("RGB"), dtype=np.int16)
     diff = int(np.abs(original - np.asarray(regenerated.convert("RGB"), dtype=np.int16)).max())
     return out, diff
+
+
+def _pipeline_settings(run_dir: Path) -> dict:
+    """The run's pipeline settings from its config.json; one line when it holds none."""
+    try:
+        config = json.loads((run_dir / rf.CONFIG).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise SystemExit(f"tts-replay: {run_dir / rf.CONFIG} is unreadable ({e})") from None
+    pipeline = config.get("pipeline") if isinstance(config, dict) else None
+    if not isinstance(pipeline, dict):
+        raise SystemExit(f"tts-replay: {run_dir / rf.CONFIG} holds no pipeline settings: it is not a tts-search "
+                         "run's config")
+    return {k: v for k, v in pipeline.items() if k != "_target_"}
 
 
 def _regenerate(generator, record):

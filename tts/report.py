@@ -312,7 +312,7 @@ def wall_time(run: Run) -> float | None:
     """Seconds from the run's first file (config.json or an image) to its last write (manifests, summary, round
     JSONs): the run's wall time, model loading included; a resumed run's pause is included too."""
     starts, ends = [], []
-    for path in [run.path / rf.CONFIG] + [run.path / r.image for r in run.records]:
+    for path in [run.path / rf.CONFIG] + [p for r in run.records if (p := rf.run_file(run.path, r.image))]:
         starts += _mtime(path)
     for path in [run.path / rf.MANIFEST, *run.path.glob("manifests/*.jsonl"), run.path / rf.SUMMARY,
                  *run.path.glob("*.json")]:
@@ -585,6 +585,8 @@ class Images:
         self._folders: dict[Path, str] = {}
 
     def __call__(self, folder: Path, name: str) -> str:
+        if rf.run_file(folder, name) is None:  # a tampered record: nothing outside the run folder is shown
+            return ""
         if self.embed:
             try:
                 return "data:image/png;base64," + base64.b64encode((folder / name).read_bytes()).decode()
@@ -711,8 +713,8 @@ def problems_table(runs: list[Run], images: Images) -> str:
         bad = [r for r in sorted(run.records, key=lambda r: (r.prompt_index, r.round, r.index)) if r.status != "ok"]
         total += len(bad)
         for r in bad[:MAX_PROBLEMS_LISTED]:
-            path = run.path / r.image
-            linked = r.image and path.is_file() and not images.embed
+            path = rf.run_file(run.path, r.image)
+            linked = path is not None and path.is_file() and not images.embed
             image = f"<a href='{esc(images(run.path, r.image))}'>image</a>" if linked else ""
             out.append(f"<tr class='{esc(r.status)}'><td><span class='chip' style='background:{run.colour}'></span>"
                        f"{esc(run.label)}</td><td>{esc(r.prompt)}</td><td>{r.round}</td><td>{r.index}</td>"

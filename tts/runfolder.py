@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import socket
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -47,8 +48,10 @@ _NO_LOCKS = frozenset({errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP})
 _SECRET_KEY = re.compile(r"(api_?key|secret|password|passwd|authorization|credential|(^|_)token$)", re.I)
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
 REDACTED = "***redacted***"
-#: A claim on a prompt by a process on another host expires when its heartbeat is older than this.
+#: A claim on a prompt expires when its heartbeat is older than this (on any host).
 CLAIM_STALE_S = 600.0
+#: Seconds between a held claim's heartbeats (a thread of the holder, so a long step never lets it expire).
+HEARTBEAT_S = 30.0
 
 
 class RunFolderError(RuntimeError):
@@ -173,9 +176,27 @@ def _age(path: Path) -> float:
         return float("inf")
 
 
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """``(state, start time in clock ticks since boot)`` of a process from /proc; None where there is no /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return fields[0], fields[19]
+    except (OSError, IndexError):
+        return None
+
+
+def process_start(pid: int | None = None) -> str | None:
+    """When a process started (clock ticks since boot): with its PID, it names one process, never a reused PID."""
+    stat = _proc_stat(os.getpid() if pid is None else pid)
+    return stat[1] if stat else None
+
+
 def _pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
+    stat = _proc_stat(pid)
+    if stat is not None and stat[0] in ("Z", "X"):  # a zombie (killed, not yet waited on) or dead
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -183,6 +204,21 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def run_file(root: Path | str, name) -> Path | None:
+    """``root / name`` when it names a file inside the run folder (a record's ``image``); None for anything else
+    (absolute, ``..``, a link out of the folder): a tampered manifest never makes a reader open another file."""
+    if not isinstance(name, str) or not name or "\x00" in name or "\\" in name:
+        return None
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        return None
+    try:
+        base = Path(root).resolve()
+        full = (base / name).resolve()
+    except (OSError, RuntimeError):
+        return None
+    return Path(root) / name if base in full.parents else None
 
 
 # -- secrets ------------------------------------------------------------------------------------------
@@ -269,7 +305,11 @@ def config_differences(old, new, path: str = "", operational: frozenset[str] | N
         return [d for k in keys for d in config_differences(old.get(k), new.get(k), _join(path, k), operational)]
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
         return [d for k, (a, b) in enumerate(zip(old, new)) for d in config_differences(a, b, _join(path, k), operational)]
-    return [] if old == new else [(path, old, new)]
+    return [] if old == new or _both_nan(old, new) else [(path, old, new)]
+
+
+def _both_nan(a, b) -> bool:
+    return isinstance(a, float) and isinstance(b, float) and a != a and b != b
 
 
 def _join(path: str, key) -> str:
@@ -333,6 +373,20 @@ def append_line(path: Path, line: str, locked: bool = True) -> None:
         os.close(fd)  # closing releases the lock
 
 
+def readable_line(record) -> str:
+    """The record as one JSON line, refused (ValueError) unless it reads back as the same record: JSON has no NaN
+    or infinity (pydantic writes them as null), so such a value would make the line unreadable forever."""
+    line = record.model_dump_json()
+    try:
+        same = type(record).model_validate_json(line) == record
+    except ValidationError:
+        same = False
+    if not same:
+        raise ValueError(f"refusing to write a {type(record).__name__} the manifest's reader cannot read back "
+                         f"(a NaN or infinite value?): {line[:200]}")
+    return line
+
+
 def manifest_files(root: Path | str) -> list[Path]:
     """The manifest files of a run folder: ``manifest.jsonl``, then the per-writer ones of ``manifests/``."""
     root = Path(root)
@@ -367,7 +421,7 @@ def parse_lines(path: Path, raw: bytes, first_line: int = 1) -> list[CandidateRe
         if not line.strip():
             continue
         try:
-            data = json.loads(line.decode("utf-8"))
+            data = json.loads(line.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite_float)
             if not isinstance(data, dict):
                 raise ValueError("not an object")
             version = data.get("schema_version", 0)
@@ -375,13 +429,24 @@ def parse_lines(path: Path, raw: bytes, first_line: int = 1) -> list[CandidateRe
                 raise RunFolderError(f"{path} line {number} has schema_version {version} (this tts reads up to "
                                      f"{SCHEMA_VERSION}): upgrade tts (pip install -U tts) to read or resume it")
             out.append(CandidateRecord.model_validate(data))
-        except (UnicodeDecodeError, ValueError, ValidationError):
+        except (UnicodeDecodeError, ValueError, ValidationError, RecursionError):
             bad.append(number)
     if bad:
         shown = ", ".join(map(str, bad[:10])) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
         log.warning("%s: skipped %d unreadable line%s (%s); their candidates are redone", path, len(bad),
                     "s" if len(bad) > 1 else "", shown)
     return out
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")  # NaN, Infinity: no record tts writes holds one
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} overflows a float")
+    return value
 
 
 class ManifestTail:
@@ -420,6 +485,30 @@ def final_records(records: list[CandidateRecord]) -> list[CandidateRecord]:
 
 # -- the folder ---------------------------------------------------------------------------------------------
 
+#: What only a tts run folder holds (any one of them makes a folder a run).
+RUN_MARKERS = (CONFIG, MANIFEST, MANIFESTS)
+#: tts's own files that a run folder may hold before it is one (a refused run's log, the lock, temporary files).
+_OWN_FILES = re.compile(r"tts-[a-z]+(\.shard-\d+-of-\d+)?\.log|\.tts\.lock|\.claims|\..+\.tmp")
+
+
+def check_run_folder(root: Path | str) -> None:
+    """A run may write ``root`` when it is new, empty, holds only tts's own files, or is a tts run; a folder
+    with other things in it (the user's files, ``/etc``) is refused in one line naming a new folder."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise RunFolderError(f"{root} is not a folder: use a new folder, hydra.run.dir=<new folder>")
+    if not root.is_dir() or any((root / m).exists() for m in RUN_MARKERS):
+        return
+    try:
+        foreign = sorted(p.name for p in root.iterdir() if not _OWN_FILES.fullmatch(p.name))
+    except OSError as e:
+        raise RunFolderError(f"cannot read {root} ({e.strerror}): use a new folder, "
+                             "hydra.run.dir=<new folder>") from None
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise RunFolderError(f"{root} is not empty ({shown}) and is not a tts run (no {CONFIG} or {MANIFEST}): "
+                             "tts would write over its files; use a new folder, hydra.run.dir=<new folder>")
+
 class RunFolder:
     """One run's folder: images, per-round JSONs, ``manifest.jsonl``, ``config.json``, ``summary.json``.
 
@@ -432,6 +521,7 @@ class RunFolder:
         self.root.mkdir(parents=True, exist_ok=True)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.per_shard = per_shard
+        self._beats: dict[str, threading.Event] = {}  # held claims' heartbeat threads, stopped on release
         if per_shard:
             (self.root / MANIFESTS).mkdir(exist_ok=True)
             (self.root / MANIFEST).touch()
@@ -471,6 +561,10 @@ class RunFolder:
             except (UnicodeDecodeError, json.JSONDecodeError) as e:
                 raise RunFolderError(f"{path} is unreadable ({e}); use a new folder, or delete it to adopt "
                                      "this run's settings") from None
+            if not isinstance(old, dict):
+                raise RunFolderError(f"{path} is not a tts config (a JSON {type(old).__name__}, not an object); use "
+                                     "a new folder (hydra.run.dir=<new folder>), or delete it to adopt this run's "
+                                     "settings")
             diffs = [d for k in identity_keys for d in config_differences(old.get(k), config.get(k), k)]
             fixed = [d for d in diffs if d[0] not in may_change]
             if fixed:
@@ -484,7 +578,7 @@ class RunFolder:
                 atomic_write_json(path, config)
 
     def append(self, record: CandidateRecord) -> None:
-        append_line(self.manifest, record.model_dump_json(), locked=not self.per_shard)
+        append_line(self.manifest, readable_line(record), locked=not self.per_shard)
 
     def records(self) -> list[CandidateRecord]:
         return read_manifest(self.root)
@@ -503,7 +597,7 @@ class RunFolder:
             atomic_write_bytes(path, ("".join(k + "\n" for k in kept) + text).encode())
 
     def append_search(self, record: SearchRecord) -> None:
-        append_line(self.root / SEARCHES, record.model_dump_json(), locked=not self.per_shard)
+        append_line(self.root / SEARCHES, readable_line(record), locked=not self.per_shard)
 
 
     def clean(self) -> None:
@@ -523,11 +617,26 @@ class RunFolder:
         path = claims / prompt_hash_
         with self.locked():
             claims.mkdir(exist_ok=True)
-            holder = _read_text(path)
-            if holder and holder != self.worker and _holder_alive(holder, path):
+            holder, start = _claim_holder(path)
+            if holder and holder != self.worker and _holder_alive(holder, start, path):
                 return holder
-            atomic_write_bytes(path, self.worker.encode())
+            start = process_start()
+            atomic_write_bytes(path, (self.worker + (f" start={start}" if start else "")).encode())
+        self._beat(prompt_hash_)
         return None
+
+    def _beat(self, prompt_hash_: str) -> None:
+        """Keep a held claim's heartbeat fresh from a thread until it is released (or this process dies)."""
+        stop = self._beats.pop(prompt_hash_, None)
+        if stop is not None:
+            stop.set()
+        stop = self._beats[prompt_hash_] = threading.Event()
+
+        def beat():
+            while not stop.wait(HEARTBEAT_S):
+                self.heartbeat(prompt_hash_)
+
+        threading.Thread(target=beat, name=f"claim-{prompt_hash_}", daemon=True).start()
 
     def heartbeat(self, prompt_hash_: str) -> None:
         with contextlib.suppress(OSError):
@@ -536,9 +645,12 @@ class RunFolder:
     def release(self, prompt_hash_: str) -> None:
         if self.per_shard:
             return
+        stop = self._beats.pop(prompt_hash_, None)
+        if stop is not None:
+            stop.set()
         path = self.root / CLAIMS / prompt_hash_
         with self.locked():
-            if _read_text(path) == self.worker:
+            if _claim_holder(path)[0] == self.worker:
                 with contextlib.suppress(OSError):
                     path.unlink()
 
@@ -550,12 +662,26 @@ def _read_text(path: Path) -> str | None:
         return None
 
 
-def _holder_alive(holder: str, path: Path) -> bool:
-    """A claim's holder is alive: on this host, its process exists; elsewhere, its heartbeat is recent."""
+def _claim_holder(path: Path) -> tuple[str | None, str | None]:
+    """A claim file's ``(holder, process start time)``: ``host:pid start=<ticks>`` (``host:pid`` before 0.9)."""
+    text = _read_text(path)
+    if not text:
+        return None, None
+    holder, _, rest = text.partition(" ")
+    return holder, rest.removeprefix("start=").strip() or None
+
+
+def _holder_alive(holder: str, start: str | None, path: Path) -> bool:
+    """A claim's holder is alive while its heartbeat is recent and, on this host, its process is the one that
+    claimed: it exists, is no zombie, and started when the claim says (a reused PID is another process)."""
+    if _age(path) >= CLAIM_STALE_S:
+        return False
     host, _, pid = holder.rpartition(":")
     if host == socket.gethostname() and pid.isdigit():
+        if start is not None and process_start(int(pid)) not in (None, start):
+            return False
         return _pid_alive(int(pid))
-    return _age(path) < CLAIM_STALE_S
+    return True
 
 
 def disk_full(e: BaseException) -> bool:

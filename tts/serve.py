@@ -25,7 +25,9 @@ import io
 import ipaddress
 import json
 import logging
+import math
 import os
+import re
 import secrets
 import socket
 import sys
@@ -47,6 +49,8 @@ from .validate import is_int, is_number
 
 log = logging.getLogger("tts.serve")
 MAX_LINEAGE_DEPTH = 256
+#: the shortest TTS_SERVER_TOKEN a server reachable from other machines accepts
+MIN_TOKEN_CHARS = 16
 EMBED_KEYS = frozenset({"prompt_embeds", "pooled_prompt_embeds", "prompt_attention_mask", "negative_prompt_embeds",
                         "negative_pooled_prompt_embeds", "negative_prompt_attention_mask"})
 
@@ -68,16 +72,30 @@ class ServerSettings:
     max_steps: int = 1000
     max_body_mb: float = 64
     batch_wait_ms: float = 50
+    #: web pages that may call this server from a browser (CORS), e.g. ``[http://localhost:3000]``
+    allowed_origins: list = dataclasses.field(default_factory=list)
+    #: names clients reach this server by besides its address, localhost and this machine's name (a proxy's)
+    allowed_hosts: list = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
+        for key in ("allowed_origins", "allowed_hosts"):
+            value = getattr(self, key)
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+                raise PipelineConfigError(f"server.{key} must be a list of strings, got {value!r}")
+        for origin in self.allowed_origins:
+            if not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise PipelineConfigError(f"server.allowed_origins: {origin!r} is not an origin "
+                                          "(scheme://host[:port], no path), e.g. http://localhost:3000")
         for key in ("port", "batch_size", "max_candidates", "max_steps"):
             value = getattr(self, key)
             if not is_int(value) or value < (0 if key == "port" else 1):
                 raise PipelineConfigError(f"server.{key} must be a {'non-negative' if key == 'port' else 'positive'} "
                                           f"integer, got {value!r}")
+        if self.port > 65535:
+            raise PipelineConfigError(f"server.port must be at most 65535 (0: any free port), got {self.port}")
         for key in ("max_body_mb", "batch_wait_ms"):
             value = getattr(self, key)
-            if not is_number(value) or value < 0:
+            if not is_number(value) or not 0 <= value < math.inf:
                 raise PipelineConfigError(f"server.{key} must be a non-negative number, got {value!r}")
 
     @property
@@ -206,10 +224,11 @@ class GenerationService:
         model = body.get("model")
         if not isinstance(model, str):
             raise RequestError(422, "model (a pipeline name, see GET /) is required")
-        unknown = sorted(set(body) - {"model", "prompt", "prompt_embeds", "lineages", *CALL_SETTINGS})
+        unknown = sorted(set(body) - {"model", "model_id", "prompt", "prompt_embeds", "lineages", *CALL_SETTINGS})
         if unknown:
-            raise RequestError(422, f"unknown field {unknown[0]!r}; fields: model, prompt or prompt_embeds, lineages, "
-                                    f"{', '.join(CALL_SETTINGS)}")
+            raise RequestError(422, f"unknown field {unknown[0]!r}; fields: model, model_id, prompt or prompt_embeds, "
+                                    f"lineages, {', '.join(CALL_SETTINGS)}")
+        self.check_model_id(model, body)
         spec = self.spec_for(model, {k: body[k] for k in CALL_SETTINGS if k in body})
         if ("prompt" in body) == ("prompt_embeds" in body):
             raise RequestError(422, "give exactly one of prompt (text) and prompt_embeds")
@@ -262,12 +281,26 @@ class GenerationService:
         for w in works:
             n = len(w.payload.lineages)
             out.append({"images": pngs[start:start + n], "nfe": nfe, "seconds": seconds, "batch": len(lineages),
-                        "latent_shape": list(shape)})
+                        "latent_shape": list(shape), "model_id": spec.model_id})
             start += n
         return out
 
+    def check_model_id(self, name: str, body: dict) -> None:
+        """A request naming the checkpoint it wants (``model_id``) gets it or a 409: a server never generates
+        with another model than the one the client records."""
+        _known(name, self.registry)
+        asked, served = body.get("model_id"), self.registry[name].model_id
+        if asked is not None and asked != served:
+            raise RequestError(409, f"this server serves {name!r} as {served!r}, not {asked!r}: start tts-serve with "
+                                    f"pipeline={name} pipeline.model_id={asked}, or search with "
+                                    f"pipeline.model_id={served}")
+
     def load(self, name: str, body: dict) -> dict:
         _known(name, self.registry)
+        unknown = sorted(set(body) - {"height", "width", "dtype", "model_id"})
+        if unknown:
+            raise RequestError(422, f"unknown field {unknown[0]!r}; fields: height, width, dtype, model_id")
+        self.check_model_id(name, body)
         spec = self.spec_for(name, {k: body[k] for k in ("height", "width", "dtype") if k in body})
         start = time.perf_counter()
         with self.models.use(spec) as loaded:
@@ -285,7 +318,9 @@ class GenerationService:
         return {"name": name, "unloaded": count > 0}
 
     def index(self) -> dict:
-        return {"service": "tts-serve", "models": {"available": sorted(self.registry), "loaded": self.models.names()},
+        model_ids = {n: s.model_id for n, s in sorted(self.registry.items())}
+        return {"service": "tts-serve", "models": {"available": sorted(self.registry), "loaded": self.models.names(),
+                                                   "model_ids": model_ids},
                 "batch_size": self.settings.batch_size}
 
     def health(self) -> dict:
@@ -343,6 +378,13 @@ def create_app(service: GenerationService, token: str | None = None):
 
     if expected is not None:
         app.add_middleware(BearerToken, expected=expected)
+    origins = [o.rstrip("/").lower() for o in service.settings.allowed_origins]
+    if origins:  # a front end's page may call the server from a browser (preflight answered before the token)
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", "X-TTS-Client"])
+    app.add_middleware(SameSite, settings=service.settings, origins=frozenset(origins))
 
     @app.exception_handler(RequestError)
     async def refused(request: Request, e: RequestError):
@@ -362,6 +404,8 @@ def create_app(service: GenerationService, token: str | None = None):
             return {}
         try:
             data = json.loads(body)
+        except RecursionError:
+            raise RequestError(400, "the body's JSON nests too deeply") from None
         except ValueError as e:
             raise RequestError(400, f"the body is not JSON: {e}") from None
         if not isinstance(data, dict):
@@ -445,6 +489,65 @@ def create_app(service: GenerationService, token: str | None = None):
     return app
 
 
+class SameSite:
+    """ASGI middleware against other web sites (a page a user visits, DNS rebinding): the Host header must name
+    this server (its address, localhost, this machine, ``server.allowed_hosts``), an Origin, when sent, must be
+    this server's or one of ``server.allowed_origins``, and a POST's body must be ``application/json`` (which no
+    page can send to another site without a CORS preflight, refused here)."""
+
+    def __init__(self, app, settings: ServerSettings, origins: frozenset[str]):
+        self.app, self.origins = app, origins
+        self.hosts = {"localhost", "127.0.0.1", "::1", settings.host.lower().strip("[]"), socket.gethostname().lower(),
+                      socket.getfqdn().lower()} | {h.lower() for h in settings.allowed_hosts}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            problem = self.problem(scope)
+            if problem is not None:
+                await JSONResponse({"detail": problem[1]}, status_code=problem[0])(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def problem(self, scope) -> tuple[int, str] | None:
+        headers = {}
+        for k, v in scope.get("headers") or []:
+            headers.setdefault(k.decode("latin-1").lower(), v.decode("latin-1"))
+        server = scope.get("server") or ("", 0)
+        hosts = self.hosts | {str(server[0]).lower()}
+        host = _host_name(headers.get("host", ""))
+        if host not in hosts:
+            return 403, (f"Host {headers.get('host', '')[:80]!r} is not this server's name (DNS rebinding?); reach it "
+                         "by its address, or add the name to server.allowed_hosts")
+        origin = headers.get("origin")
+        if origin is not None:
+            parts = origin.rstrip("/").lower()
+            same = re.fullmatch(r"https?://([^/]+)", parts)
+            own = same is not None and _host_name(same.group(1)) in hosts and _port(same.group(1)) == server[1]
+            if not own and parts not in self.origins:
+                return 403, (f"requests from Origin {origin[:80]!r} are not accepted; to let a front end's page call "
+                             "this server, start it with server.allowed_origins=[<its origin>]")
+        kind = headers.get("content-type", "").split(";")[0].strip().lower()
+        bodyless = "content-type" not in headers and headers.get("content-length", "0") == "0" \
+            and "transfer-encoding" not in headers
+        if scope.get("method") == "POST" and kind != "application/json" and not bodyless:
+            return 415, "POST bodies must be application/json (Content-Type: application/json)"
+        return None
+
+
+def _host_name(value: str) -> str:
+    """A Host header's (or an origin's host:port) name, lower case, without port, brackets or a trailing dot."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1:value.find("]")] if "]" in value else value
+    return value.rpartition(":")[0].rstrip(".") if value.count(":") == 1 else value.rstrip(".")
+
+
+def _port(value: str) -> int | None:
+    tail = value.rpartition("]")[2] if value.startswith("[") else value
+    port = tail.rpartition(":")[2] if ":" in tail else ""
+    return int(port) if port.isdigit() else None
+
+
 class BearerToken:
     """ASGI middleware: every HTTP request must carry ``Authorization: Bearer <token>`` (plain ASGI, so that
     endpoints still see client disconnects)."""
@@ -480,7 +583,7 @@ def _merge(futures) -> dict:
 def _merge_results(results: list[dict]) -> dict:
     return {"images": [png for r in results for png in r["images"]], "nfe": results[0]["nfe"],
             "seconds": sum(r["seconds"] for r in results), "batch": max(r["batch"] for r in results),
-            "latent_shape": results[0]["latent_shape"]}
+            "latent_shape": results[0]["latent_shape"], "model_id": results[0]["model_id"]}
 
 
 # -- the command ------------------------------------------------------------------------------------------
@@ -553,6 +656,7 @@ def prepare(argv: list[str]):
     except (HydraException, OmegaConfBaseException) as e:
         raise PipelineConfigError(str(e).splitlines()[0] + " (keys: server.host, server.port, server.batch_size, "
                                   "server.batch_wait_ms, server.max_candidates, server.max_steps, server.max_body_mb, "
+                                  "server.allowed_origins, server.allowed_hosts, "
                                   "models.max_resident, models.max_memory_gb, models.preload, pipeline.*)") from None
     try:
         settings = ServerSettings(**OmegaConf.to_container(cfg.server, resolve=True))
@@ -562,6 +666,10 @@ def prepare(argv: list[str]):
     if not settings.loopback and not token:
         raise PipelineConfigError(f"server.host={settings.host} is reachable from other machines: set {TOKEN_ENV} "
                                   "(clients send it as a bearer token) or bind server.host=127.0.0.1")
+    if not settings.loopback and len(token) < MIN_TOKEN_CHARS:
+        raise PipelineConfigError(f"{TOKEN_ENV} has {len(token)} characters; beyond loopback it needs at least "
+                                  f"{MIN_TOKEN_CHARS}: set it to e.g. the output of python -c 'import secrets; "
+                                  "print(secrets.token_urlsafe(32))'")
     registry, default = build_registry(cfg.pipeline)
     sock = bind(settings.host, settings.port)
     try:

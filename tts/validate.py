@@ -16,12 +16,35 @@ def is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def check_positive_int(name: str, value, minimum: int = 1) -> int:
-    """``value`` if it is an integer >= ``minimum`` (1 by default), else ValueError naming ``name``."""
+#: The most candidates (or particles, or rounds) one setting of a search may ask for: a size beyond it is a typo
+#: (``per_round=1000000000``), refused before anything is allocated in proportion to it.
+MAX_SIZE = 100_000
+#: The most candidates one prompt's search may ask for in all (rounds x candidates a round).
+MAX_CANDIDATES = 1_000_000
+
+
+def check_positive_int(name: str, value, minimum: int = 1, maximum: int | None = None) -> int:
+    """``value`` if it is an integer >= ``minimum`` (1 by default) and <= ``maximum`` (when given), else
+    ValueError naming ``name``."""
     if not is_int(value) or value < minimum:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{name} must be {what}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name}={value:,} is more than tts allows ({maximum:,}); lower it")
     return value
+
+
+def check_size(name: str, value) -> int:
+    """A search's size setting (candidates a round, rounds, particles): a positive integer up to :data:`MAX_SIZE`."""
+    return check_positive_int(name, value, maximum=MAX_SIZE)
+
+
+def check_total(total: int, settings: str) -> int:
+    """The candidates a prompt's search asks for in all, at most :data:`MAX_CANDIDATES`."""
+    if total > MAX_CANDIDATES:
+        raise ValueError(f"{settings} ask for {total:,} candidates a prompt, more than tts allows "
+                         f"({MAX_CANDIDATES:,}); lower them, or bound the search with search.nfe_budget")
+    return total
 
 
 def check_number(name: str, value, lo: float = -math.inf, hi: float = math.inf, lo_open: bool = False,

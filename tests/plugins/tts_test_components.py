@@ -36,3 +36,17 @@ class Darkness(Verifier):
             a = (np.asarray(img.convert("L"), dtype=np.float32) / 255) ** self.gamma
             out.append({"luminance": MetricScore(score=float(a.mean()), explanation="mean luminance")})
         return out
+
+
+class NonFinite(Verifier):
+    """Scores every image ``value`` (``nan``, ``inf``, ``-inf`` or a number): a broken verifier's answer."""
+
+    name = "non-finite"
+    metrics = ("score",)
+
+    def __init__(self, value: str = "nan", choice_of_metric: str | None = None):
+        super().__init__(choice_of_metric)
+        self.value = float(value)
+
+    def score(self, prompts, images):
+        return [{"score": MetricScore(score=self.value, explanation="broken")} for _ in images]

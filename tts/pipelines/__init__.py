@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
+#: the largest classifier-free guidance scale accepted (typical: 1-15; far beyond it images saturate or go black)
+MAX_GUIDANCE = 100.0
 #: what every family module defines (a module of this package with CLASS_NAMES is a family)
 FAMILY_NAMES = ("CLASS_NAMES", "DENOISER", "ENCODE_KEYS", "latent_shape", "to_pipeline_latents", "call_args_problem",
                 "encode")
@@ -174,8 +176,13 @@ class PipelineSpec:
         if max(self.height, self.width) > self.max_resolution:
             raise PipelineConfigError(f"pipeline.height/width {self.height}x{self.width} exceed pipeline.max_resolution="
                                       f"{self.max_resolution}; lower them or raise the cap")
-        if self.guidance_scale < 0:
-            raise PipelineConfigError(f"pipeline.guidance_scale must be >= 0, got {self.guidance_scale}")
+        scale = self.guidance_scale
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale <= MAX_GUIDANCE:
+            raise PipelineConfigError(f"pipeline.guidance_scale must be a number in [0, {MAX_GUIDANCE}], got {scale!r}")
+        length = self.max_sequence_length
+        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
+            raise PipelineConfigError(f"pipeline.max_sequence_length must be a positive integer or null, "
+                                      f"got {length!r}")
 
     def resolve_device(self) -> torch.device:
         return resolve_device(self.device)

@@ -39,7 +39,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
-from ..validate import check_positive_int  # noqa: F401 - the strategies' import path
+from ..validate import check_positive_int, check_size, check_total  # noqa: F401 - the strategies' import path
 
 SeedFn = Callable[[int, int, str], int]
 
@@ -78,7 +78,7 @@ def check_budget(nfe_budget) -> float | None:
 
     if nfe_budget is None:
         return None
-    if not is_number(nfe_budget) or nfe_budget <= 0:
+    if not is_number(nfe_budget) or not 0 < nfe_budget < float("inf"):
         raise ValueError(f"search.nfe_budget must be a positive number of denoiser evaluations per prompt (or null "
                          f"for no limit), got {nfe_budget!r}")
     return float(nfe_budget)

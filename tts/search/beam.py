@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from ..noise import fresh
 from ..validate import check_number
-from . import SearchContext, SeedFn, check_budget, check_positive_int
+from . import SearchContext, SeedFn, check_budget, check_size
 from ._steps import check_image_budget, check_steps, largest_fitting, plan_budget, ranked, resolve_steps
 
 
@@ -28,8 +28,8 @@ class BeamSearch:
 
     def __init__(self, seed_fn: SeedFn, context: SearchContext | None = None, nfe_budget: float | None = None,
                  width: int = 2, branching: int = 4, branch_at=(0.3, 0.6), eta: float = 1.0):
-        self.width = check_positive_int("search.width", width)
-        self.branching = check_positive_int("search.branching", branching)
+        self.width = check_size("search.width", width)
+        self.branching = check_size("search.branching", branching)
         self.branch_at = check_steps("search.branch_at", branch_at)
         self.eta = float(check_number("search.eta", eta, 0.0, 1.0, lo_open=True))
         self.nfe_budget = check_budget(nfe_budget)

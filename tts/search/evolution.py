@@ -32,7 +32,7 @@ import math
 
 from ..noise import fresh, neighbor
 from ..validate import check_number
-from . import SearchContext, SeedFn, check_budget, check_positive_int
+from . import SearchContext, SeedFn, check_budget, check_size, check_total
 from ._steps import check_image_budget, check_step, resolve_step
 
 
@@ -116,10 +116,11 @@ class EvolutionSearch:
                  elite_fraction: float = 0.25, fresh_fraction: float = 0.25, threshold: float = 0.9):
         self.seed_fn, self.context = seed_fn, context
         self.nfe_budget = check_budget(nfe_budget)
-        self.population = check_positive_int("search.population", population)
-        self.generations = check_positive_int("search.generations", generations)
+        self.population = check_size("search.population", population)
+        self.generations = check_size("search.generations", generations)
+        check_total(self.population * self.generations, "search.population and search.generations")
         self.preview_step = check_step("search.preview_step", preview_step)
-        self.finals = check_positive_int("search.finals", finals)
+        self.finals = check_size("search.finals", finals)
         if self.nfe_budget is None and self.finals > self.population * self.generations:
             raise ValueError(f"search.finals must be at most population x generations "
                              f"({self.population * self.generations}), got {finals}")

@@ -28,7 +28,7 @@ import math
 import torch
 
 from ..noise import fresh, make_noise, neighbor
-from ..validate import check_number, check_positive_int
+from ..validate import check_number, check_size, check_total
 from . import Candidate, SearchContext, SeedFn, budget_candidates, check_budget
 from .frontends import Choice, ShownItem, one_per_process
 from .frontends.feedback import Answer, FeedbackLog
@@ -51,9 +51,11 @@ class HumanPreferenceSearch:
     def __init__(self, seed_fn: SeedFn, context: SearchContext | None = None, rounds: int = 20, per_round: int = 8,
                  explore: float = 0.25, step_degrees: float = 30.0, min_step_degrees: float = 5.0, shrink: float = 0.7,
                  pool_factor: int = 4, ridge_alpha: float = 1.0, frontend=None, nfe_budget: float | None = None):
-        self.rounds = check_positive_int("search.rounds", rounds)
-        self.per_round = check_positive_int("search.per_round", per_round)
-        self.pool_factor = check_positive_int("search.pool_factor", pool_factor)
+        self.rounds = check_size("search.rounds", rounds)
+        self.per_round = check_size("search.per_round", per_round)
+        self.pool_factor = check_size("search.pool_factor", pool_factor)
+        check_total(self.rounds * self.per_round * self.pool_factor, "search.rounds, search.per_round and "
+                    "search.pool_factor")
         check_number("search.explore", explore, 0.0, 1.0, hi_open=True)
         check_number("search.step_degrees", step_degrees, 0.0, 90.0, lo_open=True, hi_open=True)
         check_number("search.min_step_degrees", min_step_degrees, 0.0, step_degrees, lo_open=True)

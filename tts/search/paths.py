@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from ..noise import fresh
 from ..validate import is_int
-from . import SearchContext, SeedFn, check_budget, check_positive_int
+from . import SearchContext, SeedFn, check_budget, check_size
 from ._steps import check_image_budget, check_step, largest_fitting, plan_budget, ranked, resolve_step
 
 
@@ -32,8 +32,8 @@ class PathsSearch:
     def __init__(self, seed_fn: SeedFn, context: SearchContext | None = None, nfe_budget: float | None = None,
                  num_paths: int = 2, num_branches: int = 4, start_step: float = 0.6, forward: float = 0.2,
                  backward: float = 0.4):
-        self.num_paths = check_positive_int("search.num_paths", num_paths)
-        self.num_branches = check_positive_int("search.num_branches", num_branches)
+        self.num_paths = check_size("search.num_paths", num_paths)
+        self.num_branches = check_size("search.num_branches", num_branches)
         self.start_step = check_step("search.start_step", start_step)
         self.forward = check_step("search.forward", forward)
         self.backward = check_step("search.backward", backward)

@@ -21,7 +21,7 @@ from typing import Sequence
 
 from ..noise import fresh
 from ..validate import check_number
-from . import SearchContext, SeedFn, check_budget, check_positive_int
+from . import SearchContext, SeedFn, check_budget, check_size
 from ._steps import check_image_budget, check_steps, largest_fitting, plan_budget, ranked, resolve_steps
 
 
@@ -32,7 +32,7 @@ class PruneSearch:
 
     def __init__(self, seed_fn: SeedFn, context: SearchContext | None = None, nfe_budget: float | None = None,
                  num_particles: int = 16, prune_at: Sequence[float] = (0.2, 0.5), keep: float = 0.5):
-        self.num_particles = check_positive_int("search.num_particles", num_particles)
+        self.num_particles = check_size("search.num_particles", num_particles)
         self.prune_at = check_steps("search.prune_at", prune_at)
         self.keep = check_number("search.keep", keep, 0.0, 1.0, lo_open=True)
         self.nfe_budget = check_budget(nfe_budget)

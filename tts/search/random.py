@@ -7,8 +7,11 @@ for (the last round cut short), so best-of-N at B NFEs is N = B / (NFEs per imag
 """
 from __future__ import annotations
 
+import math
+
 from ..noise import fresh
-from . import Candidate, SearchContext, SeedFn, budget_candidates, check_budget, check_positive_int
+from ..validate import MAX_SIZE
+from . import Candidate, SearchContext, SeedFn, budget_candidates, check_budget, check_size, check_total
 
 SCHEDULES = ("exponential", "constant")
 
@@ -21,11 +24,17 @@ class RandomSearch:
 
     def __init__(self, seed_fn: SeedFn, context: SearchContext | None = None, rounds: int = 4, schedule: str = "exponential", base: int = 2,
                  per_round: int = 4, nfe_budget: float | None = None):
-        self.rounds = check_positive_int("search.rounds", rounds)
+        self.rounds = check_size("search.rounds", rounds)
         if schedule not in SCHEDULES:
             raise ValueError(f"search.schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
-        self.schedule, self.base = schedule, check_positive_int("search.base", base)
-        self.per_round = check_positive_int("search.per_round", per_round)
+        self.schedule, self.base = schedule, check_size("search.base", base)
+        self.per_round = check_size("search.per_round", per_round)
+        if self.schedule == "exponential" and self.base > 1 and self.rounds > math.log(MAX_SIZE, self.base) + 1e-9:
+            raise ValueError(f"search.rounds={self.rounds} with search.base={self.base} asks "
+                             f"{self.base}**{self.rounds} candidates in its last round, more than tts allows "
+                             f"({MAX_SIZE:,}); lower search.rounds")
+        check_total(sum(self.round_size(r) for r in range(1, self.rounds + 1)), "search.rounds and search.per_round"
+                    if self.schedule == "constant" else "search.rounds and search.base")
         self.seed_fn, self.round, self.best = seed_fn, 0, None
         self.nfe_budget = check_budget(nfe_budget)
         self.cap, self.asked = budget_candidates(self.nfe_budget, context), 0

@@ -45,7 +45,7 @@ import numpy as np
 
 from ..noise import fresh
 from ..validate import check_number, is_int
-from . import SearchContext, SeedFn, check_budget, check_positive_int
+from . import SearchContext, SeedFn, check_budget, check_positive_int, check_size
 from ._steps import check_image_budget
 
 POTENTIALS = ("max", "diff", "add", "rt")
@@ -151,7 +151,7 @@ class SMCSearch:
                  window: Sequence[int | None] | None = None, eta: float = 1.0):
         self.seed_fn, self.context = seed_fn, context
         self.nfe_budget = check_budget(nfe_budget)
-        self.num_particles = check_positive_int("search.num_particles", num_particles)
+        self.num_particles = check_size("search.num_particles", num_particles)
         self.potential = _choice("search.potential", potential, POTENTIALS)
         self.lmbda = check_number("search.lmbda", lmbda, 0.0)
         self.temperature = _choice("search.temperature", temperature, TEMPERATURES)

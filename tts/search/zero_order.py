@@ -9,7 +9,7 @@ search stops at the candidates the budget pays for (the last round cut short).
 from __future__ import annotations
 
 from ..noise import fresh, neighbor
-from . import Candidate, SearchContext, SeedFn, budget_candidates, check_budget, check_positive_int
+from . import Candidate, SearchContext, SeedFn, budget_candidates, check_budget, check_size, check_total
 from ..validate import is_number
 
 
@@ -19,8 +19,9 @@ class ZeroOrderSearch:
 
     def __init__(self, seed_fn: SeedFn, context: SearchContext | None = None, rounds: int = 4, num_neighbors: int = 4, threshold: float = 0.95,
                  nfe_budget: float | None = None):
-        self.rounds = check_positive_int("search.rounds", rounds)
-        self.num_neighbors = check_positive_int("search.num_neighbors", num_neighbors)
+        self.rounds = check_size("search.rounds", rounds)
+        self.num_neighbors = check_size("search.num_neighbors", num_neighbors)
+        check_total(self.rounds * (self.num_neighbors + 1), "search.rounds and search.num_neighbors")
         if not is_number(threshold) or not 0.0 < threshold < 1.0:
             raise ValueError(f"search.threshold must lie strictly between 0 and 1 (a cosine), got {threshold!r}")
         self.threshold = float(threshold)

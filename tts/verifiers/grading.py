@@ -15,6 +15,7 @@ import email.utils
 import io
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -277,7 +278,10 @@ class ApiGrader(Verifier):
         self.model_name, self.prompt_path, self.max_side, self.image_format = model_name, prompt_path, max_side, image_format
         self.base_url, self.max_output_tokens = base_url, max_output_tokens
         self.policy = RetryPolicy(max_attempts, timeout_s, backoff_s, max_backoff_s)
-        self.prices = (float(price_per_million_input_tokens), float(price_per_million_output_tokens))
+        self.prices = tuple(float(check_number(f"verifier.price_per_million_{kind}_tokens", price, 0.0, math.inf,
+                                               hi_open=True))
+                            for kind, price in (("input", price_per_million_input_tokens),
+                                                ("output", price_per_million_output_tokens)))
         self.template = load_template(prompt_path)
         self._rng = random.Random(seed)
         self._client = self._slots = None
