@@ -67,8 +67,13 @@ def test_bad_numbers_and_names_fail_before_loading(override, match, tmp_path):
 def test_custom_target_that_is_not_a_verifier(tmp_path):
     with pytest.raises(ConfigError, match="not a tts.verifiers.base.Verifier"):
         build_job(compose(["verifier._target_=collections.OrderedDict", "~verifier.choice_of_metric"]), tmp_path)
-    with pytest.raises(ConfigError, match="cannot build verifier"):
+    with pytest.raises(ConfigError, match="cannot be imported: no module named 'no_such_module'"):
         build_job(compose(["verifier._target_=no_such_module.Thing"]), tmp_path)
+    with pytest.raises(ConfigError, match=r"tts.verifiers.shapes has no 'ShapeVerifier'; did you mean "
+                                          r"'tts.verifiers.shapes.ShapesVerifier'\?"):
+        build_job(compose(["verifier._target_=tts.verifiers.shapes.ShapeVerifier"]), tmp_path)
+    with pytest.raises(ConfigError, match=r"tts has no 'verifier'; did you mean 'tts.verifiers'\?"):
+        build_job(compose(["search._target_=tts.verifier.shapes.ShapesVerifier"]), tmp_path)
 
 
 @pytest.mark.parametrize("arg,hint", [("pipeline=flux-deev", "did you mean 'flux-dev'"),

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TESTS, compose, run_tts
+from conftest import TESTS, compose, needs_shared, run_tts
 from PIL import Image
 from tts_test_plugins import Brightness, FlakyVerifier, SlowAsyncVerifier
 from twins import save_twin
@@ -186,7 +186,8 @@ def test_multirun_sweep_from_the_shell(tmp_path):
     assert prompts == {"a red circle", "a blue square"}
 
 
-def test_prompt_sources(tmp_path):
+@needs_shared
+def test_partiprompts_file(tmp_path):
     from conftest import PARTI
 
     from tts.cli import build_job
@@ -194,6 +195,11 @@ def test_prompt_sources(tmp_path):
     job = build_job(compose(["verifier=compressibility", "prompts=file", f"prompts.path={PARTI}",
                              "prompts.column=Prompt", "num_prompts=5"]), tmp_path)
     assert len(job.prompts) == 5 and set(job.prompts[0].tags) >= {"Category", "Challenge"}
+
+
+def test_prompt_sources(tmp_path):
+    from tts.cli import build_job
+
     (tmp_path / "p.jsonl").write_text('{"prompt": "a", "k": 1}\n{"prompt": "b"}\n')
     (tmp_path / "p.csv").write_text("id,text\n1,hello\n2,world\n")
     assert [p.text for p in build_job(compose(["verifier=compressibility", "prompts=file",

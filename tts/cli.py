@@ -154,10 +154,12 @@ def check_overrides(argv: list[str]) -> list[str]:
     turned into Hydra's add-or-override form (``++pipeline.cpu_offload=true``)."""
     overrides = _overrides(argv)
     user_tree = any(a.startswith("hydra.searchpath") for a in overrides)
+    multirun = any(a in ("-m", "--multirun") for a in argv)
     promote = set()
     for arg in overrides:
         key, sep, value = arg.lstrip("+~").partition("=")
         _check_secret(key, value, overrides)
+        _check_parses(arg, multirun)
         if "/" in key and sep and not user_tree and (config_dir() / key).is_dir() and "(" not in value:
             _check_subgroup(key, value, overrides)
             continue
@@ -168,6 +170,35 @@ def check_overrides(argv: list[str]) -> list[str]:
         elif not arg.startswith(("+", "~")) and not user_tree and _check_key(key, value, overrides):
             promote.add(arg)
     return [f"++{a}" if a in promote else a for a in argv]
+
+
+def _check_parses(arg: str, multirun: bool) -> None:
+    """An override Hydra cannot read (an apostrophe, '=' or brackets in a value), or one whose commas make a
+    sweep without -m: one line naming the quoting (a value with commas or apostrophes is quoted for Hydra)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        [parsed] = OverridesParser.create().parse_overrides([arg])
+    except HydraException:
+        raise ConfigError(f"Hydra cannot read {arg!r}: quote the value, as in {quoted(arg)}") from None
+    if parsed.is_sweep_override() and not multirun:
+        raise ConfigError(f"{arg!r}: commas make a sweep in Hydra; quote the value if they are part of it, as in "
+                          f"{quoted(arg)} (or add -m to run each value)")
+
+
+def quoted(arg: str) -> str:
+    """``key=value`` quoted for Hydra (single quotes, or double ones when the value has an apostrophe) and
+    then for a POSIX shell: ``"prompt='a red circle, a blue square'"``."""
+    key, _, value = arg.partition("=")
+    if "'" in value:
+        value = '"' + value.replace('"', '\\"') + '"'
+    else:
+        value = f"'{value}'"
+    shell = f"{key}={value}"
+    for ch in ("\\", '"', "$", "`"):
+        shell = shell.replace(ch, "\\" + ch)
+    return f'"{shell}"'
 
 
 def _check_group_value(group: str, value: str) -> None:
@@ -297,6 +328,7 @@ def _instantiate(node: DictConfig, what: str, **kwargs):
     import hydra
     from hydra.errors import InstantiationException
 
+    _importable(node.get("_target_"), what)
     try:
         return hydra.utils.instantiate(node, **kwargs)
     except InstantiationException as e:
@@ -306,6 +338,39 @@ def _instantiate(node: DictConfig, what: str, **kwargs):
         raise ConfigError(f"cannot build {what} from _target_={node.get('_target_')!r}: {cause}") from None
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+def _importable(target, what: str):
+    """The object a ``_target_`` names, or one line naming the part that does not import, with "did you mean"
+    among the names that part's module or package has."""
+    import importlib
+    import pkgutil
+
+    if not isinstance(target, str) or not target:
+        return None
+    parts, obj, done = target.split("."), None, 0
+    for n in range(len(parts), 0, -1):
+        try:
+            obj, done = importlib.import_module(".".join(parts[:n])), n
+            break
+        except ModuleNotFoundError as e:
+            if e.name is None or not ".".join(parts[:n]).startswith(e.name):
+                raise ConfigError(f"{what}._target_={target!r}: importing it fails: {e}") from None
+        except Exception as e:  # noqa: BLE001 - the user's module raised while importing
+            raise ConfigError(f"{what}._target_={target!r}: importing {'.'.join(parts[:n])} fails: "
+                              f"{type(e).__name__}: {e}") from None
+    for part in parts[done:]:
+        if obj is None or not hasattr(obj, part):
+            names = [k for k in dir(obj) if not k.startswith("_")] if obj is not None else []
+            if obj is not None and hasattr(obj, "__path__"):
+                names += [m.name for m in pkgutil.iter_modules(obj.__path__)]
+            where = (f"{'.'.join(parts[:done])} has no {part!r}" if obj is not None else
+                     f"no module named {part!r} (run from the folder that holds it, or add that folder to PYTHONPATH)")
+            close = difflib.get_close_matches(part, names, n=1)
+            hint = f"; did you mean {'.'.join([*parts[:done], close[0]])!r}?" if close else ""
+            raise ConfigError(f"{what}._target_={target!r} cannot be imported: {where}{hint}")
+        obj, done = getattr(obj, part), done + 1
+    return obj
 
 
 def _positive_int(cfg, key: str, allow_auto: bool = False) -> int | None:
@@ -334,6 +399,10 @@ def build_job(cfg: DictConfig, run_dir: Path):
     if OmegaConf.is_missing(cfg.verifier, "_target_") or not cfg.verifier.get("_target_"):
         raise ConfigError("verifier=custom needs your class: verifier._target_=my_module.MyVerifier "
                           "(see verifiers/example_custom.py)")
+    cls = _importable(cfg.verifier.get("_target_"), "verifier")
+    if isinstance(cls, type) and not issubclass(cls, Verifier):
+        raise ConfigError(f"verifier._target_={cfg.verifier.get('_target_')!r} is a {cls.__name__}, "
+                          "not a tts.verifiers.base.Verifier subclass (see verifiers/example_custom.py)")
     verifier = _instantiate(cfg.verifier, "verifier")
     if not isinstance(verifier, Verifier):
         raise ConfigError(f"verifier._target_={cfg.verifier.get('_target_')!r} built a {type(verifier).__name__}, "
@@ -431,21 +500,76 @@ def run(cfg: DictConfig, run_dir: Path) -> dict | None:
     from .models import configure as configure_models
     from .runjob import run_job
 
+    from . import threads as th
+
     _device_for_rank(cfg)
     _check_secret_interpolation(OmegaConf.to_container(cfg, resolve=False))
     rf.check_run_folder(run_dir)
+    try:
+        threads = th.resolve(cfg.get("threads", "auto"))
+    except th.ThreadsError as e:
+        raise ConfigError(str(e)) from None
     job = build_job(cfg, run_dir)
+    th.apply(threads)
+    start, before = time.time(), th.schedstat()
     configure_models(OmegaConf.to_container(cfg.models, resolve=True) if cfg.get("models") else None)
     plan = planning.make_plan(cfg, job)
     if job.shard.index == 0:
         log.info("%s", planning.plan_line(plan))
     summary = run_job(job, OmegaConf.to_container(cfg, resolve=True), plan)
+    hint = th.wait_hint(before, th.schedstat(), threads, time.time() - start)
     if summary is None:
         print(f"{job.shard.label if job.shard.count > 1 else 'this process'} finished; the summary is written once, "
               f"by the process that completes the study: {run_dir / rf.SUMMARY}")
-        return None
-    print(format_summary(summary, run_dir))
+    else:
+        print(format_summary(summary, run_dir))
+        if verified(summary):
+            print(next_steps(run_dir))
+    if hint:
+        print(hint)
+    if summary is not None and summary["failed"] and verified(summary):
+        print(f"{summary['failed']} of {summary['candidates']} candidates failed ({_first_error(run_dir)}); rerun the "
+              f"same command with hydra.run.dir={_shell(run_dir)} to retry only those")
     return summary
+
+
+def verified(summary: dict) -> int:
+    """Candidates the verifier scored (neither failed nor blocked)."""
+    return summary["candidates"] - summary["failed"] - summary.get("blocked", 0)
+
+
+def next_steps(run_dir: Path) -> str:
+    return (f"next: tts-collage {_shell(run_dir)}   (each prompt's candidates round by round)\n"
+            f"      tts-report {_shell(run_dir)}    (an HTML report: scores, best images, costs)")
+
+
+def _shell(path: Path) -> str:
+    import shlex
+
+    return shlex.quote(str(path))
+
+
+def _first_error(run_dir: Path) -> str:
+    """The first failed candidate's error, shortened (the run folder's log has every one)."""
+    error = next((r.error for r in rf.final_records(rf.read_manifest(run_dir)) if r.status == "failed" and r.error),
+                 None)
+    if not error:
+        return f"see {run_dir / 'tts-search.log'}"
+    error = error.strip().splitlines()[-1] if error.strip() else error
+    return f"first: {error[:160]}{'...' if len(error) > 160 else ''}"
+
+
+def nothing_verified(summary: dict, run_dir: Path) -> str:
+    """The one line of a run none of whose candidates was verified: why, and how to rerun."""
+    n, failed, blocked = summary["candidates"], summary["failed"], summary.get("blocked", 0)
+    if n == 0:
+        return "no candidate was generated; nothing to summarise"
+    rerun = f"rerun the same command with hydra.run.dir={_shell(run_dir)}"
+    if failed:
+        return (f"no candidate was verified: {failed} of {n} failed ({_first_error(run_dir)}); fix the cause, then "
+                f"{rerun} to verify them again (images are kept)")
+    return (f"no candidate was verified: all {blocked} were blocked (safety checker or black images); change the "
+            f"prompt or set safety.rewrite=true or safety.fallback_pipeline=..., then {rerun}")
 
 
 def _device_for_rank(cfg: DictConfig) -> None:
@@ -468,8 +592,10 @@ def format_summary(summary: dict, run_dir: Path) -> str:
             f"output tokens, about ${usage['cost_usd']:.4f}" if usage else "")
     blocked = f"{summary['blocked']} blocked (safety checker or black image), " if summary.get("blocked") else ""
     lines = [f"run folder: {run_dir}", f"{summary['candidates']} candidates, {summary['failed']} failed, {blocked}"
-             f"{summary['nfe_total']:.0f} NFEs{cost}; mean of each prompt's best:",
-             "| group | n | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+             f"{summary['nfe_total']:.0f} NFEs{cost}" + ("; mean of each prompt's best:" if summary["groups"] else "")]
+    if not summary["groups"]:
+        return "\n".join(lines)
+    lines += ["| group | n | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
     for name, g in summary["groups"].items():
         lines.append(f"| {name} | {g['n']} | " + " | ".join(f"{g.get(m, float('nan')):.3f}" for m in metrics) + " |")
     return "\n".join(lines)
@@ -497,7 +623,7 @@ def _remove_if_empty(run_dir: Path, output_root: Path) -> None:
             logging.getLogger().removeHandler(handler)
     shutil.rmtree(run_dir, ignore_errors=True)
     root, parent = output_root.resolve(), run_dir.resolve().parent
-    while root in parent.parents and not any(parent.iterdir()):
+    while (root in parent.parents or (parent == root and root not in _EXISTED)) and not any(parent.iterdir()):
         parent.rmdir()
         parent = parent.parent
 
@@ -510,7 +636,9 @@ def _job(cfg: DictConfig) -> None:
     quiet_third_party_loggers(HydraConfig.get().verbose)
     _drop_failing_log_files()
     try:
-        run(cfg, run_dir)
+        summary = run(cfg, run_dir)
+        if summary is not None and not verified(summary):
+            fail(nothing_verified(summary, run_dir), 1)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished candidates are saved in {run_dir}; rerun the same command with "
               f"hydra.run.dir={run_dir} to resume", file=sys.stderr)
@@ -519,15 +647,23 @@ def _job(cfg: DictConfig) -> None:
         if not rf.disk_full(e) and not isinstance(e, PermissionError):
             raise
         what = "the disk is full" if rf.disk_full(e) else f"permission denied ({e.filename})"
-        log.error("cannot write %s: %s; free space or fix it, then rerun the same command with hydra.run.dir=%s "
-                  "to resume (nothing finished is lost)", run_dir, what, run_dir)
-        sys.exit(2)
+        fail(f"cannot write {run_dir}: {what}; free space or fix it, then rerun the same command with "
+             f"hydra.run.dir={run_dir} to resume (nothing finished is lost)", 2)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         if not _is_user_error(e):
             raise
-        log.error("%s", e)
         _remove_if_empty(run_dir, Path(str(cfg.get("output_root", "outputs"))))
-        sys.exit(2)
+        fail(str(e), 2)
+
+
+def fail(message: str, code: int) -> None:
+    """``error: ...`` on stderr (no log prefix), the same line in the run's log file when it has one; exit."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (message,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
 
 
 def _drop_failing_log_files() -> None:
@@ -583,6 +719,12 @@ def _folder_given(argv: list[str]) -> bool:
     return any(a.startswith("hydra.sweep.dir=" if multirun else "hydra.run.dir=") for a in argv)
 
 
+def _output_roots(argv: list[str]) -> list[Path]:
+    """The run folders' root this command line names (``output_root=``), else config.yaml's."""
+    given = [a.partition("=")[2] for a in argv if a.lstrip("+").startswith("output_root=")]
+    return [Path(given[-1] if given else str(OmegaConf.load(config_dir() / "config.yaml").output_root)).expanduser()]
+
+
 def main() -> None:
     global _RUN_UID, _START
     # Like `python -m`, let `_target_` name modules in the working directory (a user's own verifiers).
@@ -602,6 +744,7 @@ def main() -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     sys.argv[1:] = argv
+    _EXISTED.update(p.resolve() for p in _output_roots(argv) if p.exists())
     _EXISTED.update(Path(a.partition("=")[2]).expanduser().resolve() for a in argv if a.startswith("hydra.run.dir=")
                     and Path(a.partition("=")[2]).expanduser().exists())
     import hydra
