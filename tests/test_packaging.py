@@ -26,3 +26,18 @@ def test_wheel_contains_configs_and_embedded_model(tmp_path):
     assert "tts/verifiers_templates/grading_prompt.txt" in names  # the API / Qwen graders' default prompt
     assert any(n.startswith("tts/assets/shapes-model/unet/") and n.endswith(".safetensors") for n in names)
     assert not any(n.startswith(("outputs/", "tests/")) for n in names)
+
+
+def test_install_hints_name_an_install_that_works():
+    """Hints for extras name this checkout (editable install) or the distribution's own name, never 'tts[...]'
+    (on the package index 'tts' is an unrelated text-to-speech project)."""
+    import re
+    from pathlib import Path
+
+    from tts.validate import install_hint
+
+    root = Path(__file__).resolve().parents[1]
+    assert install_hint("report") == f"pip install -e '{root}[report]'"
+    offenders = [f"{p.relative_to(root)}:{i}" for p in (root / "tts").rglob("*.py")
+                 for i, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"install[^\n]*'tts\[", line)]
+    assert not offenders, offenders

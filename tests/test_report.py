@@ -338,4 +338,4 @@ def test_without_matplotlib_it_says_what_to_install(tmp_path):
             f"main([{str(tmp_path / 'run')!r}])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [f"tts-report: error: {tr.INSTALL_HINT}"]
-    assert "pip install 'tts[report]'" in done.stderr and not (tmp_path / "run" / "report.html").exists()
+    assert "pip install -e '" in done.stderr and "[report]'" in done.stderr and "'tts[" not in done.stderr and not (tmp_path / "run" / "report.html").exists()

@@ -12,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 from typing import Any
-from .validate import is_int
+from .validate import install_hint, is_int
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class DatasetPrompts:
         try:
             import datasets
         except ImportError as e:
-            raise PromptSourceError("prompts=dataset needs the datasets package: pip install 'tts-scaling[datasets]'") from e
+            raise PromptSourceError(f"prompts=dataset needs the datasets package: {install_hint('datasets')}") from e
         path = Path(self.name).expanduser()
         if path.is_dir() and (path / "dataset_info.json").exists() or (path / "state.json").exists():
             ds = datasets.load_from_disk(str(path))

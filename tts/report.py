@@ -17,7 +17,7 @@ relatively (``--embed`` puts them in the page), so the folder can be zipped and 
   explanations on hover and below; paged (``--per-page``), filtered and ordered in the page; images load lazily.
 - **Failed and blocked candidates** with their reasons.
 
-Plots are drawn by matplotlib as SVG (``pip install 'tts[report]'``). Run folders are found as tts-collage
+Plots are drawn by matplotlib as SVG (the ``report`` extra). Run folders are found as tts-collage
 finds them: a folder with ``manifest.jsonl`` (every candidate), or round JSONs only (tt-scale-flux; each
 round's best is then the only score known, and NFEs are not recorded).
 """
@@ -44,11 +44,12 @@ from . import runfolder as rf
 from .prompts import DEFAULT_GROUP_TAGS
 from .records import CandidateRecord, MetricScore
 from .search import best_record, better
+from .validate import install_hint
 
 PREVIEWS = "previews.jsonl"
 REPORT = "report.html"
 ASSETS = Path(__file__).with_name("report_assets")
-INSTALL_HINT = "tts-report draws its plots with matplotlib: pip install 'tts[report]' (or pip install matplotlib)"
+INSTALL_HINT = f"tts-report draws its plots with matplotlib: {install_hint('report')} (or pip install matplotlib)"
 #: Okabe-Ito colours (distinct under colour-blindness), then matplotlib's tab10 for more runs.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442",
            "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")

@@ -427,7 +427,7 @@ def parse_lines(path: Path, raw: bytes, first_line: int = 1) -> list[CandidateRe
             version = data.get("schema_version", 0)
             if isinstance(version, int) and version > SCHEMA_VERSION:
                 raise RunFolderError(f"{path} line {number} has schema_version {version} (this tts reads up to "
-                                     f"{SCHEMA_VERSION}): upgrade tts (pip install -U tts) to read or resume it")
+                                     f"{SCHEMA_VERSION}): upgrade tts (pip install -U tts-scaling, or git pull in its checkout) to read or resume it")
             out.append(CandidateRecord.model_validate(data))
         except (UnicodeDecodeError, ValueError, ValidationError, RecursionError):
             bad.append(number)

@@ -33,7 +33,7 @@ import socket
 import sys
 import time
 
-try:  # the serve extra: pip install 'tts[serve]'
+try:  # the serve extra
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, StreamingResponse
     from starlette.concurrency import run_in_threadpool
@@ -45,7 +45,7 @@ from .models import ModelManager, ModelMemoryError, configure, preset_spec
 from .pipelines import PipelineConfigError, PipelineSpec
 from .remote import CALL_SETTINGS, TOKEN_ENV
 from .scheduler import DeviceQueue, Work
-from .validate import is_int, is_number
+from .validate import install_hint, is_int, is_number
 
 log = logging.getLogger("tts.serve")
 MAX_LINEAGE_DEPTH = 256
@@ -686,7 +686,7 @@ def main(argv: list[str] | None = None) -> None:
         print(__doc__)
         return
     if FastAPI is None:
-        print("tts-serve: error: the server needs FastAPI and uvicorn: pip install 'tts[serve]'", file=sys.stderr)
+        print(f"tts-serve: error: the server needs FastAPI and uvicorn: {install_hint('serve')}", file=sys.stderr)
         sys.exit(2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

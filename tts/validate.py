@@ -55,3 +55,17 @@ def check_number(name: str, value, lo: float = -math.inf, hi: float = math.inf, 
         raise ValueError(f"{name} must lie in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}, "
                          f"got {value!r}")
     return value
+
+
+DISTRIBUTION = "tts-scaling"  # the name on the package index; "tts" there is an unrelated text-to-speech project
+
+
+def install_hint(extra: str) -> str:
+    """The install command that adds an extra: from the checkout this package runs from (an editable install)
+    when there is one, else the distribution by its own name (never ``tts[...]``, which is another project)."""
+    from pathlib import Path
+
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file():
+        return f"pip install -e '{checkout}[{extra}]'"
+    return f"pip install '{DISTRIBUTION}[{extra}]'"

@@ -33,6 +33,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from ..torchutil import DTYPES, resolve_device, torch_dtype
+from ..validate import install_hint
 from .checks import EMBEDDED_PREFIX, PipelineConfigError, Source, check_call_args, check_owned, embedded_path, locate
 
 if TYPE_CHECKING:
@@ -310,7 +311,7 @@ def _nf4_config(dtype: str, component: str):
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as e:
-        raise PipelineConfigError("pipeline.quantize=nf4 needs bitsandbytes (and a CUDA GPU): pip install 'tts-scaling[quant]'") from e
+        raise PipelineConfigError(f"pipeline.quantize=nf4 needs bitsandbytes (and a CUDA GPU): {install_hint('quant')}") from e
     from diffusers.quantizers import PipelineQuantizationConfig
 
     return PipelineQuantizationConfig(

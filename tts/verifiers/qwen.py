@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, create_model
 
 from ..torchutil import check_dtype, resolve_device, resolve_dtype
-from ..validate import check_positive_int
+from ..validate import check_positive_int, install_hint
 from . import grading
 from .base import Verdict, Verifier
 
@@ -59,7 +59,7 @@ class QwenVerifier(Verifier):
             try:
                 import bitsandbytes  # noqa: F401
             except ImportError:
-                raise ImportError("verifier.load_in_4bit=true needs bitsandbytes: pip install 'tts-scaling[quant]'") from None
+                raise ImportError(f"verifier.load_in_4bit=true needs bitsandbytes: {install_hint('quant')}") from None
             if not torch.cuda.is_available():
                 raise ValueError("verifier.load_in_4bit=true needs a CUDA GPU (bitsandbytes NF4)")
 
