@@ -99,11 +99,24 @@ def test_a_tt_scale_flux_config_maps_every_key():
     ({"verifier_args": {"name": "gemini", "temperature": 0}}, "'temperature'"),
     ({"search_args": {"search_method": "path-search", "N": 4}}, "'N'"),
     ({"search_args": {"search_method": "path-search"}}, "not available in tts yet"),
-    ({"verifier_args": {"name": "clipscore"}}, "gemini, openai, qwen"),
+    ({"verifier_args": {"name": "clipscore"}}, "unknown verifier 'clipscore'; did you mean"),
 ])
 def test_unknown_keys_of_a_tt_scale_flux_config_are_named(config, says):
     with pytest.raises(TtsfConfigError, match=says):
         to_overrides(config, config_dir())
+
+
+def test_verifier_args_may_name_any_tts_verifier_with_its_own_default_metric():
+    """The reference's JSON names a grader and its metric; naming a tts verifier instead works offline, and a
+    grader's metric (overall_score) falls back to that verifier's default rather than failing."""
+    grader_args = {"name": "shapes", "choice_of_metric": "overall_score", "max_new_tokens": 300,
+                   "model_name": "gemini-2.0-flash"}
+    verifier = [o for o in to_overrides({"verifier_args": grader_args}, config_dir()) if o.startswith("verifier")]
+    assert verifier == ["verifier=shapes"]
+    own = to_overrides({"verifier_args": {"name": "shapes", "choice_of_metric": "correct"}}, config_dir())
+    assert [o for o in own if o.startswith("verifier.")] == ['verifier.choice_of_metric="correct"']
+    kept = to_overrides({"verifier_args": {"name": "gemini", "choice_of_metric": "overall_score"}}, config_dir())
+    assert 'verifier.choice_of_metric="overall_score"' in kept
 
 
 @pytest.mark.slow
@@ -111,6 +124,7 @@ def test_tts_search_runs_a_tt_scale_flux_config_as_is(tmp_path):
     config = {"pretrained_model_name_or_path": "tts://shapes-model", "torch_dtype": "fp32",
               "pipeline_call_args": {"num_inference_steps": 2},
               "search_args": {"search_method": "zero-order", "search_rounds": 2, "threshold": 0.9, "num_neighbors": 2},
+              "verifier_args": {"name": "shapes", "choice_of_metric": "overall_score", "max_new_tokens": 300},
               "batch_size_for_img_gen": 2}
     (tmp_path / "shapes.json").write_text(json.dumps(config))
     out = subprocess.run([sys.executable, "-c", "from tts.cli import main; main()",
@@ -120,6 +134,7 @@ def test_tts_search_runs_a_tt_scale_flux_config_as_is(tmp_path):
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["pipeline"]["name"] == "shapes" and saved["pipeline"]["num_inference_steps"] == 2
     assert saved["search"]["threshold"] == 0.9 and saved["batch_size"] == 2
+    assert saved["verifier"]["choice_of_metric"] == "criteria_met"   # the shapes verifier's own default
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"pretrained_model_name_or_path": "x", "typo_key": 1}))
     out = subprocess.run([sys.executable, "-c", "from tts.cli import main; main()", f"ttsf_config={bad}"],

@@ -6,6 +6,7 @@ ours), later overrides on the command line win, and an unknown key is an error n
 """
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 
@@ -98,7 +99,7 @@ def to_overrides(config: dict, config_dir: Path, where: str = "ttsf_config") -> 
             out.append(f"pipeline.{key}={_value(call.pop(key))}")
     if call:
         out.append(f"+pipeline.call_args={_value(call)}")
-    out += _verifier(dict(config.get("verifier_args") or {}), f"{where}: verifier_args")
+    out += _verifier(dict(config.get("verifier_args") or {}), f"{where}: verifier_args", config_dir)
     out += _search(dict(config.get("search_args") or {}), f"{where}: search_args")
     if "batch_size_for_img_gen" in config:
         out.append(f"batch_size={_value(config['batch_size_for_img_gen'])}")
@@ -109,16 +110,27 @@ def to_overrides(config: dict, config_dir: Path, where: str = "ttsf_config") -> 
     return out
 
 
-def _verifier(args: dict, where: str) -> list[str]:
+def _verifier(args: dict, where: str, config_dir: Path) -> list[str]:
+    """tt-scale-flux's graders keep every key; any other tts verifier (e.g. ``shapes``, offline) takes only a
+    metric of its own: a grader's metric (the JSON's ``overall_score``) falls back to that verifier's default."""
+    from .verifiers.grading import METRICS as GRADER_METRICS
+
     _take(args, ("name", *_VERIFIER_KEYS), where)
-    out = []
-    if "name" in args:
-        if args["name"] not in _VERIFIERS:
-            raise TtsfConfigError(f"{where}: name must be one of {', '.join(_VERIFIERS)}, got {args['name']!r}")
-        out.append(f"verifier={args['name']}")
+    name = args.get("name")
+    if name is not None:
+        names = sorted(p.stem for p in (config_dir / "verifier").glob("*.yaml"))
+        if name not in names:
+            close = difflib.get_close_matches(str(name), names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TtsfConfigError(f"{where}: unknown verifier {name!r}{hint} choices: {', '.join(names)}")
+    out = [f"verifier={name}"] if name is not None else []
+    grader = name is None or name in _VERIFIERS
     for key, ours in _VERIFIER_KEYS.items():
-        if key in args and not (key == "max_new_tokens" and args.get("name") != "qwen"):
-            out.append(f"verifier.{ours}={_value(args[key])}")
+        if key not in args or (key == "max_new_tokens" and name != "qwen"):
+            continue
+        if not grader and (key != "choice_of_metric" or args[key] in GRADER_METRICS):
+            continue  # model_name / prompt_path / a grader's metric mean nothing to this verifier
+        out.append(f"verifier.{ours}={_value(args[key])}")
     return out
 
 
