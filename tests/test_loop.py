@@ -240,3 +240,11 @@ def test_random_search_generates_the_next_round_while_the_last_is_verified(tmp_p
     SlowAsyncVerifier.intervals.clear()
     run_tts([*over, "search=zero-order", "search.rounds=2", "search.num_neighbors=3"], tmp_path / "zo")  # round 1: one batch
     assert starts[1] >= SlowAsyncVerifier.intervals[0][1]  # zero-order needs round 1's scores first
+
+
+def test_the_per_prompt_bar_has_the_plans_total(tmp_path, capsys):
+    """The per-prompt progress bar counts toward the plan's candidates (so tqdm shows a total and an ETA)."""
+    run_tts(["search.rounds=2", "prompt=a red circle"], tmp_path / "run")
+    err = capsys.readouterr().err
+    assert "6/6" in err, err[-500:]
+    assert json.loads((tmp_path / "run" / "plan.json").read_text())["candidates_per_prompt"]["max"] == 6

@@ -64,6 +64,7 @@ class SearchJob:
     safety: Safety = dataclasses.field(default_factory=Safety)
     #: progress bars on the terminal (tts-search: on; tts.search: only when asked)
     progress: bool = True
+    per_prompt_total: int | None = None  # candidates a prompt's search makes, when the plan knows it exactly
 
     @property
     def verify_workers(self) -> int:
@@ -137,8 +138,8 @@ class _Index:
 class _Progress:
     """One bar per prompt counting candidates generated, with how many are verified beside it."""
 
-    def __init__(self, prompt: str, disable: bool, leave: bool):
-        self.bar = tqdm(desc=prompt[:40], unit="img", total=None, disable=disable, leave=leave, dynamic_ncols=True)
+    def __init__(self, prompt: str, disable: bool, leave: bool, total: int | None = None):
+        self.bar = tqdm(desc=prompt[:40], unit="img", total=total, disable=disable, leave=leave, dynamic_ncols=True)
         self.verified = 0
         self._lock = threading.Lock()
 
@@ -252,7 +253,8 @@ def _claim_and_search(shared: _Shared, i: int, prompt: Prompt, many: bool) -> bo
         shared.index.update()  # what other writers finished since this process last looked
         search_prompt(_PromptRun(shared.job, folder, shared.generator, shared.pool, i, prompt,
                                  shared.index.resume(phash, shared.job.safety.regenerates),
-                                 _Progress(prompt.text, not shared.job.progress, not many)))
+                                 _Progress(prompt.text, not shared.job.progress, not many,
+                                           shared.job.per_prompt_total)))
     finally:
         folder.release(phash)
     return True

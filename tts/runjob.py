@@ -29,6 +29,9 @@ def run_job(job, config: dict, plan: dict) -> dict | None:
     folder.write_config(config, IDENTITY_KEYS, resumable_keys(job))
     log.info("run folder: %s (%d prompts)", job.run_dir, len(job.prompts))
     rf.atomic_write_json(job.run_dir / rf.PLAN, plan)
+    each = plan.get("candidates_per_prompt") or {}
+    if plan.get("exact") and each.get("max"):
+        job.per_prompt_total = int(each["max"])  # the per-prompt bar's total (and so its ETA)
     return run_search(job)
 
 
