@@ -44,6 +44,19 @@ def test_replay_regenerates_the_image_from_its_record(tmp_path):
     assert out.exists() and diff <= 1
 
 
+def test_replay_takes_the_image_path_alone(tmp_path, capsys):
+    """``tts-replay RUN/IMAGE.png`` (one path) replays as ``tts-replay RUN IMAGE.png`` does."""
+    from tts.replay import main as replay_main
+
+    run_tts(FAST, tmp_path)
+    record = read_manifest(tmp_path)[1]
+    replay_main([str(tmp_path / record.image), "--out", str(tmp_path / "again.png")])
+    assert (tmp_path / "again.png").exists() and "max pixel difference" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        replay_main([str(tmp_path)])
+    assert e.value.code == 2 and "tts-replay RUN/IMAGE.png" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_resume_after_kill_loses_nothing_and_redoes_nothing(tmp_path):
     run = tmp_path / "run"

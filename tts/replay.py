@@ -86,11 +86,16 @@ def _regenerate(generator, record):
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="tts-replay", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("image", help="the candidate's image file name (as in manifest.jsonl)")
+    p.add_argument("run_dir", type=Path, help="the run folder, or the candidate's image path inside it (RUN/IMAGE.png)")
+    p.add_argument("image", nargs="?", default=None,
+                   help="the candidate's image file name (as in manifest.jsonl); omit it when run_dir is the image")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--device", default=None, help="override the recorded device (e.g. cpu)")
     args = p.parse_args(argv)
+    if args.image is None:  # one path: RUN/IMAGE.png, the image's own folder being the run folder
+        if args.run_dir.is_dir():
+            p.error("give the candidate's image too: tts-replay RUN IMAGE.png (or tts-replay RUN/IMAGE.png)")
+        args.run_dir, args.image = args.run_dir.parent, args.run_dir.name
     try:
         out, diff = replay(args.run_dir, args.image, args.out, args.device)
     except SystemExit as e:
