@@ -41,3 +41,19 @@ def test_install_hints_name_an_install_that_works():
     offenders = [f"{p.relative_to(root)}:{i}" for p in (root / "tts").rglob("*.py")
                  for i, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"install[^\n]*'tts\[", line)]
     assert not offenders, offenders
+
+
+def test_importing_tts_shows_no_third_party_import_notices():
+    """transformers' "requires torchvision ... falling back" notice (and bitsandbytes' kernels-community warning,
+    where bitsandbytes is installed) stay off once tts is imported."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    code = ("import tts\nfrom transformers import CLIPImageProcessor, SiglipImageProcessor\n"
+            "CLIPImageProcessor, SiglipImageProcessor\n")
+    if importlib.util.find_spec("bitsandbytes"):
+        code += "import bitsandbytes\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-1000:]
+    assert "torchvision" not in done.stderr and "gemm_4bit" not in done.stderr, done.stderr[-1000:]

@@ -12,7 +12,16 @@ package itself is made callable here, above every layer.
 """
 from __future__ import annotations
 
+import logging
 import types
+
+# Import-time notices that say nothing to a tts user, off (the loggers' levels only; no handler is installed):
+# bitsandbytes' "Failed to load CPU gemm_4bit_forward from kernels-community" (its optional CPU kernels) and
+# transformers' "`CLIPImageProcessor` requires torchvision ... falling back to ...Pil" (the PIL processors
+# are what tts uses).
+IMPORT_NOTICES = ("bitsandbytes.backends.cpu.ops", "transformers.utils.import_utils")
+for _name in IMPORT_NOTICES:
+    logging.getLogger(_name).setLevel(logging.ERROR)
 
 _API = ("load_pipeline", "load_run", "Pipeline", "SearchResult", "ScoredImage", "Run")
 __all__ = ["search", *_API]
