@@ -220,8 +220,12 @@ def test_prompt_sources(tmp_path):
     job = build_job(compose(["verifier=compressibility", "prompts=file", f"prompts.path={tmp_path / 'p.csv'}",
                              "prompts.column=text"]), tmp_path)
     assert [p.text for p in job.prompts] == ["hello", "world"] and job.prompts[0].tags == {"id": "1"}
-    with pytest.raises(Exception, match="no column 'prompt'; columns: id, text"):
+    with pytest.raises(Exception, match=r"p.csv:1: the header has no column 'prompt'; columns: id, text"):
         build_job(compose(["verifier=compressibility", "prompts=file", f"prompts.path={tmp_path / 'p.csv'}"]), tmp_path)
+    (tmp_path / "p.tsv").write_text("Promt\tCategory\na red circle\tx\n")  # a header typo: line 1, with the fix
+    with pytest.raises(Exception, match=r"p.tsv:1: the header has no column 'Prompt'; did you mean prompts.column=Promt"):
+        build_job(compose(["verifier=compressibility", "prompts=file", f"prompts.path={tmp_path / 'p.tsv'}",
+                           "prompts.column=Prompt"]), tmp_path)
     datasets = pytest.importorskip("datasets")
     datasets.Dataset.from_dict({"caption": ["x y", "z"], "n": [1, 2]}).save_to_disk(str(tmp_path / "ds"))
     job = build_job(compose(["verifier=compressibility", "prompts=dataset", f"prompts.name={tmp_path / 'ds'}",

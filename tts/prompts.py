@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import difflib
 import io
 import json
 import logging
@@ -89,6 +90,12 @@ class FilePrompts:
         if suffix in (".csv", ".tsv"):
             reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
             try:
+                header = reader.fieldnames or []
+                if self.column not in header:  # a header problem is line 1's, named before any row is read
+                    close = difflib.get_close_matches(self.column, [str(h) for h in header], n=1)
+                    hint = f"did you mean prompts.column={close[0]}? " if close else ""
+                    raise PromptSourceError(f"{path}:1: the header has no column {self.column!r}; {hint}columns: "
+                                            f"{', '.join(map(str, header)) or '(none)'} (set prompts.column=...)")
                 for row in reader:
                     yield self._row(row, f"{path}:{reader.line_num}")
             except csv.Error as e:
