@@ -255,3 +255,20 @@ def test_a_lower_is_better_metric_marks_the_lowest_score_best(tmp_path, monkeypa
     assert [c.score for c in run.ranked(1)] == [0.2, 0.5, 0.9]
     tiles, subtitle = tc.strip_tiles(run)
     assert [t.best for t in tiles] == [True, False] and "so far 0.20" in tiles[1].note
+
+
+def test_smc_grid_labels_resampled_particles_by_particle_and_parent(tmp_path):
+    """SMC's resampled copies share their ancestor's seed: the grid labels them by particle and parent instead,
+    so no two tiles of a round read alike."""
+    import tts
+    from tts.collage import grid_tiles, read_manifest_run
+
+    tts.search("shapes", "a red circle left of a blue square", verifier="shapes", strategy="smc", nfe_budget=80,
+               seed=0, run_dir=str(tmp_path / "run"))
+    (run,) = read_manifest_run(tmp_path / "run")
+    for round_ in run.rounds:
+        tiles, _ = grid_tiles(run, round_)
+        labels = [t.note for t in tiles]
+        assert len(set(labels)) == len(labels) and all(label.startswith("p") for label in labels), labels
+    seeds = [c.seed for cands in run.rounds.values() for c in cands]
+    assert len(set(seeds)) < len(seeds)  # the labels matter: some particles were resampled copies

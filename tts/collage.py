@@ -49,6 +49,7 @@ class Candidate:
     seed: int
     score: float | None
     index: int = 0
+    lineage: str | None = None  # in-loop candidates: "p<particle> from p<parent>" (resampled copies share a seed)
 
 
 @dataclass
@@ -303,7 +304,7 @@ def grid_tiles(run: PromptRun, round_: int) -> tuple[list[Tile], str]:
     tiles = []
     for n, c in enumerate(run.ranked(round_), 1):
         label = f"#{n} · {fmt(c.score)}" if c.score is not None else "not scored"
-        tiles.append(Tile(c.image, label, f"s@{c.seed}", best=c == top))
+        tiles.append(Tile(c.image, label, c.lineage or f"s@{c.seed}", best=c == top))
     cands = run.rounds[round_]
     unscored = sum(c.score is None for c in cands)
     sub = f"round {round_} of {len(run.rounds)} · {len(cands)} candidates by {run.metric}"
@@ -331,8 +332,15 @@ def read_manifest_run(run: Path) -> list[PromptRun]:
             continue
         pr = by_prompt.setdefault(r.prompt, PromptRun(r.prompt, rf.prompt_stem(r.prompt), r.choice_of_metric,
                                                       sign=direction(run, r.choice_of_metric)))
-        pr.rounds[r.round].append(Candidate(image, r.round, r.seed, r.score, r.index))
+        pr.rounds[r.round].append(Candidate(image, r.round, r.seed, r.score, r.index, _lineage(r.path)))
     return list(by_prompt.values())
+
+
+def _lineage(path) -> str | None:
+    """An in-loop candidate's label: its particle, and the particle it was copied from when it was resampled."""
+    if path is None:
+        return None
+    return f"p{path.particle}" + (f" from p{path.parent}" if path.parent not in (None, path.particle) else "")
 
 
 def _resolve(run: Path, stem: str, round_: int, doc: dict) -> Path:
