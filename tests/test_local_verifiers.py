@@ -56,12 +56,13 @@ def test_aesthetic_head_on_clip_image_embeddings(clip_dir, tmp_path):
         state[f"layers.{i}.weight"], state[f"layers.{i}.bias"] = torch.randn(b, a), torch.randn(b)
     head = tmp_path / "head.pth"
     torch.save(state, head)
-    run_tts(["verifier=aesthetic", f"verifier.model_name={clip_dir}", f"verifier.head_path={head}", *STEPS], tmp_path)
-    records = read_manifest(tmp_path)
+    run = tmp_path / "run"  # a folder of its own: one holding the head file is not a run, and is refused
+    run_tts(["verifier=aesthetic", f"verifier.model_name={clip_dir}", f"verifier.head_path={head}", *STEPS], run)
+    records = read_manifest(run)
     assert all(r.status == "ok" for r in records) and len({r.score for r in records}) > 1
     model = CLIPModel.from_pretrained(clip_dir).eval()
     r = records[0]
-    pixels = CLIPImageProcessor.from_pretrained(clip_dir)(images=[Image.open(tmp_path / r.image).convert("RGB")],
+    pixels = CLIPImageProcessor.from_pretrained(clip_dir)(images=[Image.open(run / r.image).convert("RGB")],
                                                           return_tensors="pt")["pixel_values"]
     with torch.no_grad():
         x = model.get_image_features(pixel_values=pixels)

@@ -147,14 +147,15 @@ def _selected(overrides: list[str], group: str) -> str | None:
     return None
 
 
-def check_overrides(argv: list[str]) -> list[str]:
+def check_overrides(argv: list[str], sweeps: bool = False) -> list[str]:
     """Fail fast, before Hydra writes anything, on overrides that name no group option or no key, on
     tt-scale-flux habits (pointing to the tts key), and on secrets passed on the command line. Returns the
     command line with settings the component accepts but its YAML does not list (``pipeline.cpu_offload``)
-    turned into Hydra's add-or-override form (``++pipeline.cpu_offload=true``)."""
+    turned into Hydra's add-or-override form (``++pipeline.cpu_offload=true``). ``sweeps``: the caller takes
+    sweeps without ``-m`` (tts-plan sizes a whole sweep)."""
     overrides = _overrides(argv)
     user_tree = any(a.startswith("hydra.searchpath") for a in overrides)
-    multirun = any(a in ("-m", "--multirun") for a in argv)
+    multirun = sweeps or any(a in ("-m", "--multirun") for a in argv)
     promote = set()
     for arg in overrides:
         key, sep, value = arg.lstrip("+~").partition("=")

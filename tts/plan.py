@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
         print(__doc__)
         return
     try:
-        overrides = _plan_overrides(check_overrides(ttsf.expand_config_args(argv)))
+        overrides = _plan_overrides(check_overrides(ttsf.expand_config_args(argv), sweeps=True))
         with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
             cfg = compose(config_name="config", overrides=overrides)
         plan = make_plan(cfg)
