@@ -373,5 +373,7 @@ def test_server_killed_mid_run_stops_the_search_and_the_rerun_resumes(tmp_path):
     gen = make_generator(preset_spec("shapes", num_inference_steps=2))
     for r in after[:4] + after[-2:]:
         [image], _, _ = gen.generate(r.prompt, [r.noise])
-        assert np.array_equal(pixels(image), pixels(Image.open(run / r.image)))
+        # the server and this process may run torch on different thread counts: float sums then differ in their
+        # last bits, so a pixel may round one level apart (tts-replay's own tolerance); a wrong noise is far off
+        assert np.abs(pixels(image) - pixels(Image.open(run / r.image))).max() <= 1
     gen.close()
