@@ -9,9 +9,9 @@ import pytest
 from conftest import run_tts
 from PIL import Image, ImageFont
 
-from tts import collage as tc
-from tts import runfolder as rf
-from tts.records import CandidateRecord
+from tts.views import collage as tc
+from tts.core import runfolder as rf
+from tts.core.records import CandidateRecord
 
 PROMPT = "a tiny astronaut hatching from an egg on the moon"
 COLOURS = [(200, 30, 30), (30, 160, 60), (40, 60, 200), (220, 200, 40), (150, 40, 160), (40, 190, 190),

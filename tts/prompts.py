@@ -12,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 from typing import Any
-from .validate import is_int
+from .core.validate import is_int
 
 log = logging.getLogger(__name__)
 

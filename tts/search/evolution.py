@@ -30,8 +30,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from ..noise import fresh, neighbor
-from ..validate import check_number
+from ..core.noise import fresh, neighbor
+from ..core.validate import check_number
 from . import SearchContext, SeedFn, check_budget, check_positive_int
 from ._steps import check_image_budget, check_step, resolve_step
 

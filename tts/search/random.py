@@ -7,7 +7,7 @@ for (the last round cut short), so best-of-N at B NFEs is N = B / (NFEs per imag
 """
 from __future__ import annotations
 
-from ..noise import fresh
+from ..core.noise import fresh
 from . import Candidate, SearchContext, SeedFn, budget_candidates, check_budget, check_positive_int
 
 SCHEDULES = ("exponential", "constant")

@@ -43,8 +43,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..noise import fresh
-from ..validate import check_number, is_int
+from ..core.noise import fresh
+from ..core.validate import check_number, is_int
 from . import SearchContext, SeedFn, check_budget, check_positive_int
 from ._steps import check_image_budget
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Sequence
 
-from .noise import derive_seed
+from ..core.noise import derive_seed
 from .sampler import Sampler, SamplerOptions, Trajectories
 
 

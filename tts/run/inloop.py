@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 import time
 
-from . import runfolder as rf
-from .particles import Engine, Final, PreviewInfo, sampler_options
-from .records import PathRecord, SearchRecord, Usage
-from .sampler import Sampler
-from .search import Candidate, oriented
-from .verifiers.base import as_verdict
+from ..core import runfolder as rf
+from ..sampling.particles import Engine, Final, PreviewInfo, sampler_options
+from ..core.records import PathRecord, SearchRecord, Usage
+from ..sampling.sampler import Sampler
+from ..search import Candidate, oriented
+from ..verifiers.base import as_verdict
 
 log = logging.getLogger(__name__)
 ROUND = 1  # an in-loop search is one round: its candidates are the particles it keeps

@@ -38,12 +38,12 @@ try:  # the serve extra: pip install 'tts[serve]'
 except ImportError:  # main() says what to install
     FastAPI = None
 
-from .generate import Embeds, Generator
-from .models import ModelManager, ModelMemoryError, configure, preset_spec
-from .pipelines import PipelineConfigError, PipelineSpec
-from .remote import CALL_SETTINGS, TOKEN_ENV
+from ..sampling.generate import Embeds, Generator
+from ..pipelines.models import ModelManager, ModelMemoryError, configure, preset_spec
+from ..pipelines import PipelineConfigError, PipelineSpec
+from ..pipelines.remote import CALL_SETTINGS, TOKEN_ENV
 from .scheduler import DeviceQueue, Work
-from .validate import is_int, is_number
+from ..core.validate import is_int, is_number
 
 log = logging.getLogger("tts.serve")
 MAX_LINEAGE_DEPTH = 256

@@ -25,16 +25,16 @@ from typing import Callable
 from PIL import Image
 from tqdm.auto import tqdm
 
-from . import runfolder as rf
-from .noise import derive_seed
-from .pipelines import PipelineSpec
-from .prompts import Prompt
-from .records import CandidateRecord, PathRecord, RoundBest, SafetyRecord, ScoreSummary, SearchRecord, Timings, Usage
+from ..core import runfolder as rf
+from ..core.noise import derive_seed
+from ..pipelines import PipelineSpec
+from ..prompts import Prompt
+from ..core.records import CandidateRecord, PathRecord, RoundBest, SafetyRecord, ScoreSummary, SearchRecord, Timings, Usage
 from .safety import Safety
-from .search import Candidate, SearchContext, best_record
+from ..search import Candidate, SearchContext, best_record
 from .shard import Shard
-from .validate import is_int
-from .verifiers.base import Verdict, Verifier, as_verdict
+from ..core.validate import is_int
+from ..verifiers.base import Verdict, Verifier, as_verdict
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class _Round:
 def run_search(job: SearchJob) -> dict | None:
     """1. open the run folder, 2. load pipeline and verifier, 3. search this shard's prompts, 4. if the study
     is complete, summarise it (None when other shards are still at work)."""
-    from .generate import make_generator
+    from ..sampling.generate import make_generator
 
     folder = rf.RunFolder(job.run_dir, per_shard=job.per_shard_manifest)
     folder.clean()
@@ -275,7 +275,7 @@ def finish(job: SearchJob, folder: rf.RunFolder) -> dict | None:
         if new:
             rf.atomic_write_json(path, summary)
     if new and job.collages:
-        from .collage import collage_run
+        from ..views.collage import collage_run
 
         try:
             written = collage_run(folder.root)
@@ -420,7 +420,7 @@ def _verify_counted(run: _PromptRun, pending: list[_Pending]) -> list[CandidateR
 
 
 def generate_batch(run: _PromptRun, number: int, batch: list[tuple[int, dict]]) -> list[_Pending]:
-    from .remote import ServerError
+    from ..pipelines.remote import ServerError
 
     try:
         shots = run.job.safety.generate(run.generator, run.prompt.text, [noise for _, noise in batch],

@@ -30,11 +30,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from . import runfolder as rf
-from . import shard as sh
+from ..core import runfolder as rf
+from ..run import shard as sh
 from . import ttsf
-from .configtree import choices, config_dir  # noqa: F401 - tts.cli.config_dir: its old import path
-from .validate import is_int
+from ..core.configtree import choices, config_dir  # noqa: F401 - tts.cli.config_dir: its old import path
+from ..core.validate import is_int
 
 log = logging.getLogger("tts")
 GROUPS = ("pipeline", "verifier", "search", "prompts")
@@ -297,10 +297,10 @@ def _positive_int(cfg, key: str, allow_auto: bool = False) -> int | None:
 
 def build_job(cfg: DictConfig, run_dir: Path):
     """Build and validate every component; nothing expensive happens here."""
-    from .loop import SearchJob
-    from .pipelines import PipelineConfigError, PipelineSpec
-    from .prompts import select
-    from .verifiers.base import Verifier
+    from ..run.loop import SearchJob
+    from ..pipelines import PipelineConfigError, PipelineSpec
+    from ..prompts import select
+    from ..verifiers.base import Verifier
 
     pipeline = _instantiate(cfg.pipeline, "pipeline")
     if not isinstance(pipeline, PipelineSpec):
@@ -347,7 +347,7 @@ MANIFEST_MODES = ("shared", "per-shard")
 
 def _safety(cfg, pipeline):
     """``safety``: blocked-candidate detection, rewriting and fallback (tts.safety), validated up front."""
-    from .safety import from_config
+    from ..run.safety import from_config
 
     return from_config(cfg.get("safety"), pipeline)
 
@@ -406,8 +406,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict | None:
     """Validate, then record the config and the plan and search (tts.runjob.run_job, as tts.search does); print
     the summary table (None: a shard that finished before others; the last one writes and prints the summary)."""
     from . import plan as planning
-    from .models import configure as configure_models
-    from .runjob import run_job
+    from ..pipelines.models import configure as configure_models
+    from ..run.runjob import run_job
 
     _device_for_rank(cfg)
     job = build_job(cfg, run_dir)
@@ -452,10 +452,10 @@ def format_summary(summary: dict, run_dir: Path) -> str:
 
 
 def _is_user_error(e: Exception) -> bool:
-    from .pipelines import PipelineConfigError
+    from ..pipelines import PipelineConfigError
     from .plan import PlanError
-    from .prompts import PromptSourceError
-    from .world.grammar import PromptError
+    from ..prompts import PromptSourceError
+    from ..world.grammar import PromptError
 
     return isinstance(e, (ConfigError, PipelineConfigError, PromptSourceError, PromptError, rf.RunFolderError,
                           sh.ShardError, PlanError))

@@ -40,10 +40,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from . import collage
-from . import runfolder as rf
-from .prompts import DEFAULT_GROUP_TAGS
-from .records import CandidateRecord, MetricScore
-from .search import best_record, better
+from ..core import runfolder as rf
+from ..prompts import DEFAULT_GROUP_TAGS
+from ..core.records import CandidateRecord, MetricScore
+from ..search import best_record, better
 
 PREVIEWS = "previews.jsonl"
 REPORT = "report.html"
