@@ -365,7 +365,8 @@ def main(argv: list[str] | None = None) -> None:
     from hydra.errors import HydraException
 
     from . import ttsf
-    from .cli import ConfigError, _is_user_error, check_overrides, config_dir
+    from ..core.configtree import config_dir
+    from .cli import ConfigError, _is_user_error, check_overrides
 
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):

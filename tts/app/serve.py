@@ -491,7 +491,7 @@ def compose(argv: list[str]):
     from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from .cli import config_dir
+    from ..core.configtree import config_dir
 
     fields = {f.name for f in dataclasses.fields(PipelineSpec)}
     overrides = []
@@ -509,7 +509,7 @@ def build_registry(pipeline_node) -> tuple[dict[str, PipelineSpec], str]:
     """Every pipeline preset by name, the configured ``pipeline`` (with its overrides) replacing its namesake."""
     from omegaconf import OmegaConf
 
-    from .cli import choices
+    from ..core.configtree import choices
 
     registry = {}
     for name in choices("pipeline"):

@@ -63,7 +63,7 @@ def predict(pipe, cond: Conditioning, model_input: torch.Tensor, t: torch.Tensor
 
 def decode(pipe, latents: torch.Tensor, height: int, width: int) -> list:
     """As the pipeline decodes, safety checker included (its flags ride in each image's info, tts.run.safety)."""
-    from ..run.safety import mark_flagged
+    from .flags import mark_flagged
 
     image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
     image, nsfw = pipe.run_safety_checker(image, latents.device, latents.dtype)

@@ -31,15 +31,15 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from ..core import configtree
-from ..pipelines.checks import PipelineConfigError
 from ..core.records import SafetyAttempt, SafetyRecord
+from ..pipelines.checks import PipelineConfigError
+from ..pipelines.flags import NSFW_KEY, is_flagged, mark_flagged  # noqa: F401 - detection; the policy is here
 
 if TYPE_CHECKING:
     from ..pipelines import PipelineSpec
 
 log = logging.getLogger(__name__)
 
-NSFW_KEY = "tts_nsfw"  # the pipeline's flag, kept in each PIL image's ``info`` by tts.sampling.generate
 TEMPLATE_NAME = "rewrite_prompt.txt"
 PROMPT_SLOT = "{prompt}"
 MAX_REWRITE_CHARS = 500
@@ -50,18 +50,6 @@ class SafetyConfigError(PipelineConfigError):
 
 
 # -- detection -------------------------------------------------------------------------------------------
-
-def mark_flagged(images: list, flags) -> list:
-    """Keep the pipeline's per-image ``nsfw_content_detected`` (None: it has no checker) in each image."""
-    for i, image in enumerate(images):
-        if flags is not None and isinstance(image, Image.Image):
-            image.info[NSFW_KEY] = bool(flags[i])
-    return images
-
-
-def is_flagged(image: Image.Image) -> bool:
-    return bool(image.info.get(NSFW_KEY, False))
-
 
 def is_black(image: Image.Image, black_mean: float = 4.0, black_max: int = 32) -> bool:
     """(Near-)black: mean of the 8-bit RGB values <= ``black_mean`` and every value <= ``black_max``."""

@@ -25,7 +25,7 @@ import torch
 from ..pipelines.models import ModelManager, manager
 from ..core.noise import make_noise
 from ..pipelines import LoadedPipeline, PipelineSpec, torch_dtype
-from ..run.safety import mark_flagged
+from ..pipelines.flags import mark_flagged
 
 EMBEDS_KEPT = 16  # prompts whose embeddings stay cached per loaded pipeline
 StepFn = Callable[[int, int], None]  # (steps done, steps in all)
