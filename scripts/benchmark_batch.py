@@ -20,9 +20,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tts.cli import config_dir  # noqa: E402
-from tts.generate import make_generator  # noqa: E402
-from tts.noise import fresh  # noqa: E402
+from tts.app.cli import config_dir  # noqa: E402
+from tts.sampling.generate import make_generator  # noqa: E402
+from tts.core.noise import fresh  # noqa: E402
 from tts.pipelines import PipelineSpec  # noqa: E402
 
 PRESET = yaml.safe_load((config_dir() / "pipeline" / "shapes.yaml").read_text())  # default steps and guidance

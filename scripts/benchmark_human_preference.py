@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from tts.cli import build_job, config_dir  # noqa: E402
-from tts.loop import run_search  # noqa: E402
-from tts.runfolder import read_manifest  # noqa: E402
+from tts.app.cli import build_job, config_dir  # noqa: E402
+from tts.run.loop import run_search  # noqa: E402
+from tts.core.runfolder import read_manifest  # noqa: E402
 from tts.verifiers.shapes import ShapesVerifier  # noqa: E402
 from tts.world.bench import build  # noqa: E402
 

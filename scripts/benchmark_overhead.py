@@ -3,7 +3,7 @@
     python scripts/benchmark_overhead.py                  # embedded shapes model, random search (30 candidates)
     python scripts/benchmark_overhead.py --overrides search.rounds=5 batch_size=4
 
-A = tts's search as tts-search runs it after Hydra has composed the config (tts.cli.run: validation,
+A = tts's search as tts-search runs it after Hydra has composed the config (tts.app.cli.run: validation,
 run folder, one PNG + manifest record per candidate, round JSONs, summary), in a fresh folder each time.
 B = a bare loop a researcher would write: for each round's batch, call the pipeline with the prompt and
 the same initial noises, score with the same verifier, save the PNGs. Both share one loaded pipeline.
@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from tts.cli import build_job, config_dir, run  # noqa: E402
-from tts.noise import derive_seed, make_noise  # noqa: E402
-from tts.runfolder import prompt_hash  # noqa: E402
+from tts.app.cli import build_job, config_dir, run  # noqa: E402
+from tts.core.noise import derive_seed, make_noise  # noqa: E402
+from tts.core.runfolder import prompt_hash  # noqa: E402
 
 
 def bare_loop(job, out: Path) -> None:
@@ -76,7 +76,7 @@ def main(argv=None):
     print(f"{n} candidates per run, batch {cfg.batch_size}, {args.repeats} alternating repeats, "
           f"{torch.get_num_threads()} CPU threads\n")
     print("| path | median s | all runs (s) |\n|---|---|---|")
-    print(f"| tts search (tts.cli.run) | {ma:.2f} | {', '.join(f'{x:.2f}' for x in a)} |")
+    print(f"| tts search (tts.app.cli.run) | {ma:.2f} | {', '.join(f'{x:.2f}' for x in a)} |")
     print(f"| bare diffusers loop | {mb:.2f} | {', '.join(f'{x:.2f}' for x in b)} |")
     print(f"\noverhead of tts over the bare loop: {ma / mb - 1:+.1%}")
 

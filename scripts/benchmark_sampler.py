@@ -1,11 +1,11 @@
-"""Wall time of the step-level sampler (tts.sampler) against the pipeline call, for the same images.
+"""Wall time of the step-level sampler (tts.sampling.sampler) against the pipeline call, for the same images.
 
     python scripts/benchmark_sampler.py                         # shapes model, preset settings, batch 8
     python scripts/benchmark_sampler.py --model sd15 --steps 10 # a tiny random twin (tests/twins.py)
     python scripts/benchmark_sampler.py --device cuda --batch 32
 
-A = tts.generate.Generator.generate: one diffusers pipeline call per batch (tts's default path).
-B = tts.sampler.Sampler.generate: the same batch stepped by the sampler (deterministic, no search acting),
+A = tts.sampling.generate.Generator.generate: one diffusers pipeline call per batch (tts's default path).
+B = tts.sampling.sampler.Sampler.generate: the same batch stepped by the sampler (deterministic, no search acting),
 decoded the same way. Both share one loaded pipeline and the prompt's cached embeddings; they alternate
 (A B, B A, ...), after one warm-up each, and the medians are compared: wall time, and the process's CPU time
 (all threads), which a machine shared with other jobs disturbs less, and the wall time spent outside the
@@ -27,10 +27,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-from tts.generate import Generator  # noqa: E402
-from tts.noise import fresh  # noqa: E402
+from tts.sampling.generate import Generator  # noqa: E402
+from tts.core.noise import fresh  # noqa: E402
 from tts.pipelines import PipelineSpec  # noqa: E402
-from tts.sampler import Sampler  # noqa: E402
+from tts.sampling.sampler import Sampler  # noqa: E402
 
 
 def make_spec(model: str, steps: int | None, device: str, root: Path) -> PipelineSpec:

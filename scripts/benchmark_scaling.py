@@ -32,9 +32,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tts.cli import config_dir  # noqa: E402
-from tts.generate import make_generator  # noqa: E402
-from tts.lockstep import LockstepStudy, search_lockstep  # noqa: E402
+from tts.app.cli import config_dir  # noqa: E402
+from tts.sampling.generate import make_generator  # noqa: E402
+from tts.run.lockstep import LockstepStudy, search_lockstep  # noqa: E402
 from tts.pipelines import PipelineSpec  # noqa: E402
 from tts.search.random import RandomSearch  # noqa: E402
 from tts.search.zero_order import ZeroOrderSearch  # noqa: E402
@@ -76,7 +76,7 @@ def progress(name):
 
 
 def pools_for(gen, texts, factory, args, steer="criteria_met"):
-    """Every prompt's candidates (scores in generation order) for one strategy, prompts in lockstep (tts.lockstep)."""
+    """Every prompt's candidates (scores in generation order) for one strategy, prompts in lockstep (tts.run.lockstep)."""
     study = LockstepStudy(texts, factory, score, steer=steer, seed=args.seed)
     name = getattr(factory, "func", factory).__name__
     return search_lockstep(gen, study, args.max_k, args.batch, progress(name))

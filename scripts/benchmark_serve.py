@@ -26,11 +26,11 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tts.noise import fresh  # noqa: E402
+from tts.core.noise import fresh  # noqa: E402
 
 
 def start(batch_size: int, extra: list[str]) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "tts.serve", "server.port=0", f"server.batch_size={batch_size}",
+    proc = subprocess.Popen([sys.executable, "-m", "tts.app.serve", "server.port=0", f"server.batch_size={batch_size}",
                              *extra], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
     for line in proc.stdout:
         if "serving on " in line:

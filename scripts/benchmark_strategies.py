@@ -16,12 +16,12 @@ Every strategy gets the same total budget of denoiser evaluations (NFEs) per pro
 (the shapes preset: 10 DDIM steps, guidance 1, so 10 NFEs per image):
 
 * ``random``: best-of-k, k = budget / 10, from one nested pool of fresh noises per prompt, seeded exactly as
-  tts-search seeds them (tts.lockstep, as scripts/benchmark_scaling.py does);
+  tts-search seeds them (tts.run.lockstep, as scripts/benchmark_scaling.py does);
 * ``zero-order``: the ask/tell search (3 neighbours at cosine 0.95, as in the scaling benchmark), its first
   budget / 10 candidates;
 * every in-loop strategy (``in_loop = True``) found in configs/search/*.yaml, built from its YAML with
-  ``search.nfe_budget`` set (its other options at their defaults) and run on a tts.particles.Engine for one
-  prompt at a time, exactly as the loop runs it (tts.inloop: the same sampler options, preview scorer and seeds).
+  ``search.nfe_budget`` set (its other options at their defaults) and run on a tts.sampling.particles.Engine for one
+  prompt at a time, exactly as the loop runs it (tts.run.inloop: the same sampler options, preview scorer and seeds).
 
 The search is steered by the exact checker (``criteria_met``), ``shapes-proxy``, the learned ``shapes-reward``
 (its ``score_preview`` reads the noise level of x0 previews) or ``shapes-ensemble`` (reward + proxy, mean
@@ -52,14 +52,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 from benchmark_scaling import EXACT, PRESET, PROXY, REWARD, pools_for, steering, subset  # noqa: E402
-from tts.cli import config_dir  # noqa: E402
-from tts.generate import make_generator  # noqa: E402
-from tts.inloop import PreviewLog  # noqa: E402
-from tts.noise import derive_seed  # noqa: E402
-from tts.particles import Engine, sampler_options  # noqa: E402
+from tts.app.cli import config_dir  # noqa: E402
+from tts.sampling.generate import make_generator  # noqa: E402
+from tts.run.inloop import PreviewLog  # noqa: E402
+from tts.core.noise import derive_seed  # noqa: E402
+from tts.sampling.particles import Engine, sampler_options  # noqa: E402
 from tts.pipelines import PipelineSpec  # noqa: E402
-from tts.runfolder import prompt_hash  # noqa: E402
-from tts.sampler import Sampler  # noqa: E402
+from tts.core.runfolder import prompt_hash  # noqa: E402
+from tts.sampling.sampler import Sampler  # noqa: E402
 from tts.search import oriented  # noqa: E402
 from tts.search.random import RandomSearch  # noqa: E402
 from tts.search.zero_order import ZeroOrderSearch  # noqa: E402
@@ -339,7 +339,7 @@ class StepBatcher:
     each in turn, in a fixed order), so nothing runs concurrently and the order is deterministic. A search's
     sampler posts each step (its rows at step i) and waits; when every search is waiting or done, the
     coordinator runs the posted steps at the same step index as one batch (prompts mixed, one per row, as
-    tts.lockstep mixes them in pipeline calls) and hands each search its rows back. Previews, scores and
+    tts.run.lockstep mixes them in pipeline calls) and hands each search its rows back. Previews, scores and
     everything else stay each search's own. A batched call may differ from a per-prompt one in the last
     float bits (other batch shapes), so an image can differ by a pixel level from tts-search's."""
 

@@ -3,7 +3,7 @@
     python scripts/benchmark_verifier_overlap.py                       # N=32, L=1 s, concurrency 8, openai protocol
     python scripts/benchmark_verifier_overlap.py --latency 2 --concurrency 4 --protocol gemini
 
-A loopback server (tts.loopback, real HTTP on 127.0.0.1, the real openai / google-genai client) answers
+A loopback server (tts.verifiers.loopback, real HTTP on 127.0.0.1, the real openai / google-genai client) answers
 every request after a fixed latency L. For each search layout (one round of N; rounds of N/4) three
 runs alternate, all in one process on the same loaded embedded model:
 
@@ -16,7 +16,7 @@ ratio = median(tts) / max(median(gen-only), N * L / concurrency); the issue asks
 The server runs in its own process by default (``--server process``), as a remote API would: inside the
 benchmark's process (``--server thread``) its HTTP threads would compete for the GIL with the
 generator's Python-side dispatch, a cost no real deployment has.
-Timings are of tts.loop.run_search (run folder, PNGs, manifest, round JSONs, summary), excluding
+Timings are of tts.run.loop.run_search (run folder, PNGs, manifest, round JSONs, summary), excluding
 interpreter start-up and model loading, which are the same for all three.
 """
 from __future__ import annotations
@@ -36,13 +36,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from tts import runfolder as rf  # noqa: E402
-from tts.cli import build_job, config_dir  # noqa: E402
-from tts.generate import make_generator  # noqa: E402
-from tts.loop import run_search  # noqa: E402
-from tts.loopback import LoopbackGrader  # noqa: E402
-from tts.noise import derive_seed  # noqa: E402
-from tts.records import MetricScore  # noqa: E402
+from tts.core import runfolder as rf  # noqa: E402
+from tts.app.cli import build_job, config_dir  # noqa: E402
+from tts.sampling.generate import make_generator  # noqa: E402
+from tts.run.loop import run_search  # noqa: E402
+from tts.verifiers.loopback import LoopbackGrader  # noqa: E402
+from tts.core.noise import derive_seed  # noqa: E402
+from tts.core.records import MetricScore  # noqa: E402
 from tts.search import Candidate  # noqa: E402
 from tts.verifiers.base import Verifier  # noqa: E402
 
@@ -59,11 +59,11 @@ class Instant(Verifier):
 
 @contextlib.contextmanager
 def server_process(latency: float):
-    """``python -m tts.loopback`` in a child process; yields its base URL once it is listening."""
+    """``python -m tts.verifiers.loopback`` in a child process; yields its base URL once it is listening."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "tts.loopback", "--port", str(port), "--latency", str(latency)],
+    proc = subprocess.Popen([sys.executable, "-m", "tts.verifiers.loopback", "--port", str(port), "--latency", str(latency)],
                             cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()

@@ -7,7 +7,7 @@
 On a machine without CUDA it says so and exits 0 (nothing is written). Checks, each in its own process (a crash,
 an out-of-memory error or a hang fails that row only; every check gets a row: check, dtype, result, time):
 
-- ``sampler:<case>``: the step-level sampler (tts.sampler) gives the pipeline call's images (max pixel
+- ``sampler:<case>``: the step-level sampler (tts.sampling.sampler) gives the pipeline call's images (max pixel
   difference within the dtype's tolerance) and NFEs, for every family's tiny random twin (tests/twins.py,
   tests/twins_extra.py: flux, flux with true CFG, sd15, sdxl, pixart-sigma, sd3, hidream) and the shapes model
   (without and with CFG), in fp16 and bf16: the golden test of tests/test_sampler.py on the GPU;
@@ -95,8 +95,8 @@ def _spec(family: str, dtype: str, device: str, twins: Path, call_args=None, gui
 
 def _generate(spec, lineages=None):
     """(images, NFEs per image) of one pipeline call, the generator closed after."""
-    from tts.generate import Generator
-    from tts.noise import fresh
+    from tts.sampling.generate import Generator
+    from tts.core.noise import fresh
 
     gen = Generator(spec.load(), spec)
     try:
@@ -113,9 +113,9 @@ def _max_diff(a, b) -> int:
 
 
 def check_sampler(case: str, dtype: str, device: str, twins: Path) -> tuple[bool, str]:
-    from tts.generate import Generator
-    from tts.noise import fresh
-    from tts.sampler import Sampler
+    from tts.sampling.generate import Generator
+    from tts.core.noise import fresh
+    from tts.sampling.sampler import Sampler
 
     family, call_args, guidance = SAMPLER_CASES[case]
     spec = _spec(family, dtype, device, twins, call_args, guidance)

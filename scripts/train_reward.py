@@ -37,10 +37,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tts.generate import make_generator  # noqa: E402
-from tts.noise import derive_seed, fresh  # noqa: E402
+from tts.sampling.generate import make_generator  # noqa: E402
+from tts.core.noise import derive_seed, fresh  # noqa: E402
 from tts.pipelines import PipelineSpec  # noqa: E402
-from tts.runfolder import prompt_hash  # noqa: E402
+from tts.core.runfolder import prompt_hash  # noqa: E402
 from tts.verifiers.shapes import ShapesVerifier  # noqa: E402
 from tts.world import bench, grammar, scenes  # noqa: E402
 from tts.world.detect import detect  # noqa: E402

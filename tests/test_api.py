@@ -71,7 +71,7 @@ def test_lower_is_better_function_picks_the_smallest(tts_module, pipe):
 
 
 def _records(folder):
-    from tts import runfolder as rf
+    from tts.core import runfolder as rf
 
     return [r.model_dump(exclude={"timings", "worker"}) for r in rf.read_manifest(folder)]
 
@@ -140,7 +140,7 @@ def test_bad_pipeline_name_and_setting(tts_module):
 
 def test_an_adopted_pipeline_searches_as_its_preset(tts_module, pipe):
     """A diffusers pipeline object the caller built, with the preset's settings, gives the preset's candidates."""
-    from tts.models import manager
+    from tts.pipelines.models import manager
     from tts.pipelines import resolve_model_path
     from tts.world.pipeline import ShapesPipeline
 
@@ -185,7 +185,7 @@ def test_import_tts_is_cheap():
 
 def test_load_run_reads_a_folder_of_round_jsons_only(tts_module, pipe, tmp_path):
     """A tt-scale-flux folder has no manifest: each round's best comes from its round JSON, as tts-report reads it."""
-    from tts import runfolder as rf
+    from tts.core import runfolder as rf
 
     result = tts_module.search(pipe, PROMPT, strategy="random", rounds=2, run_dir=tmp_path)
     (tmp_path / rf.MANIFEST).unlink()

@@ -1,5 +1,5 @@
 """The Gemini and OpenAI verifiers with their real clients (google-genai, openai) against a real HTTP
-server on 127.0.0.1 speaking both wire protocols (tts.loopback), with injected faults."""
+server on 127.0.0.1 speaking both wire protocols (tts.verifiers.loopback), with injected faults."""
 import base64
 import hashlib
 import io
@@ -14,8 +14,8 @@ import typing_extensions
 from PIL import Image
 
 from conftest import run_tts
-from tts.loopback import LoopbackGrader, score_image
-from tts.runfolder import read_manifest
+from tts.verifiers.loopback import LoopbackGrader, score_image
+from tts.core.runfolder import read_manifest
 from tts.verifiers import grading
 
 KEY = "sk-test-Zq8xVt3LmN0pRs7Ku2Wy"
@@ -264,7 +264,7 @@ def test_missing_key_fails_before_generation_naming_the_variable(tmp_path, proto
     monkeypatch.delenv("GEMINI_API_KEY")
     monkeypatch.delenv("OPENAI_API_KEY")
     env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "OPENAI_API_KEY")}
-    out = subprocess.run([sys.executable, "-m", "tts.cli", f"verifier={protocol}", f"hydra.run.dir={tmp_path}"],
+    out = subprocess.run([sys.executable, "-m", "tts.app.cli", f"verifier={protocol}", f"hydra.run.dir={tmp_path}"],
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert out.returncode == 2, out.stderr
     assert var in out.stderr + out.stdout
@@ -276,7 +276,7 @@ def test_missing_key_fails_before_generation_naming_the_variable(tmp_path, proto
 def test_keys_never_reach_the_run_folder_or_the_console(tmp_path, protocol):
     with LoopbackGrader(api_key=KEY) as server:  # the server refuses requests without the right key
         env = dict(os.environ, GEMINI_API_KEY=KEY, OPENAI_API_KEY=KEY)
-        out = subprocess.run([sys.executable, "-m", "tts.cli", f"verifier={protocol}", "search.rounds=1",
+        out = subprocess.run([sys.executable, "-m", "tts.app.cli", f"verifier={protocol}", "search.rounds=1",
                               f"verifier.base_url={base_url(server, protocol)}", "pipeline.num_inference_steps=2",
                               f"hydra.run.dir={tmp_path}", "hydra.job_logging.root.level=DEBUG", "hydra.verbose=true"],
                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
@@ -296,7 +296,7 @@ def test_third_party_info_lines_stay_off_the_console_unless_hydra_verbose_asks(t
         env = dict(os.environ, GEMINI_API_KEY=KEY)
 
         def run(*extra):
-            out = subprocess.run([sys.executable, "-m", "tts.cli", "verifier=gemini", "search.rounds=1",
+            out = subprocess.run([sys.executable, "-m", "tts.app.cli", "verifier=gemini", "search.rounds=1",
                                   f"verifier.base_url={server.url}", "pipeline.num_inference_steps=2",
                                   f"hydra.run.dir={tmp_path / str(len(extra))}", *extra],
                                  capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
@@ -366,7 +366,7 @@ def test_in_loop_search_scores_previews_with_an_api_grader(tmp_path, monkeypatch
     """An in-loop strategy's previews go to the grader like final images; their usage is counted apart."""
     from conftest import TESTS
 
-    from tts.runfolder import PREVIEWS, read_searches
+    from tts.core.runfolder import PREVIEWS, read_searches
 
     monkeypatch.syspath_prepend(str(TESTS / "plugins"))
     with LoopbackGrader(api_key=KEY) as server:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from tts import collage, report
-from tts import runfolder as rf
+from tts.views import collage, report
+from tts.core import runfolder as rf
 from tts.search import best_record
 
 PROMPTS = ["a red circle left of a blue square", "a green triangle above a yellow square"]

@@ -9,9 +9,9 @@ import pytest
 from conftest import run_tts
 from PIL import Image, ImageFont
 
-from tts import collage as tc
-from tts import runfolder as rf
-from tts.records import CandidateRecord
+from tts.views import collage as tc
+from tts.core import runfolder as rf
+from tts.core.records import CandidateRecord
 
 PROMPT = "a tiny astronaut hatching from an egg on the moon"
 COLOURS = [(200, 30, 30), (30, 160, 60), (40, 60, 200), (220, 200, 40), (150, 40, 160), (40, 190, 190),
@@ -261,7 +261,7 @@ def test_smc_grid_labels_resampled_particles_by_particle_and_parent(tmp_path):
     """SMC's resampled copies share their ancestor's seed: the grid labels them by particle and parent instead,
     so no two tiles of a round read alike."""
     import tts
-    from tts.collage import grid_tiles, read_manifest_run
+    from tts.views.collage import grid_tiles, read_manifest_run
 
     tts.search("shapes", "a red circle left of a blue square", verifier="shapes", strategy="smc", nfe_budget=80,
                seed=0, run_dir=str(tmp_path / "run"))

@@ -1,5 +1,5 @@
 """What components declare about themselves: the settings a resumed run folder may change
-(``operational_keys``, read by tts.runfolder from each ``_target_`` class) and the direction of their
+(``operational_keys``, read by tts.core.runfolder from each ``_target_`` class) and the direction of their
 metrics (``Verifier.lower_is_better``), followed by strategies, the ensemble and the scripted person."""
 import json
 
@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from conftest import run_tts
-from tts import runfolder as rf
-from tts.runfolder import RunFolder, RunFolderMismatch, config_differences, read_manifest
+from tts.core import runfolder as rf
+from tts.core.runfolder import RunFolder, RunFolderMismatch, config_differences, read_manifest
 from tts.search import Candidate
 from tts.search.frontends import ShownItem
 from tts.search.frontends.scripted import ScriptedFrontend

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 from conftest import PARTI, compose, needs_shared
 
-from tts.cli import ConfigError, build_job, choices, config_dir
+from tts.app.cli import ConfigError, build_job, choices, config_dir
 from tts.pipelines import PipelineSpec
 from tts.verifiers.base import Verifier
 
@@ -81,7 +81,7 @@ def test_custom_target_that_is_not_a_verifier(tmp_path):
                                       ("search=zero_order", "did you mean 'zero-order'")])
 def test_cli_unknown_names_list_choices_within_seconds(arg, hint, tmp_path):
     start = time.monotonic()
-    out = subprocess.run([sys.executable, "-c", "from tts.cli import main; main()", arg,
+    out = subprocess.run([sys.executable, "-c", "from tts.app.cli import main; main()", arg,
                           f"hydra.run.dir={tmp_path}/run"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert hint in out.stderr and "choices:" in out.stderr
@@ -91,7 +91,7 @@ def test_cli_unknown_names_list_choices_within_seconds(arg, hint, tmp_path):
 
 
 def test_cli_bad_number_exits_2_with_message(tmp_path):
-    out = subprocess.run([sys.executable, "-c", "from tts.cli import main; main()", "search.rounds=0",
+    out = subprocess.run([sys.executable, "-c", "from tts.app.cli import main; main()", "search.rounds=0",
                           f"hydra.run.dir={tmp_path}/run"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2, out.stderr[-2000:]
     assert "search.rounds must be a positive integer" in out.stderr + out.stdout

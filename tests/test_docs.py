@@ -292,7 +292,7 @@ class Shell:
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
-        from tts import cli
+        from tts.app import cli
 
         multirun = any(a in ("-m", "--multirun") for a in args)
         args = [a for a in args if a not in ("-m", "--multirun")]
@@ -309,7 +309,7 @@ class Shell:
         """tts-serve's config and its settings checked as the server does before it binds (no model loads)."""
         from omegaconf import OmegaConf
 
-        from tts import serve
+        from tts.app import serve
 
         with _patched_env(env):
             cfg = serve.compose(args)

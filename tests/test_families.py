@@ -5,7 +5,7 @@ import pytest
 from conftest import compose, run_tts
 from twins import EMBEDDED_PRESETS, OTHER_TWINS, PRESET_TWINS, TWINS, save_twin
 
-from tts.runfolder import read_manifest
+from tts.core.runfolder import read_manifest
 
 REFERENCE_ROUND_FIELDS = {"prompt", "search_round", "num_noises", "best_noise_seed", "best_score",
                           "choice_of_metric", "best_img_path"}
@@ -92,8 +92,8 @@ def _direct(pipe, spec, family, prompt, latents, batch, **extra):
 def test_negative_prompt_is_encoded_once_and_matches_diffusers(family, twins_root):
     import numpy as np
 
-    from tts.generate import Generator
-    from tts.noise import fresh
+    from tts.sampling.generate import Generator
+    from tts.core.noise import fresh
 
     prompt, lineages = "a red cube on the moon", [fresh(1), fresh(2)]
     spec = _twin_spec(family, twins_root, NEGATIVE[family])
@@ -144,8 +144,8 @@ def test_call_args_that_shape_the_prompt_encoding_reach_it(twins_root):
     """clip_skip acts inside encode_prompt: tts, which encodes the prompt itself, must pass it there."""
     import numpy as np
 
-    from tts.generate import Generator
-    from tts.noise import fresh
+    from tts.sampling.generate import Generator
+    from tts.core.noise import fresh
 
     images = {}
     for call_args in ({"clip_skip": 1}, {}):
@@ -162,7 +162,7 @@ def test_call_args_that_shape_the_prompt_encoding_reach_it(twins_root):
 
 def test_every_pipeline_preset_has_a_twin():
     """Adding a preset (configs/pipeline/*.yaml) means naming the twin of its family in tests/twins.py."""
-    from tts.cli import choices
+    from tts.app.cli import choices
 
     twinned = {preset for _, preset, _ in TWINS.values()} | set(PRESET_TWINS) | set(EMBEDDED_PRESETS) | set(OTHER_TWINS)
     assert set(choices("pipeline")) == twinned
@@ -172,13 +172,13 @@ def test_every_pipeline_preset_has_a_twin():
 @pytest.mark.parametrize("preset", list(PRESET_TWINS))
 def test_preset_runs_through_a_twin_of_its_family(preset, twins_root):
     """The preset's own steps, guidance and call arguments, on a tiny twin of its family (only the size shrinks):
-    the pipeline call and the step-level sampler (tts.sampler) agree and count the NFEs the preset implies."""
+    the pipeline call and the step-level sampler (tts.sampling.sampler) agree and count the NFEs the preset implies."""
     import hydra
     import numpy as np
 
-    from tts.generate import Generator
-    from tts.noise import fresh
-    from tts.sampler import Sampler
+    from tts.sampling.generate import Generator
+    from tts.core.noise import fresh
+    from tts.sampling.sampler import Sampler
 
     family = PRESET_TWINS[preset]
     _, _, small = TWINS[family]

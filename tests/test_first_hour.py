@@ -10,10 +10,10 @@ import time
 import pytest
 from conftest import PARTI, compose, needs_shared, run_tts
 
-from tts import runfolder as rf
-from tts.cli import ConfigError, build_job, check_overrides
+from tts.core import runfolder as rf
+from tts.app.cli import ConfigError, build_job, check_overrides
 
-CLI = [sys.executable, "-c", "from tts.cli import main; main()"]
+CLI = [sys.executable, "-c", "from tts.app.cli import main; main()"]
 FAST = ["pipeline.num_inference_steps=2", "batch_size=2"]
 
 
@@ -98,7 +98,7 @@ def test_a_bench_subset_is_stratified_and_seeded(tmp_path):
 
 
 def test_help_is_quick_and_imports_no_torch():
-    code = "import sys; sys.argv = ['tts-search', '--help']\nfrom tts.cli import main\ntry: main()\nexcept SystemExit: pass\n" \
+    code = "import sys; sys.argv = ['tts-search', '--help']\nfrom tts.app.cli import main\ntry: main()\nexcept SystemExit: pass\n" \
            "print('torch' in sys.modules)"
     start = time.monotonic()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -107,7 +107,7 @@ def test_help_is_quick_and_imports_no_torch():
 
 
 def test_replay_of_a_missing_folder_is_one_line(tmp_path):
-    out = subprocess.run([sys.executable, "-c", "from tts.replay import main; main()", str(tmp_path / "nope"),
+    out = subprocess.run([sys.executable, "-c", "from tts.app.replay import main; main()", str(tmp_path / "nope"),
                           "x.png"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
 

@@ -36,8 +36,8 @@ def test_latents_are_drawn_at_the_size_the_pipeline_rescales_to():
 
 @pytest.mark.slow
 def test_a_batch_of_two_prompts_matches_diffusers(twins_root):
-    from tts.generate import Generator
-    from tts.noise import fresh
+    from tts.sampling.generate import Generator
+    from tts.core.noise import fresh
 
     spec = _spec(save_hidream(twins_root))
     gen = Generator(spec.load(), spec)
@@ -76,8 +76,8 @@ def test_components_are_validated():
 
 @pytest.mark.slow
 def test_hidream_preset_runs_a_search_with_its_llama_loaded_on_its_own(twins_root, tmp_path):
-    from tts.models import manager
-    from tts.runfolder import read_manifest
+    from tts.pipelines.models import manager
+    from tts.core.runfolder import read_manifest
 
     path, llama = save_hidream(twins_root, with_llama=False), save_llama(twins_root)
     overrides = ["pipeline=hidream-i1", f"pipeline.model_id={path}", "pipeline.dtype=fp32", "pipeline.device=cpu",
@@ -96,9 +96,9 @@ def test_hidream_preset_runs_a_search_with_its_llama_loaded_on_its_own(twins_roo
 
 @pytest.mark.slow
 def test_the_step_level_sampler_gives_the_pipelines_images(twins_root):
-    from tts.generate import Generator
-    from tts.noise import fresh
-    from tts.sampler import Sampler
+    from tts.sampling.generate import Generator
+    from tts.core.noise import fresh
+    from tts.sampling.sampler import Sampler
 
     spec = _spec(save_hidream(twins_root))
     gen = Generator(spec.load(), spec)

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import headless_chromium, needs_browser, run_tts
-from tts.runfolder import read_manifest
+from tts.core.runfolder import read_manifest
 from tts.search.frontends import AnswerError, parse_answer
 
 HP = ["search=human-preference", "pipeline.num_inference_steps=2", "search.per_round=4"]
@@ -34,7 +34,7 @@ def test_answer_grammar():
 
 
 def test_bad_settings_fail_before_loading(tmp_path):
-    from tts.cli import ConfigError, build_job, check_overrides
+    from tts.app.cli import ConfigError, build_job, check_overrides
     from conftest import compose
 
     for override, match in (("search.step_degrees=120", "step_degrees"),
@@ -128,7 +128,7 @@ def _free_port() -> int:
 def test_terminal_front_end_through_a_pseudo_terminal(tmp_path):
     master, slave = pty.openpty()
     env = dict(os.environ, TERM="xterm")
-    proc = subprocess.Popen([sys.executable, "-m", "tts.cli", *HP, "search/frontend=terminal", "search.rounds=3",
+    proc = subprocess.Popen([sys.executable, "-m", "tts.app.cli", *HP, "search/frontend=terminal", "search.rounds=3",
                              f"hydra.run.dir={tmp_path}"], stdin=slave, stdout=slave, stderr=subprocess.DEVNULL,
                             env=env, cwd=tmp_path)
     os.close(slave)

@@ -1,4 +1,4 @@
-"""In-loop strategies in a run folder (tts.inloop): records with paths, previews, budgets, replay, resume."""
+"""In-loop strategies in a run folder (tts.run.inloop): records with paths, previews, budgets, replay, resume."""
 import json
 import os
 import signal
@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from conftest import TESTS, run_tts
 
-from tts import runfolder as rf
-from tts.cli import config_dir
-from tts.replay import replay
-from tts.runfolder import read_manifest
+from tts.core import runfolder as rf
+from tts.app.cli import config_dir
+from tts.app.replay import replay
+from tts.core.runfolder import read_manifest
 
 PLUGIN = ["search._target_=tts_test_plugins.TinyInLoop", "+search.eta=0.5"]
 FAST = ["pipeline.num_inference_steps=4", "prompts=shapes-bench", "num_prompts=2", "batch_size=4"]
@@ -84,7 +84,7 @@ def test_every_in_loop_strategy_keeps_its_budget_and_replays(name, tmp_path):
     for r in records[:2]:
         _, diff = replay(tmp_path, r.image)
         assert diff <= 1, (name, r.image)
-    out = subprocess.run([sys.executable, "-c", "from tts.collage import main; main()", str(tmp_path), "--grid"],
+    out = subprocess.run([sys.executable, "-c", "from tts.views.collage import main; main()", str(tmp_path), "--grid"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
 
@@ -104,7 +104,7 @@ def folder_state(run: Path) -> dict:
 @pytest.mark.slow
 def test_kill_9_mid_search_then_rerun_gives_the_uninterrupted_folder(tmp_path):
     env = dict(os.environ, PYTHONPATH=f"{TESTS / 'plugins'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    base = [sys.executable, "-c", "from tts.cli import main; main()", *FAST, "num_prompts=3", *PLUGIN,
+    base = [sys.executable, "-c", "from tts.app.cli import main; main()", *FAST, "num_prompts=3", *PLUGIN,
             "verifier._target_=tts_test_plugins.SleepyVerifier", "~verifier.choice_of_metric"]
     subprocess.run([*base, f"hydra.run.dir={tmp_path / 'whole'}"], env=env, check=True, capture_output=True,
                    timeout=600)
@@ -126,7 +126,7 @@ def test_kill_9_mid_search_then_rerun_gives_the_uninterrupted_folder(tmp_path):
 def test_a_budget_below_one_image_is_refused_before_loading(tmp_path):
     from conftest import compose
 
-    from tts.cli import ConfigError, build_job
+    from tts.app.cli import ConfigError, build_job
 
     with pytest.raises(ConfigError, match=r"search.nfe_budget=5 pays for less than one image \(10 NFEs per image"):
         build_job(compose(["search=smc", "search.nfe_budget=5"]), tmp_path)

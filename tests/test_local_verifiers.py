@@ -5,8 +5,8 @@ import torch
 from PIL import Image
 
 from conftest import run_tts
-from tts.records import MetricScore
-from tts.runfolder import read_manifest
+from tts.core.records import MetricScore
+from tts.core.runfolder import read_manifest
 from tts.verifiers.base import Verdict, Verifier
 from twins import save_clip
 

@@ -1,11 +1,11 @@
-"""tts.lockstep: prompts mixed in pipeline calls give each prompt the candidates its own search would."""
+"""tts.run.lockstep: prompts mixed in pipeline calls give each prompt the candidates its own search would."""
 from functools import partial
 
-from tts.generate import make_generator
-from tts.lockstep import LockstepStudy, search_lockstep
-from tts.noise import derive_seed
+from tts.sampling.generate import make_generator
+from tts.run.lockstep import LockstepStudy, search_lockstep
+from tts.core.noise import derive_seed
 from tts.pipelines import PipelineSpec
-from tts.runfolder import prompt_hash
+from tts.core.runfolder import prompt_hash
 from tts.search.random import RandomSearch
 from tts.search.zero_order import ZeroOrderSearch
 from tts.verifiers.shapes import ShapesVerifier

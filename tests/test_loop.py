@@ -14,8 +14,8 @@ from tts_test_plugins import Brightness, FlakyVerifier, SlowAsyncVerifier
 from twins import save_twin
 
 from tts.pipelines import PipelineSpec
-from tts.replay import replay
-from tts.runfolder import read_manifest, redact
+from tts.app.replay import replay
+from tts.core.runfolder import read_manifest, redact
 
 FAST = ["pipeline.num_inference_steps=4", "search.rounds=2", "batch_size=4"]
 
@@ -46,7 +46,7 @@ def test_replay_regenerates_the_image_from_its_record(tmp_path):
 
 def test_replay_takes_the_image_path_alone(tmp_path, capsys):
     """``tts-replay RUN/IMAGE.png`` (one path) replays as ``tts-replay RUN IMAGE.png`` does."""
-    from tts.replay import main as replay_main
+    from tts.app.replay import main as replay_main
 
     run_tts(FAST, tmp_path)
     record = read_manifest(tmp_path)[1]
@@ -61,7 +61,7 @@ def test_replay_takes_the_image_path_alone(tmp_path, capsys):
 def test_resume_after_kill_loses_nothing_and_redoes_nothing(tmp_path):
     run = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=f"{TESTS / 'plugins'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    args = [sys.executable, "-c", "from tts.cli import main; main()", "verifier._target_=tts_test_plugins.SleepyVerifier",
+    args = [sys.executable, "-c", "from tts.app.cli import main; main()", "verifier._target_=tts_test_plugins.SleepyVerifier",
             "~verifier.choice_of_metric", "pipeline.num_inference_steps=2", "search.rounds=3", "batch_size=2",
             f"hydra.run.dir={run}"]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -107,7 +107,7 @@ def test_text_encoder_runs_once_per_prompt(twins_root, tmp_path):
 
 @pytest.mark.slow
 def test_generation_overlaps_a_slow_async_verifier(tmp_path, monkeypatch):
-    from tts import generate
+    from tts.sampling import generate
 
     gen_intervals = []
     original = generate.Generator.generate
@@ -163,7 +163,7 @@ def test_custom_verifier_outside_the_package_and_all_metrics_recorded(tmp_path):
 
 
 def test_prompts_cannot_escape_the_run_folder(tmp_path, monkeypatch):
-    from tts import runfolder
+    from tts.core import runfolder
 
     name = runfolder.image_name("../../etc/passwd\\..\x00 /x", 1, 5)
     assert "/" not in name and "\\" not in name and ".." not in name
@@ -187,7 +187,7 @@ def test_rerun_with_a_different_search_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_multirun_sweep_from_the_shell(tmp_path):
-    out = subprocess.run([sys.executable, "-c", "from tts.cli import main; main()", "-m",
+    out = subprocess.run([sys.executable, "-c", "from tts.app.cli import main; main()", "-m",
                           "prompt=a red circle,a blue square", "search.rounds=1,2", "pipeline.num_inference_steps=2",
                           f"hydra.sweep.dir={tmp_path}"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -203,7 +203,7 @@ def test_multirun_sweep_from_the_shell(tmp_path):
 def test_partiprompts_file(tmp_path):
     from conftest import PARTI
 
-    from tts.cli import build_job
+    from tts.app.cli import build_job
 
     job = build_job(compose(["verifier=compressibility", "prompts=file", f"prompts.path={PARTI}",
                              "prompts.column=Prompt", "num_prompts=5"]), tmp_path)
@@ -211,7 +211,7 @@ def test_partiprompts_file(tmp_path):
 
 
 def test_prompt_sources(tmp_path):
-    from tts.cli import build_job
+    from tts.app.cli import build_job
 
     (tmp_path / "p.jsonl").write_text('{"prompt": "a", "k": 1}\n{"prompt": "b"}\n')
     (tmp_path / "p.csv").write_text("id,text\n1,hello\n2,world\n")
@@ -234,7 +234,7 @@ def test_prompt_sources(tmp_path):
 
 
 def test_random_search_generates_the_next_round_while_the_last_is_verified(tmp_path, monkeypatch):
-    from tts import generate
+    from tts.sampling import generate
 
     starts = []
     original = generate.Generator.generate

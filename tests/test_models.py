@@ -6,10 +6,10 @@ import torch
 from conftest import run_tts
 from twins import save_twin
 
-from tts import models as models_module
-from tts.generate import Generator, make_generator
-from tts.models import ModelManager, ModelMemoryError, checkpoint_bytes, configure, manager, preset_spec, weight_bytes
-from tts.noise import fresh
+from tts.pipelines import models as models_module
+from tts.sampling.generate import Generator, make_generator
+from tts.pipelines.models import ModelManager, ModelMemoryError, checkpoint_bytes, configure, manager, preset_spec, weight_bytes
+from tts.core.noise import fresh
 from tts.pipelines import PipelineConfigError, PipelineSpec, resolve_model_path
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from conftest import TESTS, compose
 
-from tts import threads as th
-from tts.cli import ConfigError, build_job, check_overrides, quoted
+from tts.core import threads as th
+from tts.app.cli import ConfigError, build_job, check_overrides, quoted
 
 ROOT = TESTS.parent
 BAD_VERIFIER = '''
-from tts.records import MetricScore
+from tts.core.records import MetricScore
 from tts.verifiers.base import Verifier
 
 

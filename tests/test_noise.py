@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from tts.noise import derive_seed, fresh, make_noise, neighbor
+from tts.core.noise import derive_seed, fresh, make_noise, neighbor
 
 
 @pytest.mark.parametrize("tau", [0.5, 0.95, 0.999])

@@ -22,7 +22,7 @@ def test_wheel_contains_configs_and_embedded_model(tmp_path):
     assert {f"tts/configs/{n}" for n in shipped} <= names
     assert "tts/assets/shapes-model/model_index.json" in names
     assert {"tts/assets/shapes-reward/config.json", "tts/assets/shapes-reward/diffusion_pytorch_model.safetensors"} <= names
-    assert {"tts/report_assets/report.css", "tts/report_assets/report.js"} <= names  # tts-report's inline assets
+    assert {"tts/views/report_assets/report.css", "tts/views/report_assets/report.js"} <= names  # tts-report's inline assets
     assert "tts/verifiers_templates/grading_prompt.txt" in names  # the API / Qwen graders' default prompt
     assert any(n.startswith("tts/assets/shapes-model/unet/") and n.endswith(".safetensors") for n in names)
     assert not any(n.startswith(("outputs/", "tests/")) for n in names)
@@ -34,7 +34,7 @@ def test_install_hints_name_an_install_that_works():
     import re
     from pathlib import Path
 
-    from tts.validate import install_hint
+    from tts.core.validate import install_hint
 
     root = Path(__file__).resolve().parents[1]
     assert install_hint("report") == f"pip install -e '{root}[report]'"

@@ -108,7 +108,7 @@ def cache_twin(hf_home, twins_root, repo_id: str = REPO):
 
 def test_flux_dev_offline_and_not_cached_fails_in_one_line(tmp_path):
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "tts.cli", "pipeline=flux-dev", f"hydra.run.dir={tmp_path / 'run'}"],
+    out = subprocess.run([sys.executable, "-m", "tts.app.cli", "pipeline=flux-dev", f"hydra.run.dir={tmp_path / 'run'}"],
                          env=hub_env(tmp_path / "hf", offline=True), cwd=tmp_path, capture_output=True, text=True,
                          timeout=300)
     seconds = time.perf_counter() - start
@@ -172,7 +172,7 @@ def test_offline_finds_a_cached_snapshot_and_refuses_a_partial_one(tmp_path, twi
 @pytest.mark.slow
 def test_cached_model_loads_from_the_cache_when_the_hub_is_unreachable(tmp_path, twins_root):
     cache_twin(tmp_path / "hf", twins_root)
-    out = subprocess.run([sys.executable, "-m", "tts.cli", "pipeline=sd15", f"pipeline.model_id={REPO}",
+    out = subprocess.run([sys.executable, "-m", "tts.app.cli", "pipeline=sd15", f"pipeline.model_id={REPO}",
                           "pipeline.dtype=fp32", "pipeline.device=cpu", "pipeline.height=32", "pipeline.width=32",
                           "pipeline.num_inference_steps=2", "verifier=compressibility", "search.rounds=1",
                           "prompt=a blue sphere", f"hydra.run.dir={tmp_path / 'run'}"],
@@ -187,7 +187,7 @@ def test_cached_model_loads_from_the_cache_when_the_hub_is_unreachable(tmp_path,
 def test_embedded_model_never_touches_the_hub(tmp_path):
     hub = FakeHub(500)
     try:
-        out = subprocess.run([sys.executable, "-m", "tts.cli", "search.rounds=1", f"hydra.run.dir={tmp_path / 'run'}"],
+        out = subprocess.run([sys.executable, "-m", "tts.app.cli", "search.rounds=1", f"hydra.run.dir={tmp_path / 'run'}"],
                              env=hub_env(tmp_path / "hf", offline=False, endpoint=hub.url), cwd=tmp_path,
                              capture_output=True, text=True, timeout=600)
     finally:

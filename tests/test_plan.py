@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 from conftest import PARTI, compose, needs_shared, run_tts
 
-from tts import plan as planning
-from tts.loopback import LoopbackGrader
+from tts.app import plan as planning
+from tts.verifiers.loopback import LoopbackGrader
 from tts.prompts import Prompt
 from tts.verifiers.gemini import GeminiVerifier
 from tts.verifiers.openai import OpenAIVerifier
@@ -63,7 +63,7 @@ def test_api_cost_and_gpu_hours_planned_from_a_pilot_against_a_run(tmp_path, mon
     assert api["requests"] == spent["requests"] == 42 and "measured" in api["tokens_source"]
     assert api["cost_usd"] == pytest.approx(spent["cost_usd"], rel=0.10)
     assert api["input_tokens"] == pytest.approx(spent["input_tokens"], rel=0.10)
-    from tts.runfolder import read_manifest
+    from tts.core.runfolder import read_manifest
 
     generated_h = sum(r.timings.generate_s for r in read_manifest(tmp_path / "run")) / 3600
     assert plan["throughput_source"].startswith("measured in") and 1 / 3 < plan["gpu_hours"] / generated_h < 3
@@ -93,7 +93,7 @@ def test_the_plan_command_sizes_a_partiprompts_sweep_without_a_model_or_a_key(tm
             "search.schedule=constant", "search.per_round=32", "search.rounds=3", "shard.count=8",
             "shard.index=range(8)", "plan.s_per_nfe=0.25"]
     env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)}
-    outs = [subprocess.run([sys.executable, "-m", "tts.plan", *args], capture_output=True, text=True, timeout=120,
+    outs = [subprocess.run([sys.executable, "-m", "tts.app.plan", *args], capture_output=True, text=True, timeout=120,
                            env=env, cwd=tmp_path),
             subprocess.run([*TTS, "--plan", *args], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)]
     for out in outs:
@@ -109,7 +109,7 @@ def test_the_plan_command_sizes_a_partiprompts_sweep_without_a_model_or_a_key(tm
                                       ("search.rounds=3,5", "error:"),
                                       ("plan.from_run=/nonexistent", "no run folder with candidates there")])
 def test_bad_plan_input_is_one_line(arg, says, tmp_path):
-    out = subprocess.run([sys.executable, "-m", "tts.plan", arg], capture_output=True, text=True, timeout=120,
+    out = subprocess.run([sys.executable, "-m", "tts.app.plan", arg], capture_output=True, text=True, timeout=120,
                          cwd=tmp_path)
     assert out.returncode == 2 and says in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert len(out.stderr.strip().splitlines()) == 1

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from conftest import TESTS, compose, run_tts
 
-from tts import runfolder as rf
-from tts.cli import build_job
+from tts.core import runfolder as rf
+from tts.app.cli import build_job
 from tts.prompts import PromptSourceError
-from tts.records import SCHEMA_VERSION, CandidateRecord
+from tts.core.records import SCHEMA_VERSION, CandidateRecord
 
 FAST = ["pipeline.num_inference_steps=2", "search.rounds=2", "batch_size=2"]
-CLI = [sys.executable, "-c", "from tts.cli import main; main()"]
+CLI = [sys.executable, "-c", "from tts.app.cli import main; main()"]
 
 
 def record(i: int, **kw) -> CandidateRecord:
@@ -137,7 +137,7 @@ def test_two_runs_started_together_cannot_both_claim_a_folder_with_different_con
 
 
 def test_default_run_folders_get_a_unique_suffix():
-    code = "from conftest import compose; from tts import cli; print(cli._RUN_UID)"
+    code = "from conftest import compose; from tts.app import cli; print(cli._RUN_UID)"
     uids = {subprocess.run([sys.executable, "-c", code], cwd=TESTS, capture_output=True, text=True).stdout.strip()
             for _ in range(2)}
     assert len(uids) == 2 and all(len(u) == 4 for u in uids)
@@ -253,13 +253,13 @@ def test_only_the_prompts_asked_for_are_read_and_repeats_are_dropped(tmp_path, c
 
 @pytest.mark.slow
 def test_a_full_disk_is_one_line_and_the_rerun_resumes(tmp_path):
-    code = ("import errno, tts.runfolder as rf; real = rf.save_image; n = [0]\n"
+    code = ("import errno, tts.core.runfolder as rf; real = rf.save_image; n = [0]\n"
             "def save(path, image):\n"
             "    n[0] += 1\n"
             "    if n[0] > 3: raise OSError(errno.ENOSPC, 'No space left on device', str(path))\n"
             "    real(path, image)\n"
             "rf.save_image = save\n"
-            "from tts.cli import main; main()")
+            "from tts.app.cli import main; main()")
     out = subprocess.run([sys.executable, "-c", code, *FAST, f"hydra.run.dir={tmp_path}"], capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 2 and "disk is full" in out.stdout + out.stderr

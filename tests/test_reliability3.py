@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from conftest import TESTS, compose, run_tts
 
-from tts import runfolder as rf
-from tts.records import CandidateRecord
+from tts.core import runfolder as rf
+from tts.core.records import CandidateRecord
 
 FAST = ["pipeline.num_inference_steps=2", "search.rounds=2", "batch_size=2"]
-CLI = [sys.executable, "-c", "from tts.cli import main; main()"]
+CLI = [sys.executable, "-c", "from tts.app.cli import main; main()"]
 
 
 def tts_cli(*args, cwd=TESTS, timeout=300, env=None):
@@ -110,7 +110,7 @@ def test_an_empty_folder_and_a_run_folder_are_accepted(tmp_path):
 
 HOLD = """
 import sys, time
-from tts import runfolder as rf
+from tts.core import runfolder as rf
 rf.RunFolder(sys.argv[1]).claim("abc")
 print("claimed", flush=True)
 time.sleep(600)
@@ -243,7 +243,7 @@ def test_a_short_token_is_refused_beyond_loopback():
     import os
 
     env = dict(os.environ, TTS_SERVER_TOKEN="x")
-    out = subprocess.run([sys.executable, "-m", "tts.serve", "server.host=0.0.0.0", "server.port=0"], env=env,
+    out = subprocess.run([sys.executable, "-m", "tts.app.serve", "server.host=0.0.0.0", "server.port=0"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert "TTS_SERVER_TOKEN" in out.stderr and "at least 16" in out.stderr
@@ -315,8 +315,8 @@ def test_report_and_collage_refuse_images_outside_the_run_folder(small_run, tmp_
     import numpy as np
     from PIL import Image
 
-    from tts import report as tr
-    from tts.collage import collage_run
+    from tts.views import report as tr
+    from tts.views.collage import collage_run
 
     run, secret = tampered(small_run, tmp_path)
     embedded = tr.write_report(run, output=tmp_path / "embed.html", embed=True).read_text()
@@ -334,7 +334,7 @@ def test_report_and_collage_refuse_images_outside_the_run_folder(small_run, tmp_
 def test_replay_refuses_a_record_outside_the_run_folder_in_one_line(small_run, tmp_path):
     run, _ = tampered(small_run, tmp_path)
     for image in ("..", "SECRET.png", "../SECRET.png"):
-        out = subprocess.run([sys.executable, "-m", "tts.replay", str(run), image], capture_output=True, text=True,
+        out = subprocess.run([sys.executable, "-m", "tts.app.replay", str(run), image], capture_output=True, text=True,
                              timeout=120, cwd=TESTS)
         assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
         assert len(out.stderr.strip().splitlines()) == 1
@@ -361,7 +361,7 @@ def test_replay_of_a_tampered_record_is_one_line(change, small_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(small_run, run)
     image = edit_record(run, 0, **change)
-    out = subprocess.run([sys.executable, "-m", "tts.replay", str(run), image], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "tts.app.replay", str(run), image], capture_output=True, text=True,
                          timeout=120, cwd=TESTS)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert len(out.stderr.strip().splitlines()) == 1 and "cannot be replayed" in out.stderr
@@ -377,7 +377,7 @@ def test_replay_without_the_model_or_a_config_is_one_line(config, small_run, tmp
     shutil.copytree(small_run, run)
     (run / rf.CONFIG).write_text(json.dumps(config))
     image = rf.read_manifest(run)[0].image
-    out = subprocess.run([sys.executable, "-m", "tts.replay", str(run), image], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "tts.app.replay", str(run), image], capture_output=True, text=True,
                          timeout=120, cwd=TESTS)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert len(out.stderr.strip().splitlines()) == 1
@@ -431,7 +431,7 @@ def test_oc_env_of_a_secret_looking_variable_is_refused_before_it_reaches_record
 # -- 9. every size bounded up front; 10/11. tts-plan's bad values -----------------------------------------------
 
 def tts_plan(*args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "tts.plan", *args], capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([sys.executable, "-m", "tts.app.plan", *args], capture_output=True, text=True, timeout=timeout,
                           cwd=TESTS)
 
 
@@ -483,7 +483,7 @@ def test_a_search_refuses_an_unbounded_size_before_loading(tmp_path):
                                       ("server.batch_wait_ms=inf", "server.batch_wait_ms"),
                                       ("server.allowed_origins=[http://x.example/path]", "is not an origin")])
 def test_bad_server_settings_are_one_line(arg, says):
-    out = subprocess.run([sys.executable, "-m", "tts.serve", arg], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-m", "tts.app.serve", arg], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert says in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
 
@@ -548,7 +548,7 @@ def test_report_of_a_manifest_with_a_non_finite_score_is_not_a_traceback(value, 
     lines[0] = lines[0].replace('"score":', f'"score":{value},"_was":', 1)
     (run / rf.MANIFEST).write_text("\n".join(lines) + "\n")
     assert len(rf.read_manifest(run)) == len(lines) - 1  # the line is unreadable: skipped, its candidate redone
-    out = subprocess.run([sys.executable, "-m", "tts.report", str(run)], capture_output=True, text=True, timeout=120,
+    out = subprocess.run([sys.executable, "-m", "tts.views.report", str(run)], capture_output=True, text=True, timeout=120,
                          cwd=TESTS)
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
 
@@ -576,7 +576,7 @@ def test_a_full_disk_is_one_line_without_logging_tracebacks(tmp_path):
                         f.write(chunk)
             out = tts_cli(*FAST[:-2], "search.rounds=5", "batch_size=2", f"hydra.run.dir={run}")
         else:  # no mount here: a log file whose writes fail as on a full disk, and a full disk for images
-            code = ("import errno, logging, tts.runfolder as rf\n"
+            code = ("import errno, logging, tts.core.runfolder as rf\n"
                     "class Full:\n"
                     "    def write(self, s): raise OSError(errno.ENOSPC, 'No space left on device')\n"
                     "    def flush(self): raise OSError(errno.ENOSPC, 'No space left on device')\n"
@@ -584,7 +584,7 @@ def test_a_full_disk_is_one_line_without_logging_tracebacks(tmp_path):
                     "logging.FileHandler._open = lambda self: Full()\n"
                     "def save(path, image): raise OSError(errno.ENOSPC, 'No space left on device', str(path))\n"
                     "rf.save_image = save\n"
-                    "from tts.cli import main; main()")
+                    "from tts.app.cli import main; main()")
             out = subprocess.run([sys.executable, "-c", code, *FAST, f"hydra.run.dir={run}"], capture_output=True,
                                  text=True, timeout=300, cwd=TESTS)
         text = out.stdout + out.stderr

@@ -14,9 +14,9 @@ import pytest
 from conftest import headless_chromium, needs_browser, run_tts
 from PIL import Image
 
-from tts import report as tr
-from tts import runfolder as rf
-from tts.records import CandidateRecord, MetricScore, Usage
+from tts.views import report as tr
+from tts.core import runfolder as rf
+from tts.core.records import CandidateRecord, MetricScore, Usage
 
 COLOURS = [(200, 30, 30), (30, 160, 60), (40, 60, 200), (220, 200, 40), (150, 40, 160), (40, 190, 190)]
 #: The 1,000-prompt sweep's page (2 runs x 1,000 prompts x 3 rounds, images linked) stays under this size.
@@ -334,7 +334,7 @@ def test_bad_input_is_one_line(tmp_path, capsys):
 
 def test_without_matplotlib_it_says_what_to_install(tmp_path):
     write_run(tmp_path / "run", [record("a red circle", 0, 1, 0, 0.5)])
-    code = ("import sys; sys.modules['matplotlib'] = None; from tts.report import main; "
+    code = ("import sys; sys.modules['matplotlib'] = None; from tts.views.report import main; "
             f"main([{str(tmp_path / 'run')!r}])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [f"tts-report: error: {tr.INSTALL_HINT}"]

@@ -1,11 +1,11 @@
-"""Blocked candidates (tts.safety): black-image detection, a safety checker that flags, the prompt rewriter (a tiny
+"""Blocked candidates (tts.run.safety): black-image detection, a safety checker that flags, the prompt rewriter (a tiny
 instruct LLM through transformers' real loading path), the fallback pipeline, and a search that records them."""
 import numpy as np
 import pytest
 from PIL import Image
 from twins_extra import save_flagging_sd15, save_instruct_llm
 
-from tts.safety import (Rewriter, Safety, SafetyConfigError, clean_rewrite, from_config, is_black, is_flagged,
+from tts.run.safety import (Rewriter, Safety, SafetyConfigError, clean_rewrite, from_config, is_black, is_flagged,
                         mark_flagged)
 
 
@@ -37,8 +37,8 @@ def test_flags_ride_in_the_image_info():
 
 @pytest.mark.slow
 def test_a_flagging_safety_checker_is_recorded_through_the_generator(twins_root):
-    from tts.generate import Generator
-    from tts.noise import fresh
+    from tts.sampling.generate import Generator
+    from tts.core.noise import fresh
     from tts.pipelines import PipelineSpec
 
     spec = PipelineSpec(name="sd15", model_id=str(save_flagging_sd15(twins_root)), height=32, width=32,
@@ -56,8 +56,8 @@ def test_a_flagging_safety_checker_is_recorded_through_the_generator(twins_root)
 def test_safety_checker_off_loads_without_it(twins_root):
     from twins import save_twin
 
-    from tts.generate import Generator
-    from tts.noise import fresh
+    from tts.sampling.generate import Generator
+    from tts.core.noise import fresh
     from tts.pipelines import PipelineSpec
 
     common = dict(name="sd15", height=32, width=32, num_inference_steps=2, guidance_scale=5.0, device="cpu")
@@ -224,7 +224,7 @@ def test_a_search_records_blocked_candidates_then_rewrites_and_falls_back(twins_
     from conftest import run_tts
     from twins_extra import PromptSpy
 
-    from tts.runfolder import read_manifest
+    from tts.core.runfolder import read_manifest
 
     prompt = "a red cube on the moon"
     base = ["pipeline=sd15", f"pipeline.model_id={save_flagging_sd15(twins_root)}", "pipeline.dtype=fp32",
@@ -265,7 +265,7 @@ def test_an_unknown_fallback_preset_is_one_line_before_anything_loads(tmp_path):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", "from tts.cli import main; main()", "safety.fallback_pipeline=sdxxl",
+    out = subprocess.run([sys.executable, "-c", "from tts.app.cli import main; main()", "safety.fallback_pipeline=sdxxl",
                           f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 2
     text = out.stdout + out.stderr  # Hydra's console log

@@ -1,4 +1,4 @@
-"""The step-level sampler (tts.sampler) against the pipeline call, on every family's tiny twin and the shapes model."""
+"""The step-level sampler (tts.sampling.sampler) against the pipeline call, on every family's tiny twin and the shapes model."""
 import logging
 
 import numpy as np
@@ -6,10 +6,10 @@ import pytest
 import torch
 from twins import TWINS, save_twin
 
-from tts.generate import Generator
-from tts.noise import derive_seed, fresh
+from tts.sampling.generate import Generator
+from tts.core.noise import derive_seed, fresh
 from tts.pipelines import PipelineConfigError, PipelineSpec
-from tts.sampler import Sampler, SamplerOptions, Schedule, _schedule
+from tts.sampling.sampler import Sampler, SamplerOptions, Schedule, _schedule
 
 PROMPT = "a red cube on the moon"
 LINEAGES = [fresh(1), fresh(2), fresh(3)]
@@ -199,7 +199,7 @@ def test_multistep_scheduler_runs_as_is_and_falls_back_for_batch_changes(multist
     assert plain.fallback is None and max_diff(images, golden) <= 1
     with pytest.raises(PipelineConfigError, match="batch_changes=True"):
         traj.select([0])
-    with caplog.at_level(logging.WARNING, logger="tts.sampler"):
+    with caplog.at_level(logging.WARNING, logger="tts.sampling.sampler"):
         _, moving = multistep(options=SamplerOptions(batch_changes=True))
     assert moving.fallback.startswith("DDIMScheduler") and "DPMSolverMultistepScheduler" in moving.fallback
     assert "DDIMScheduler" in caplog.text
@@ -223,7 +223,7 @@ def test_safety_checker_flags_follow_the_sampler(twins_root):
     """SD's safety checker runs in the sampler's decode as in the pipeline call: same black images, same flags."""
     from twins_extra import save_flagging_sd15
 
-    from tts.safety import is_flagged
+    from tts.run.safety import is_flagged
 
     spec = make_spec("sd15", twins_root)
     spec.model_id = str(save_flagging_sd15(twins_root))

@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 from conftest import TESTS, run_tts
 
-from tts import loop, runfolder as rf
-from tts.records import CandidateRecord
-from tts.shard import Shard, ShardError, launcher_rank, resolve
+from tts.run import loop
+
+from tts.core import runfolder as rf
+from tts.core.records import CandidateRecord
+from tts.run.shard import Shard, ShardError, launcher_rank, resolve
 
 FAST = ["pipeline.num_inference_steps=2", "search.rounds=2", "batch_size=2"]
 TTS = [sys.executable, "-m", "tts"]
@@ -147,7 +149,7 @@ def test_submitit_local_jobs_shard_one_study_into_one_folder(tmp_path):
     assert len(records) == len({r.key for r in records}) == 4 * 6 and len({r.worker for r in records}) == 2
     assert json.loads((run / rf.SUMMARY).read_text())["candidates"] == 24
     assert len(list((run / "collages").glob("*_rounds.png"))) == 4
-    collage = subprocess.run([sys.executable, "-m", "tts.collage", str(tmp_path / "sweep")], capture_output=True,
+    collage = subprocess.run([sys.executable, "-m", "tts.views.collage", str(tmp_path / "sweep")], capture_output=True,
                              text=True, timeout=300)
     assert collage.returncode == 0 and collage.stdout.count("_rounds.png") == 4  # tts-collage sees one run
 

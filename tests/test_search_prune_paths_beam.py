@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import compose
 
-from tts.noise import derive_seed
-from tts.particles import Engine, replay_path, sampler_options
-from tts.sampler import SamplerOptions, Trajectories
+from tts.core.noise import derive_seed
+from tts.sampling.particles import Engine, replay_path, sampler_options
+from tts.sampling.sampler import SamplerOptions, Trajectories
 from tts.search.beam import BeamSearch
 from tts.search.paths import PathsSearch
 from tts.search._steps import largest_fitting, ranked
@@ -191,7 +191,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def gen():
-    from tts.generate import Generator
+    from tts.sampling.generate import Generator
     from tts.pipelines import PipelineSpec
 
     spec = PipelineSpec(name="shapes", model_id="tts://shapes-model", device="cpu", height=32, width=32,
@@ -222,14 +222,14 @@ def red(images, info):
 
 
 def run(gen, strategy, budget=None):
-    from tts.sampler import Sampler
+    from tts.sampling.sampler import Sampler
 
     engine = Recorder(Sampler(gen, sampler_options(strategy.eta)), PROMPT, red, budget)
     return engine, engine.finish(strategy.search(engine))
 
 
 def assert_replays(gen, strategy, finals):
-    from tts.sampler import Sampler
+    from tts.sampling.sampler import Sampler
 
     sampler = Sampler(gen, sampler_options(strategy.eta))
     for f in finals:

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from tts.noise import derive_seed
-from tts.particles import BudgetExceeded
+from tts.core.noise import derive_seed
+from tts.sampling.particles import BudgetExceeded
 from tts.search import smc
 from tts.search.evolution import EvolutionSearch, Generation, Plan, plan_for_budget, preview_at, ranked
 from tts.search.smc import SMCSearch
@@ -96,7 +96,7 @@ def test_smc_options_are_validated_up_front(kwargs, match):
         SMCSearch(seed_fn, **kwargs)
 
 
-# --- control logic on a counting stand-in for tts.particles.Engine ------------------------------------------
+# --- control logic on a counting stand-in for tts.sampling.particles.Engine ------------------------------------------
 
 @dataclasses.dataclass
 class FakeParticles:
@@ -246,7 +246,7 @@ def test_evolution_breeds_from_the_elites_and_finishes_the_best_previews():
 
 @pytest.fixture(scope="module")
 def shapes():
-    from tts.generate import Generator
+    from tts.sampling.generate import Generator
     from tts.pipelines import PipelineSpec
 
     spec = PipelineSpec(name="shapes", model_id="tts://shapes-model", device="cpu", height=32, width=32,
@@ -263,16 +263,16 @@ def redness(images, info):
 
 
 def run(gen, strategy, budget):
-    from tts.particles import Engine, sampler_options
-    from tts.sampler import Sampler
+    from tts.sampling.particles import Engine, sampler_options
+    from tts.sampling.sampler import Sampler
 
     engine = Engine(Sampler(gen, sampler_options(strategy.eta)), PROMPT, redness, nfe_budget=budget)
     return engine, engine.finish(strategy.search(engine))
 
 
 def assert_replays(gen, strategy, finals):
-    from tts.particles import replay_path, sampler_options
-    from tts.sampler import Sampler
+    from tts.sampling.particles import replay_path, sampler_options
+    from tts.sampling.sampler import Sampler
 
     sampler = Sampler(gen, sampler_options(strategy.eta))
     for f in finals:

@@ -19,13 +19,13 @@ from conftest import TESTS, run_tts
 from PIL import Image
 from twins import save_twin
 
-from tts.generate import Generator, make_generator
-from tts.models import preset_spec
-from tts.noise import fresh, neighbor
+from tts.sampling.generate import Generator, make_generator
+from tts.pipelines.models import preset_spec
+from tts.core.noise import fresh, neighbor
 from tts.pipelines import PipelineSpec
-from tts.remote import ServerError, check_servers
-from tts.runfolder import final_records, read_manifest
-from tts.scheduler import DeviceQueue, Work
+from tts.pipelines.remote import ServerError, check_servers
+from tts.core.runfolder import final_records, read_manifest
+from tts.app.scheduler import DeviceQueue, Work
 
 FAST = ["pipeline.num_inference_steps=4", "search.rounds=2", "batch_size=4"]
 
@@ -34,7 +34,7 @@ def start_server(log_path, *overrides, env=None, timeout=180):
     """``tts-serve server.port=0 ...`` in its own process; returns (process, URL) once it prints its URL."""
     env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "tts.serve", *overrides], stdout=subprocess.PIPE, stderr=log,
+        proc = subprocess.Popen([sys.executable, "-m", "tts.app.serve", *overrides], stdout=subprocess.PIPE, stderr=log,
                                 env=env, text=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -283,7 +283,7 @@ def test_queue_waits_briefly_for_a_recently_active_client():
 def test_token_is_required_when_set_and_off_loopback(tmp_path):
     env = dict(os.environ)
     env.pop("TTS_SERVER_TOKEN", None)
-    refused = subprocess.run([sys.executable, "-m", "tts.serve", "server.host=0.0.0.0", "server.port=0"], env=env,
+    refused = subprocess.run([sys.executable, "-m", "tts.app.serve", "server.host=0.0.0.0", "server.port=0"], env=env,
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "set TTS_SERVER_TOKEN" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
@@ -344,7 +344,7 @@ def test_server_killed_mid_run_stops_the_search_and_the_rerun_resumes(tmp_path):
     search = ["verifier._target_=tts_test_plugins.SleepyVerifier", "~verifier.choice_of_metric",
               "pipeline.num_inference_steps=2", "search.rounds=3", "batch_size=2", f"hydra.run.dir={run}",
               f"++pipeline.server=http://127.0.0.1:{port}", "++pipeline.server_attempts=2"]
-    command = [sys.executable, "-c", "from tts.cli import main; main()", *search]
+    command = [sys.executable, "-c", "from tts.app.cli import main; main()", *search]
     server, _ = start_server(tmp_path / "serve1.log", *serve_args, env=env)
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300

@@ -61,8 +61,8 @@ def test_callback_on_step_end_sees_and_replaces_latents_and_can_interrupt(pipe):
 
 
 def test_generator_mixes_prompts_in_one_batch_as_if_generated_apart():
-    from tts.generate import Generator
-    from tts.noise import fresh
+    from tts.sampling.generate import Generator
+    from tts.core.noise import fresh
     from tts.pipelines import PipelineSpec
 
     spec = PipelineSpec(name="shapes", model_id="tts://shapes-model", height=32, width=32, num_inference_steps=3,

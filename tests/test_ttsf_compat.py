@@ -11,9 +11,9 @@ import sys
 import pytest
 from conftest import PARTI, needs_shared, run_tts
 
-from tts import runfolder as rf
-from tts.cli import config_dir
-from tts.ttsf import TtsfConfigError, to_overrides
+from tts.core import runfolder as rf
+from tts.app.cli import config_dir
+from tts.app.ttsf import TtsfConfigError, to_overrides
 
 #: tt-scale-flux's process_results.py pattern for round JSONs.
 PATTERN = re.compile(r"prompt@(.+?)_hash@([^_]+)_i@(\d+)_s@(\d+)\.json")
@@ -127,7 +127,7 @@ def test_tts_search_runs_a_tt_scale_flux_config_as_is(tmp_path):
               "verifier_args": {"name": "shapes", "choice_of_metric": "overall_score", "max_new_tokens": 300},
               "batch_size_for_img_gen": 2}
     (tmp_path / "shapes.json").write_text(json.dumps(config))
-    out = subprocess.run([sys.executable, "-c", "from tts.cli import main; main()",
+    out = subprocess.run([sys.executable, "-c", "from tts.app.cli import main; main()",
                           f"ttsf_config={tmp_path / 'shapes.json'}", f"hydra.run.dir={tmp_path / 'run'}"],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -137,7 +137,7 @@ def test_tts_search_runs_a_tt_scale_flux_config_as_is(tmp_path):
     assert saved["verifier"]["choice_of_metric"] == "criteria_met"   # the shapes verifier's own default
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"pretrained_model_name_or_path": "x", "typo_key": 1}))
-    out = subprocess.run([sys.executable, "-c", "from tts.cli import main; main()", f"ttsf_config={bad}"],
+    out = subprocess.run([sys.executable, "-c", "from tts.app.cli import main; main()", f"ttsf_config={bad}"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "'typo_key'" in out.stderr and "Traceback" not in out.stderr
 
@@ -147,7 +147,7 @@ def test_the_migration_table_names_real_keys():
     tt-scale-flux key in it is one that ttsf_config maps."""
     from pathlib import Path
 
-    from tts.cli import check_overrides
+    from tts.app.cli import check_overrides
 
     section = (Path(__file__).parents[1] / "docs" / "migrating.md").read_text()
     rows = [line.split("|")[1:3] for line in section.splitlines() if line.startswith("| `")]

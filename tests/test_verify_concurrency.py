@@ -4,8 +4,8 @@ loopback server with the real clients."""
 import pytest
 from conftest import compose, run_tts
 
-from tts.cli import build_job
-from tts.loopback import LoopbackGrader
+from tts.app.cli import build_job
+from tts.verifiers.loopback import LoopbackGrader
 
 KEY = "sk-test-Zq8xVt3LmN0pRs7Ku2Wy"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from twins import QWEN_TEMPLATE, build_sd15, clip_tokenizer, t5_text, t5_tokenizer
 
-from tts.records import MetricScore
+from tts.core.records import MetricScore
 from tts.verifiers.base import Verifier
 
 

@@ -8,8 +8,8 @@
     result.best.image, result.best.score, result.candidates, result.nfe
     run = tts.load_run("outputs/...")                 # records and summary of any run folder
 
-Settings are composed from the shipped YAMLs (tts.configtree) exactly as the command line composes them, the
-job is validated before anything loads, and the search runs through :func:`tts.runjob.run_job`, the function
+Settings are composed from the shipped YAMLs (tts.core.configtree) exactly as the command line composes them, the
+job is validated before anything loads, and the search runs through :func:`tts.run.runjob.run_job`, the function
 ``tts-search`` calls: ``run_dir=`` gets the same resumable run folder (config.json, plan.json, manifest, round
 JSONs, summary); without it the search runs in a temporary folder that is removed before ``search`` returns
 (images held in memory). Nothing global changes: no working-directory change, no logging handler, no Hydra
@@ -26,11 +26,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from . import configtree
-from . import runfolder as rf
+from .core import configtree
+from .core import runfolder as rf
 from .pipelines import PipelineSpec
 from .pipelines.checks import Source
-from .records import CandidateRecord, MetricScore, SearchRecord
+from .core.records import CandidateRecord, MetricScore, SearchRecord
 from .verifiers.base import Verifier
 
 __all__ = ["Pipeline", "Run", "ScoredImage", "SearchResult", "load_pipeline", "load_run", "search"]
@@ -216,7 +216,7 @@ def _strategy(strategy, options: dict) -> tuple[Callable, dict]:
 
 def _node_keys(node: dict) -> set[str]:
     """The options a group option takes: its YAML's keys and its class's keywords."""
-    from .runfolder import target_class
+    from .core.runfolder import target_class
 
     return {str(k) for k in node if not str(k).startswith("_")} | _keywords(target_class(node.get("_target_")))
 
@@ -284,7 +284,7 @@ def _instantiate(node: dict, what: str):
 @dataclasses.dataclass
 class ScoredImage:
     """One candidate: its image, its score on the searched metric (None when verification failed) and its
-    record (every metric, seed, noise lineage, NFEs; tts.records.CandidateRecord)."""
+    record (every metric, seed, noise lineage, NFEs; tts.core.records.CandidateRecord)."""
 
     record: CandidateRecord
     path: Path | None = None
@@ -366,11 +366,11 @@ def search(pipeline, prompt: str | Sequence[str], *, verifier="shapes", strategy
     ``choice_of_metric="correct"``). ``nfe_budget``: denoiser evaluations per prompt.
     ``run_dir``: write (or resume) the run folder there, as tts-search does; None keeps nothing on disk.
     """
-    from .loop import SearchJob
-    from .models import manager
-    from .plan import make_plan
+    from .run.loop import SearchJob
+    from .pipelines.models import manager
+    from .app.plan import make_plan
     from .prompts import ListPrompts, select
-    from .safety import from_config as safety_from_config
+    from .run.safety import from_config as safety_from_config
 
     settings = configtree.root()
     texts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -400,7 +400,7 @@ def search(pipeline, prompt: str | Sequence[str], *, verifier="shapes", strategy
         job = SearchJob(pipeline=pipe.spec, verifier=ver, search_factory=factory, prompts=prompts, run_dir=folder,
                         seed=seed, batch_size=batch_size, safety=safety_from_config(settings["settings"].get("safety"),
                                                                                     pipe.spec), progress=progress)
-        from .runjob import run_job
+        from .run.runjob import run_job
 
         try:
             run_job(job, _plain(config), make_plan(_omega(config), job))
@@ -416,7 +416,7 @@ def search(pipeline, prompt: str | Sequence[str], *, verifier="shapes", strategy
 
 
 def _check_run_settings(seed, batch_size) -> None:
-    from .validate import is_int
+    from .core.validate import is_int
 
     if not is_int(seed) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -427,7 +427,7 @@ def _check_run_settings(seed, batch_size) -> None:
 def _check_components(verifier: Verifier, factory, spec) -> None:
     """What tts-search checks before loading anything: the verifier can run here, the factory builds a strategy,
     and a budget pays for at least one image."""
-    from .plan import nfe_per_candidate
+    from .app.plan import nfe_per_candidate
 
     try:
         verifier.check()
@@ -479,7 +479,7 @@ class Run:
     @property
     def higher_is_better(self) -> bool:
         """The searched metric's direction, from the verifier class config.json names (higher when unknown)."""
-        from .collage import direction
+        from .views.collage import direction
 
         metric = self.records[0].choice_of_metric if self.records else ""
         return direction(self.path, metric) > 0
@@ -508,7 +508,7 @@ class Run:
 def load_run(path: str | Path) -> Run:
     """Any run folder (tts-search's or tts.search's with run_dir; a tt-scale-flux folder of round JSONs) as
     typed records with its config and summary. A folder that is not a run is a one-line ValueError."""
-    from .report import load_run as read
+    from .views.report import load_run as read
 
     path = Path(path).expanduser()
     if not path.is_dir():

@@ -13,7 +13,7 @@ import json
 import logging
 from pathlib import Path
 from typing import Any
-from .validate import install_hint, is_int
+from .core.validate import install_hint, is_int
 
 log = logging.getLogger(__name__)
 

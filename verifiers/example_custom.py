@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import ImageFilter
 
-from tts.records import MetricScore
+from tts.core.records import MetricScore
 from tts.verifiers.base import Verifier
 
 

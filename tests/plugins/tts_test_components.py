@@ -2,7 +2,7 @@
 verifier with an operational option and a lower-is-better metric."""
 from __future__ import annotations
 
-from tts.records import MetricScore
+from tts.core.records import MetricScore
 from tts.search.frontends import Choice
 from tts.verifiers.base import Verifier
 

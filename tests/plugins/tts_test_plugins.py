@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from tts.records import MetricScore
+from tts.core.records import MetricScore
 from tts.verifiers.base import Verifier
 
 
@@ -83,7 +83,7 @@ class TinyInLoop:
         self.seed_fn, self.nfe_budget, self.eta = seed_fn, nfe_budget, eta
 
     def search(self, engine):
-        from tts.noise import fresh
+        from tts.core.noise import fresh
 
         p = engine.advance(engine.start([fresh(self.seed_fn(0, i, "fresh")) for i in range(3)]), 2)
         scores = [s if s is not None else float("-inf") for s in engine.score(p, "prune")]

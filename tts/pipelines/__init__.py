@@ -10,15 +10,15 @@ the class lives when it is not in diffusers, e.g. the shapes model's), ``ENCODE_
 ``call_args_problem(call_args, guidance_scale)`` (what is wrong with the call arguments for this family, or
 None) and ``encode(pipe, prompt, guidance_scale, max_sequence_length, call_args)``, which returns the
 prompt-dependent keyword arguments of the pipeline call (embeddings for batch size 1, repeated by the
-generator; a negative prompt is encoded with the prompt, once). For the step-level sampler (tts.sampler) a
+generator; a negative prompt is encoded with the prompt, once). For the step-level sampler (tts.sampling.sampler) a
 family also has ``STEP_ARGS`` (the call arguments it honours), ``prepare`` (timesteps and per-row
 conditioning, tts.pipelines.stepping.Conditioning), ``predict`` (one guided denoiser evaluation) and
 ``decode`` (latents to PIL images). The family is read from the checkpoint's
 ``model_index.json`` (its pipeline class), never from a table of model ids, so any checkpoint of a
 supported family loads with ``pipeline.model_id=...``. ``PipelineSpec.check()`` finds the checkpoint and
 validates the call arguments before any model loads (tts.pipelines.checks). Loaded pipelines are owned by
-the process's model manager (tts.models: least-recently-used unloading under ``models.max_resident`` and
-``models.max_memory_gb``); with ``server`` set, generation runs on a tts-serve server instead (tts.remote).
+the process's model manager (tts.pipelines.models: least-recently-used unloading under ``models.max_resident`` and
+``models.max_memory_gb``); with ``server`` set, generation runs on a tts-serve server instead (tts.pipelines.remote).
 """
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ import pkgutil
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from ..torchutil import DTYPES, resolve_device, torch_dtype
-from ..validate import install_hint
+from ..core.torchutil import DTYPES, resolve_device, torch_dtype
+from ..core.validate import install_hint
 from .checks import EMBEDDED_PREFIX, PipelineConfigError, Source, check_call_args, check_owned, embedded_path, locate
 
 if TYPE_CHECKING:
@@ -69,8 +69,8 @@ __all__ = ["DTYPES", "EMBEDDED_PREFIX", "FAMILIES", "LoadedPipeline", "PipelineC
 
 
 def __getattr__(name: str):
-    if name == "_CACHE":  # what this process has loaded, by load key (owned by tts.models)
-        from ..models import manager
+    if name == "_CACHE":  # what this process has loaded, by load key (owned by tts.pipelines.models)
+        from .models import manager
 
         return manager().resident_map
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -109,7 +109,7 @@ class LoadedPipeline:
     pipe: object
     family: ModuleType
     device: torch.device
-    #: prompt embeddings by (prompt, encoding settings), most recent last (tts.generate keeps a few)
+    #: prompt embeddings by (prompt, encoding settings), most recent last (tts.sampling.generate keeps a few)
     embeds: collections.OrderedDict = dataclasses.field(default_factory=collections.OrderedDict, repr=False)
 
     @property
@@ -150,7 +150,7 @@ class PipelineSpec:
     #: keep|off: the checkpoint's safety checker (SD 1.x); components loaded on their own (tts.pipelines.components)
     safety_checker: str = "keep"
     components: dict = dataclasses.field(default_factory=dict)
-    #: settings a resumed run folder may change: how it runs, not what it computes (tts.runfolder.operational_paths)
+    #: settings a resumed run folder may change: how it runs, not what it computes (tts.core.runfolder.operational_paths)
     operational_keys = ("device", "cpu_offload", "compile", "attention_slicing", "vae_tiling", "vae_slicing", "tf32",
                         "server", "server_attempts", "server_timeout_s")
 
@@ -199,9 +199,9 @@ class PipelineSpec:
         """Find the checkpoint and validate ``call_args`` against its pipeline class; loads no model.
 
         Fails in one line, in seconds, when the checkpoint cannot be had (tts.pipelines.checks.locate). With
-        ``server`` set, checks instead that every server answers and serves this pipeline (tts.remote)."""
+        ``server`` set, checks instead that every server answers and serves this pipeline (tts.pipelines.remote)."""
         if self.server:
-            from ..remote import check_servers
+            from .remote import check_servers
 
             check_servers(self)
             return None
@@ -216,8 +216,8 @@ class PipelineSpec:
         """The loaded pipeline, from the process's model manager (loaded there when it is not resident)."""
         if self.server:
             raise PipelineConfigError("pipeline.server is set: this pipeline generates on the server "
-                                      "(tts.generate.make_generator), it is not loaded here")
-        from ..models import manager
+                                      "(tts.sampling.generate.make_generator), it is not loaded here")
+        from .models import manager
 
         loaded = manager().load(self)
         self._apply_memory_options(loaded.pipe)

@@ -8,7 +8,7 @@ encoder in fp16. A model component loads with the class the pipeline's construct
 tokenizer with ``AutoTokenizer``; ``dtype`` defaults to ``pipeline.dtype``.
 
 ``pipeline.safety_checker``: ``keep`` (default) loads the checkpoint's safety checker when it has one (Stable
-Diffusion 1.x and its DDPO fine-tunes; it blacks out flagged images, which tts.safety then records as
+Diffusion 1.x and its DDPO fine-tunes; it blacks out flagged images, which tts.run.safety then records as
 blocked); ``off`` loads the pipeline without it (``safety_checker=None``). Checkpoints without a checker load
 the same either way.
 """

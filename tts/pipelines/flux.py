@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 CLASS_NAMES = ("FluxPipeline",)
 DENOISER = "transformer"
-STEP_ARGS = ("true_cfg_scale",)  # call arguments the stepped sampler (tts.sampler) honours
+STEP_ARGS = ("true_cfg_scale",)  # call arguments the stepped sampler (tts.sampling.sampler) honours
 EMBEDS = ("prompt_embeds", "pooled_prompt_embeds", "negative_prompt_embeds", "negative_pooled_prompt_embeds")
 NEGATIVE_KEYS = ("negative_prompt", "negative_prompt_2")
 ENCODE_KEYS = NEGATIVE_KEYS

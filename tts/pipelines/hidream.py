@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 CLASS_NAMES = ("HiDreamImagePipeline",)
 DENOISER = "transformer"
-STEP_ARGS = ()  # call arguments the stepped sampler (tts.sampler) honours (prepare / predict / decode below)
+STEP_ARGS = ()  # call arguments the stepped sampler (tts.sampling.sampler) honours (prepare / predict / decode below)
 NEGATIVE_KEYS = ("negative_prompt", "negative_prompt_2", "negative_prompt_3", "negative_prompt_4")
 ENCODE_KEYS = NEGATIVE_KEYS
 #: embeddings whose batch dimension is not the first (generation concatenates batch rows along it)

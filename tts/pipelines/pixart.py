@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 CLASS_NAMES = ("PixArtSigmaPipeline", "PixArtAlphaPipeline")
 DENOISER = "transformer"
-STEP_ARGS = ()  # call arguments the stepped sampler (tts.sampler) honours
+STEP_ARGS = ()  # call arguments the stepped sampler (tts.sampling.sampler) honours
 EMBEDS = ("prompt_embeds", "prompt_attention_mask", "negative_prompt_embeds", "negative_prompt_attention_mask")
 NEGATIVE_KEYS = ("negative_prompt",)
 ENCODE_KEYS = (*NEGATIVE_KEYS, "clean_caption")

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 CLASS_NAMES = ("StableDiffusionPipeline",)
 DENOISER = "unet"
-STEP_ARGS = ("guidance_rescale",)  # call arguments the stepped sampler (tts.sampler) honours
+STEP_ARGS = ("guidance_rescale",)  # call arguments the stepped sampler (tts.sampling.sampler) honours
 NEGATIVE_KEYS = ("negative_prompt",)
 ENCODE_KEYS = (*NEGATIVE_KEYS, "clip_skip")
 
@@ -62,8 +62,8 @@ def predict(pipe, cond: Conditioning, model_input: torch.Tensor, t: torch.Tensor
 
 
 def decode(pipe, latents: torch.Tensor, height: int, width: int) -> list:
-    """As the pipeline decodes, safety checker included (its flags ride in each image's info, tts.safety)."""
-    from ..safety import mark_flagged
+    """As the pipeline decodes, safety checker included (its flags ride in each image's info, tts.run.safety)."""
+    from .flags import mark_flagged
 
     image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
     image, nsfw = pipe.run_safety_checker(image, latents.device, latents.dtype)

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 CLASS_NAMES = ("StableDiffusionXLPipeline",)
 DENOISER = "unet"
-STEP_ARGS = ("guidance_rescale",)  # call arguments the stepped sampler (tts.sampler) honours
+STEP_ARGS = ("guidance_rescale",)  # call arguments the stepped sampler (tts.sampling.sampler) honours
 EMBEDS = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
 NEGATIVE_KEYS = ("negative_prompt", "negative_prompt_2")
 ENCODE_KEYS = (*NEGATIVE_KEYS, "clip_skip")

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 CLASS_NAMES = ("ShapesPipeline",)
 DENOISER = "unet"
-STEP_ARGS = ()  # call arguments the stepped sampler (tts.sampler) honours
+STEP_ARGS = ()  # call arguments the stepped sampler (tts.sampling.sampler) honours
 
 
 def pipeline_class(class_name: str) -> type:

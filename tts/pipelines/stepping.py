@@ -4,7 +4,7 @@ A family's ``prepare`` returns a :class:`Conditioning`: ``rows`` holds every ten
 trajectory (embeddings, pooled embeddings, attention masks, Flux's guidance vector), ``shared`` what all
 rows share (Flux's text / image position ids, SDXL's micro-conditioning ``add_time_ids``, PixArt-Alpha's
 resolution conditioning, the true-CFG scale). ``select(index)`` keeps, duplicates and re-orders rows, so the
-conditioning follows the latents when a search drops or resamples trajectories (tts.sampler). A tensor whose
+conditioning follows the latents when a search drops or resamples trajectories (tts.sampling.sampler). A tensor whose
 batch dimension is not the first (HiDream's Llama embeddings: layers first) names it in ``batch_dims``.
 """
 from __future__ import annotations

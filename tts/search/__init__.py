@@ -6,7 +6,7 @@ the strategy never touches a global RNG, and ``context`` (:class:`SearchContext`
 folder, the latent shape; None when a config is only being validated) tells it where it runs. Then,
 round after round:
 
-* ``ask() -> list[dict]``: the noise lineages (tts.noise) to generate this round; ``[]`` when done;
+* ``ask() -> list[dict]``: the noise lineages (tts.core.noise) to generate this round; ``[]`` when done;
 * ``tell(candidates: list[Candidate])``: the same candidates, in order, with their scores
   (``score is None`` for a candidate whose verification failed);
 * ``best``: the best candidate seen so far (the global best, across rounds and restarts);
@@ -22,7 +22,7 @@ A new strategy is one module here plus one YAML in configs/search/.
 
 **In-loop strategies** (``in_loop = True``: prune, smc, paths, beam, evolution) act inside the denoising loop
 instead: built the same way, they have ``eta`` (the sampler they need: 0 deterministic, > 0 stochastic steps,
-tts.sampler) and ``search(engine) -> Particles``, which drives a :class:`tts.particles.Engine` for one prompt
+tts.sampling.sampler) and ``search(engine) -> Particles``, which drives a :class:`tts.sampling.particles.Engine` for one prompt
 (start particles from noise lineages, advance them, score their x0 previews with the run's verifier, select,
 duplicate, re-noise) and returns the finished particles it keeps; the loop decodes, verifies and records them
 (round 1, one record per particle, each with its path so tts-replay regenerates it). A prompt's in-loop
@@ -39,7 +39,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
-from ..validate import check_positive_int, check_size, check_total  # noqa: F401 - the strategies' import path
+from ..core.validate import check_positive_int, check_size, check_total  # noqa: F401 - the strategies' import path
 
 SeedFn = Callable[[int, int, str], int]
 
@@ -74,7 +74,7 @@ class Candidate:
 
 def check_budget(nfe_budget) -> float | None:
     """``search.nfe_budget``: None (no limit) or a positive number of denoiser evaluations per prompt."""
-    from ..validate import is_number
+    from ..core.validate import is_number
 
     if nfe_budget is None:
         return None
@@ -104,7 +104,7 @@ def best_record(records, higher_is_better: bool = True):
     """THE best candidate, wherever tts names one (strategies' incumbents, round JSONs, summary.json, collages,
     tts-report, tts.search): the best score in the metric's direction among candidates verified ``ok``; ties go
     to the earliest round, then the lowest index. ``records``: anything with ``status``, ``score``, ``round`` and
-    ``index`` (tts.records.CandidateRecord); None when none is scored."""
+    ``index`` (tts.core.records.CandidateRecord); None when none is scored."""
     top = None
     for r in sorted(records, key=lambda r: (r.round, r.index)):
         if getattr(r, "status", "ok") == "ok" and r.score is not None and (top is None or better(r.score, top.score, higher_is_better)):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Sequence
 
-from ..validate import is_int, is_number
+from ..core.validate import is_int, is_number
 
 
 def ranked(scores: Sequence[float | None]) -> list[int]:

@@ -10,7 +10,7 @@ to the last step, and the loop verifies those finished images.
 1. Generation 0: ``population`` fresh noises ``fresh(seed_fn(0, i, "fresh"))``, run to ``preview_step``, scored.
 2. Generations 1..G-1: the elites are the best ``elite_fraction`` x P of every candidate so far ((mu + lambda)
    selection: an elite is never re-run); children mutate elites round-robin, best first, on the noise sphere:
-   ``neighbor(elite, seed_fn(g, j, "mutate"), threshold)`` (tts.noise: cosine exactly ``threshold`` with the
+   ``neighbor(elite, seed_fn(g, j, "mutate"), threshold)`` (tts.core.noise: cosine exactly ``threshold`` with the
    elite, same norm, the variance-preserving mutation of EvoSearch), so every child is a recorded lineage that
    replays exactly; ``fresh_fraction`` of each generation are fresh noises ``fresh(seed_fn(g, j, "fresh"))``.
 3. The ``finals`` best previews over all generations (a failed score is worst; ties: earlier first) continue
@@ -30,8 +30,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from ..noise import fresh, neighbor
-from ..validate import check_number
+from ..core.noise import fresh, neighbor
+from ..core.validate import check_number
 from . import SearchContext, SeedFn, check_budget, check_size, check_total
 from ._steps import check_image_budget, check_step, resolve_step
 

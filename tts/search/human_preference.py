@@ -27,8 +27,8 @@ import math
 
 import torch
 
-from ..noise import fresh, make_noise, neighbor
-from ..validate import check_number, check_size, check_total
+from ..core.noise import fresh, make_noise, neighbor
+from ..core.validate import check_number, check_size, check_total
 from . import Candidate, SearchContext, SeedFn, budget_candidates, check_budget
 from .frontends import Choice, ShownItem, one_per_process
 from .frontends.feedback import Answer, FeedbackLog

@@ -18,8 +18,8 @@ gets one path and as many branches as it pays for, and one under a single branch
 """
 from __future__ import annotations
 
-from ..noise import fresh
-from ..validate import is_int
+from ..core.noise import fresh
+from ..core.validate import is_int
 from . import SearchContext, SeedFn, check_budget, check_size
 from ._steps import check_image_budget, check_step, largest_fitting, plan_budget, ranked, resolve_step
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from ..noise import fresh
-from ..validate import check_number
+from ..core.noise import fresh
+from ..core.validate import check_number
 from . import SearchContext, SeedFn, check_budget, check_size
 from ._steps import check_image_budget, check_steps, largest_fitting, plan_budget, ranked, resolve_steps
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 
-from ..noise import fresh
-from ..validate import MAX_SIZE
+from ..core.noise import fresh
+from ..core.validate import MAX_SIZE
 from . import Candidate, SearchContext, SeedFn, budget_candidates, check_budget, check_size, check_total
 
 SCHEDULES = ("exponential", "constant")

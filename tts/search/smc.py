@@ -5,7 +5,7 @@ of a *stochastic* sampler (copies of one particle must diverge, so ``eta > 0``),
 preview with a reward r_t at chosen steps, and resamples the particles by potentials G_t built from those
 rewards; it is sequential Monte Carlo for diffusion (twisted SMC: Wu et al. 2023, TDS, arXiv 2306.17775), and on
 flow models it needs the stochastic sampler of the ODE's marginals (Kim et al. 2025, arXiv 2503.19385;
-tts.sampler). The potentials, as FK steering defines them (r over the particle's own ancestry):
+tts.sampling.sampler). The potentials, as FK steering defines them (r over the particle's own ancestry):
 
 * ``max``: G_t = exp(lambda max_{s<=t} r_s)   (the running maximum starts at the first reward);
 * ``add``: G_t = exp(lambda sum_{s<=t} r_s);
@@ -43,8 +43,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..noise import fresh
-from ..validate import check_number, is_int
+from ..core.noise import fresh
+from ..core.validate import check_number, is_int
 from . import SearchContext, SeedFn, check_budget, check_positive_int, check_size
 from ._steps import check_image_budget
 

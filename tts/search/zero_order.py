@@ -1,16 +1,16 @@
 """Zero-order search (Ma et al. 2025, Sec. 3.2; tt-scale-flux): hill-climb in noise space.
 
 Start from a fresh pivot; each round draws ``num_neighbors`` neighbours at cosine exactly
-``threshold`` and equal norm (tts.noise.neighbor). If the best neighbour beats the pivot it becomes
+``threshold`` and equal norm (tts.core.noise.neighbor). If the best neighbour beats the pivot it becomes
 the pivot; otherwise the next round restarts from a fresh pivot (generated with its neighbours).
 The pivot is never regenerated or re-scored, and the global best survives restarts. With ``nfe_budget`` the
 search stops at the candidates the budget pays for (the last round cut short).
 """
 from __future__ import annotations
 
-from ..noise import fresh, neighbor
+from ..core.noise import fresh, neighbor
 from . import Candidate, SearchContext, SeedFn, budget_candidates, check_budget, check_size, check_total
-from ..validate import is_number
+from ..core.validate import is_number
 
 
 class ZeroOrderSearch:

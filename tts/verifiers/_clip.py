@@ -2,14 +2,14 @@
 :class:`ClipVerifier`, the base of the three (model, processor, device and dtype settings; ``setup``).
 
 Loads with ``from_pretrained`` from a hub id or a local folder (tokenizer, image processor, model), on
-the requested device and dtype (tts.torchutil: ``auto`` is CUDA, then MPS, then CPU; fp16 on CUDA,
+the requested device and dtype (tts.core.torchutil: ``auto`` is CUDA, then MPS, then CPU; fp16 on CUDA,
 fp32 elsewhere); the PIL image processor is used, so no torchvision is needed.
 """
 from __future__ import annotations
 
 import torch
 
-from ..torchutil import check_dtype, resolve_device, resolve_dtype
+from ..core.torchutil import check_dtype, resolve_device, resolve_dtype
 from .base import Verifier
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 
-from ..records import MetricScore
+from ..core.records import MetricScore
 from .base import Verifier
 
 QUALITY = 95

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..records import MetricScore
+from ..core.records import MetricScore
 from . import _clip
 
 

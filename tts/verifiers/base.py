@@ -23,7 +23,7 @@ import threading
 
 from PIL import Image
 
-from ..records import MetricScore, Usage
+from ..core.records import MetricScore, Usage
 
 Scores = dict[str, MetricScore]
 

@@ -4,7 +4,7 @@ Captioning", Eq. 1): ``w * max(cos(E_image, E_text), 0)`` with w = 2.5, one of t
 """
 from __future__ import annotations
 
-from ..records import MetricScore
+from ..core.records import MetricScore
 from ._clip import ClipVerifier
 
 

@@ -15,7 +15,7 @@ import collections
 import statistics
 import threading
 
-from ..records import MetricScore
+from ..core.records import MetricScore
 from .base import Verdict, Verifier, as_verdict
 
 METHODS = ("mean_rank", "zscore")

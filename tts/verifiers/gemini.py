@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from ..records import Usage
+from ..core.records import Usage
 from . import grading
 from .base import Verdict
 

@@ -25,8 +25,9 @@ from typing import Awaitable, Callable
 from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
 
-from ..records import MetricScore, Usage
-from ..validate import check_number, check_positive_int
+from ..core import configtree
+from ..core.records import MetricScore, Usage
+from ..core.validate import check_number, check_positive_int
 from .base import Verdict, Verifier
 
 log = logging.getLogger(__name__)
@@ -89,11 +90,7 @@ def schema_error(e: ValidationError) -> str:
 
 def templates_dir() -> Path:
     """The shipped grading templates: ``tts/verifiers_templates`` in a wheel, the checkout's ``verifiers/``."""
-    here = Path(__file__).resolve().parents[1]
-    for candidate in (here / "verifiers_templates", here.parent / "verifiers"):
-        if (candidate / TEMPLATE_NAME).exists():
-            return candidate
-    raise FileNotFoundError(f"grading template {TEMPLATE_NAME} not found (expected verifiers/ in the checkout)")
+    return configtree.templates_dir(TEMPLATE_NAME)
 
 
 def load_template(prompt_path: str | None) -> str:

@@ -1,7 +1,7 @@
 """No verifier: every candidate scores 0. For human-preference search without a verifier alongside."""
 from __future__ import annotations
 
-from ..records import MetricScore
+from ..core.records import MetricScore
 from .base import Verifier
 
 

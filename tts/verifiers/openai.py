@@ -16,7 +16,7 @@ import logging
 
 from pydantic import BaseModel, ValidationError
 
-from ..records import Usage
+from ..core.records import Usage
 from . import grading
 from .base import Verdict
 

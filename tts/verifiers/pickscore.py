@@ -4,7 +4,7 @@ Batched: one forward for the batch's images and one for its prompts.
 """
 from __future__ import annotations
 
-from ..records import MetricScore
+from ..core.records import MetricScore
 from ._clip import ClipVerifier
 
 

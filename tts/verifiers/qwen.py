@@ -16,8 +16,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, create_model
 
-from ..torchutil import check_dtype, resolve_device, resolve_dtype
-from ..validate import check_positive_int, install_hint
+from ..core.torchutil import check_dtype, resolve_device, resolve_dtype
+from ..core.validate import check_positive_int, install_hint
 from . import grading
 from .base import Verdict, Verifier
 

@@ -4,7 +4,7 @@ positions) and check each one. ``correct`` is 1 when every requirement holds; ``
 the fraction that hold; the explanation names each failed requirement."""
 from __future__ import annotations
 
-from ..records import MetricScore
+from ..core.records import MetricScore
 from ..world import detect, grammar
 from .base import Verifier
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..records import MetricScore
+from ..core.records import MetricScore
 from ..world import grammar
 from ..world.detect import components, segment
 from .base import Verifier

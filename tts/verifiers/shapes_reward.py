@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..records import MetricScore
-from ..torchutil import check_dtype, resolve_device, resolve_dtype
+from ..core.records import MetricScore
+from ..core.torchutil import check_dtype, resolve_device, resolve_dtype
 from ..world import grammar
 from .base import Verifier
 

@@ -75,7 +75,7 @@ class FeedbackLog:
         return {a.round: a for a in self.answers() if a.prompt_hash == prompt_hash}
 
     def append(self, answer: Answer) -> None:
-        from ...runfolder import append_line
+        from ...core.runfolder import append_line
 
         line = dataclasses.asdict(answer)
         append_line(self.path, json.dumps({"schema_version": line.pop("schema_version"), **line}))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from ...validate import check_number, check_positive_int
+from ...core.validate import check_number, check_positive_int
 from .. import oriented
 from . import Choice, parse_answer
 from .feedback import Answer, FeedbackLog
@@ -46,7 +46,7 @@ class ScriptedFrontend:
         if self.top_k is not None:
             return self._simulate(round_, prompt, items)
         if self._log is not None:
-            from ...runfolder import prompt_hash
+            from ...core.runfolder import prompt_hash
 
             answer = self._log.get((prompt_hash(prompt), round_))
             if answer is None:

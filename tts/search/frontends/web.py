@@ -29,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from ...validate import is_int
+from ...core.validate import is_int
 from . import Choice
 
 log = logging.getLogger(__name__)

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import runfolder as rf
+from ..core import runfolder as rf
 
 
 def replay(run_dir: Path, image: str, out: Path | None = None, device: str | None = None) -> tuple[Path, int]:
     """Regenerate ``image`` of ``run_dir``; return (written path, max abs pixel difference from the original)."""
-    from .generate import make_generator
-    from .pipelines import PipelineConfigError, PipelineSpec
+    from ..sampling.generate import make_generator
+    from ..pipelines import PipelineConfigError, PipelineSpec
 
     if not (run_dir / rf.CONFIG).is_file():
         raise SystemExit(f"tts-replay: {run_dir} is not a run folder (no {rf.CONFIG}); pass the folder tts-search "
@@ -73,8 +73,8 @@ def _regenerate(generator, record):
     if record.path is None:
         [image], _, _ = generator.generate(record.prompt, [record.noise])
         return image
-    from .particles import replay_path, sampler_options
-    from .sampler import Sampler
+    from ..sampling.particles import replay_path, sampler_options
+    from ..sampling.sampler import Sampler
 
     sampler = Sampler(generator, sampler_options(record.path.eta))
     try:

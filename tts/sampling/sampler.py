@@ -25,7 +25,7 @@ what is the same for all lives here (``step``, ``renoise``, NFE counting, :class
   interpolant: Ma et al. 2024, SiT, arXiv 2401.08740; the flow-to-VP-SDE conversion of Kim et al. 2025, RBF,
   arXiv 2503.19385); diffusers' ``stochastic_sampling`` option instead drops the noise estimate and draws
   all of sigma_s afresh each step (x_s = alpha_s x0 + sigma_s z), with no eta between that and the ODE.
-  The noise z of each row comes from a seed the caller gives (``seeds=``, e.g. tts.noise.derive_seed of the
+  The noise z of each row comes from a seed the caller gives (``seeds=``, e.g. tts.core.noise.derive_seed of the
   row's lineage and the step), never from a global RNG, so a trajectory replays exactly from (initial-noise
   lineage, per-step seeds).
 * ``renoise`` runs the forward process from step i back to an earlier step j (path search, Ma et al. 2025,
@@ -46,9 +46,9 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import torch
 
 from .generate import DenoiserRows
-from .noise import fresh, make_noise
-from .pipelines import PipelineConfigError
-from .pipelines.stepping import Conditioning
+from ..core.noise import fresh, make_noise
+from ..pipelines import PipelineConfigError
+from ..pipelines.stepping import Conditioning
 
 if TYPE_CHECKING:
     from .generate import Embeds, Generator
@@ -179,7 +179,7 @@ class Sampler:
 
     @torch.no_grad()
     def start(self, prompt: str | Embeds | list, lineages: list[dict]) -> Trajectories:
-        """Trajectories at step 0 from initial-noise lineages (tts.noise), one prompt or one per row."""
+        """Trajectories at step 0 from initial-noise lineages (tts.core.noise), one prompt or one per row."""
         gen, spec = self.gen, self.spec
         noise = self.family.to_pipeline_latents(self.pipe, gen.noise(lineages), spec.height, spec.width)
         latents = noise.to(device=self.pipe._execution_device, dtype=_dtype(spec))
@@ -267,7 +267,7 @@ class Sampler:
 
 
 def _dtype(spec) -> torch.dtype:
-    from .torchutil import torch_dtype
+    from ..core.torchutil import torch_dtype
 
     return torch_dtype(spec.dtype)
 
@@ -275,7 +275,7 @@ def _dtype(spec) -> torch.dtype:
 def _need_seeds(seeds, rows: int, what: str) -> Sequence[int]:
     if seeds is None or len(seeds) != rows:
         raise ValueError(f"{what} needs one noise seed per row ({rows}), got {seeds!r}: derive them with "
-                         "tts.noise.derive_seed from the row's lineage and the step")
+                         "tts.core.noise.derive_seed from the row's lineage and the step")
     return seeds
 
 

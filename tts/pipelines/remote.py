@@ -17,10 +17,14 @@ import logging
 import os
 import time
 import uuid
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from .pipelines import PipelineConfigError, PipelineSpec
+from .checks import PipelineConfigError
+
+if TYPE_CHECKING:
+    from . import PipelineSpec
 
 log = logging.getLogger(__name__)
 TOKEN_ENV = "TTS_SERVER_TOKEN"

@@ -4,7 +4,7 @@ A study of small searches (zero-order asks for 3-4 candidates a round) leaves mo
 empty when prompts are searched one at a time. Here every prompt's strategy is asked in turn, all the
 noises they asked for are generated together (one prompt per row, ``batch_size`` rows per call), each
 prompt's candidates are scored and its strategy told, until every prompt has ``max_candidates``. The
-candidates are the ones each strategy would get searched alone with the same seeds (tts.loop derives seeds
+candidates are the ones each strategy would get searched alone with the same seeds (tts.run.loop derives seeds
 the same way), since a candidate's image depends only on its prompt and noise lineage. Used by the
 benchmarks (scripts/); ``tts-search`` keeps one prompt at a time so its run folders stay resumable.
 """
@@ -13,9 +13,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Sequence
 
-from .noise import derive_seed
-from .runfolder import prompt_hash
-from .search import Candidate
+from ..core.noise import derive_seed
+from ..core.runfolder import prompt_hash
+from ..search import Candidate
 
 #: ``score(prompt, images) -> one dict of metric values per image``
 ScoreFn = Callable[[str, list], list[dict]]

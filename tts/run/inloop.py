@@ -1,4 +1,4 @@
-"""One prompt's in-loop search in a run folder: the strategy drives particles (tts.particles), the loop keeps
+"""One prompt's in-loop search in a run folder: the strategy drives particles (tts.sampling.particles), the loop keeps
 what it returns.
 
 1. the prompt is skipped when ``searches.jsonl`` says its search is complete (a prompt interrupted before that
@@ -15,12 +15,12 @@ import logging
 import math
 import time
 
-from . import runfolder as rf
-from .particles import Engine, Final, PreviewInfo, sampler_options
-from .records import PathRecord, SearchRecord, Usage
-from .sampler import Sampler
-from .search import Candidate, oriented
-from .verifiers.base import as_verdict
+from ..core import runfolder as rf
+from ..sampling.particles import Engine, Final, PreviewInfo, sampler_options
+from ..core.records import PathRecord, SearchRecord, Usage
+from ..sampling.sampler import Sampler
+from ..search import Candidate, oriented
+from ..verifiers.base import as_verdict
 
 log = logging.getLogger(__name__)
 ROUND = 1  # an in-loop search is one round: its candidates are the particles it keeps
@@ -63,7 +63,7 @@ class PreviewLog:
 
 
 def search_prompt_in_loop(run, strategy) -> None:
-    """Steps 1-5 of the module docstring for one prompt (``run``: tts.loop's _PromptRun)."""
+    """Steps 1-5 of the module docstring for one prompt (``run``: tts.run.loop's _PromptRun)."""
     searches = rf.read_searches(run.folder.root)
     if run.phash in searches:
         run.progress.generated(searches[run.phash].candidates)

@@ -15,7 +15,7 @@ The answer takes the shape of the response schema the client sends (Gemini
 schema one object, each filled from the schema (integers and numbers take the score, strings an
 explanation); without a schema, the six-metric grading object.
 
-    python -m tts.loopback --port 8765 --latency 0.5
+    python -m tts.verifiers.loopback --port 8765 --latency 0.5
     GEMINI_API_KEY=x tts-search verifier=gemini verifier.base_url=http://127.0.0.1:8765
     OPENAI_API_KEY=x tts-search verifier=openai verifier.base_url=http://127.0.0.1:8765/v1
 """
@@ -38,7 +38,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from .verifiers.grading import METRICS
+from .grading import METRICS
 
 OUTPUT_TOKENS = 60
 GEMINI_PATH = re.compile(r"^/(v1|v1beta|v1alpha)/models/([^/:]+):generateContent$")

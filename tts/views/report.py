@@ -40,11 +40,11 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from . import collage
-from . import runfolder as rf
-from .prompts import DEFAULT_GROUP_TAGS
-from .records import CandidateRecord, MetricScore
-from .search import best_record, better
-from .validate import install_hint
+from ..core import runfolder as rf
+from ..prompts import DEFAULT_GROUP_TAGS
+from ..core.records import CandidateRecord, MetricScore
+from ..search import best_record, better
+from ..core.validate import install_hint
 
 PREVIEWS = "previews.jsonl"
 REPORT = "report.html"
@@ -212,7 +212,7 @@ def _flat(config: Any, prefix: str = "") -> dict[str, Any]:
     """``{"search.rounds": 4, ...}``; lists kept whole; operational keys left out."""
     if not isinstance(config, dict):
         return {prefix: config}
-    out, operational = {}, rf.operational_paths(config, prefix)  # what components declare (tts.runfolder)
+    out, operational = {}, rf.operational_paths(config, prefix)  # what components declare (tts.core.runfolder)
     for k, v in config.items():
         if k in IGNORED_KEYS or k == "_partial_" or (f"{prefix}.{k}" if prefix else str(k)) in operational:
             continue

@@ -2,12 +2,12 @@
 
 An in-loop strategy (tts.search: ``in_loop = True``) gets an :class:`Engine` for one prompt and returns the
 finished :class:`Particles` it keeps; the loop decodes, verifies and records them. The engine wraps the
-step-level sampler (tts.sampler) and adds what every such strategy needs, so none re-implements it:
+step-level sampler (tts.sampling.sampler) and adds what every such strategy needs, so none re-implements it:
 
 * **Paths.** Each row carries the list of operations that made it, so ``tts-replay`` regenerates any final
   image from its record alone (:func:`replay_path`):
 
-  - ``{"op": "start", "noise": <lineage>}``: the initial noise (tts.noise), always first;
+  - ``{"op": "start", "noise": <lineage>}``: the initial noise (tts.core.noise), always first;
   - ``{"op": "run", "to": j, "seed": s}``: denoising steps up to step j; with a stochastic sampler (eta > 0)
     step i's noise is drawn from ``step_seed(s, i)``;
   - ``{"op": "renoise", "to": j, "seed": s}``: the forward process back to the earlier step j, noise from seed s;
@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Sequence
 
-from .noise import derive_seed
+from ..core.noise import derive_seed
 from .sampler import Sampler, SamplerOptions, Trajectories
 
 

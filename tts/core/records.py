@@ -39,7 +39,7 @@ class Usage(BaseModel):
 
 
 class SafetyAttempt(BaseModel):
-    """An earlier, blocked generation of a candidate (tts.safety): which pipeline, from which prompt, why."""
+    """An earlier, blocked generation of a candidate (tts.run.safety): which pipeline, from which prompt, why."""
 
     pipeline: str
     rewritten_prompt: str | None = None
@@ -48,7 +48,7 @@ class SafetyAttempt(BaseModel):
 
 
 class SafetyRecord(BaseModel):
-    """How a candidate's image fared with tts.safety: the pipeline's safety-checker flag (``nsfw``) and the
+    """How a candidate's image fared with tts.run.safety: the pipeline's safety-checker flag (``nsfw``) and the
     near-black test (``black``) of the final image; the rewritten prompt it was generated from (None: the
     prompt itself); the pipeline preset that made it (a fallback's name when it is not the search's); the
     blocked attempts before it."""
@@ -66,7 +66,7 @@ class SafetyRecord(BaseModel):
 
 
 class PathRecord(BaseModel):
-    """How an in-loop strategy's candidate was made (tts.particles): the operations from its initial noise
+    """How an in-loop strategy's candidate was made (tts.sampling.particles): the operations from its initial noise
     (``start``, ``run``, ``renoise``, and ``from`` markers naming the particle it was copied from at which step),
     the sampler's ``eta`` and first-order ``fallback`` (None: the pipeline's own scheduler), its particle id and
     parent, and its NFEs: ``nfe_path`` along its whole path (what a replay costs), ``nfe_shared`` the part of it
@@ -114,7 +114,7 @@ class CandidateRecord(BaseModel):
     seed: int
     noise: dict[str, Any]
     nfe: float
-    status: Literal["ok", "failed", "blocked"]  # blocked: the safety checker flagged it or it is black (tts.safety)
+    status: Literal["ok", "failed", "blocked"]  # blocked: the safety checker flagged it or it is black (tts.run.safety)
     error: str | None = None
     verifier: str
     choice_of_metric: str
@@ -124,7 +124,7 @@ class CandidateRecord(BaseModel):
     timings: Timings = Field(default_factory=Timings)
     worker: str = ""
     usage: Usage | None = None
-    safety: SafetyRecord | None = None  # flags, rewritten prompt, fallback (absent before tts.safety)
+    safety: SafetyRecord | None = None  # flags, rewritten prompt, fallback (absent before tts.run.safety)
     path: PathRecord | None = None  # in-loop strategies: the candidate's whole path (absent for noise searches)
 
     @property

@@ -5,7 +5,7 @@ Pipelines stay loaded between uses, at most ``models.max_resident`` of them and,
 memory on CUDA). When a pipeline needs room, the least recently used others are unloaded: dropped,
 garbage-collected, and the CUDA cache emptied (the policy of keeping the last-used pipeline resident and
 unloading others only when a large model needs the room or on out-of-memory). A pipeline in use is
-never unloaded. An out-of-memory error while loading (here) or generating (tts.generate) unloads every
+never unloaded. An out-of-memory error while loading (here) or generating (tts.sampling.generate) unloads every
 other pipeline and retries once; a second one raises ModelMemoryError, which names the settings that
 lower memory. ``models.preload=[name, ...]`` loads pipeline presets (configs/pipeline/NAME.yaml) up front.
 """
@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, TypeVar
 
-from .pipelines.checks import PipelineConfigError
-from .validate import is_int, is_number
+from .checks import PipelineConfigError
+from ..core.validate import is_int, is_number
 
 if TYPE_CHECKING:
-    from .pipelines import LoadedPipeline, PipelineSpec
+    from . import LoadedPipeline, PipelineSpec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -265,8 +265,8 @@ def preset_spec(name: str, **overrides) -> "PipelineSpec":
     """The pipeline preset configs/pipeline/NAME.yaml as a PipelineSpec (one line naming the choices if unknown)."""
     import yaml
 
-    from .configtree import choices, config_dir
-    from .pipelines import PipelineSpec
+    from ..core.configtree import choices, config_dir
+    from . import PipelineSpec
 
     path = config_dir() / "pipeline" / f"{name}.yaml"
     if not path.is_file():

@@ -4,13 +4,13 @@
     tts-serve server.port=0 models.preload=[shapes]    # any free port (the URL is printed), shapes loaded
     TTS_SERVER_TOKEN=... tts-serve server.host=0.0.0.0 pipeline=sdxl pipeline.dtype=fp16
 
-Searches point at it with ``tts-search pipeline.server=http://HOST:8580`` (tts.remote). Endpoints:
+Searches point at it with ``tts-search pipeline.server=http://HOST:8580`` (tts.pipelines.remote). Endpoints:
 ``GET /`` (models available and loaded), ``GET /health`` (devices, loaded models, memory, queue depth),
 ``POST /models/{name}/load`` and ``/unload``, ``POST /generate`` (prompt or prompt embeddings, noise
-lineages, call settings -> PNGs and NFEs, as tts.generate makes them locally) and ``POST /generate/stream``
+lineages, call settings -> PNGs and NFEs, as tts.sampling.generate makes them locally) and ``POST /generate/stream``
 (the same, as Server-Sent Events: queued, started, progress per denoising step, result or error).
 Generation runs one batch at a time per device, fair across clients, same-model requests batched
-(tts.scheduler); pipelines live in the model manager (tts.models). A bad request gets a 4xx naming the
+(tts.app.scheduler); pipelines live in the model manager (tts.pipelines.models). A bad request gets a 4xx naming the
 problem; a client that disconnects has its queued work cancelled. Any address but loopback needs a bearer
 token from ``TTS_SERVER_TOKEN``; when it is set, every request must carry it.
 """
@@ -40,14 +40,14 @@ try:  # the serve extra
 except ImportError:  # main() says what to install
     FastAPI = None
 
-from .generate import Embeds, Generator
-from .models import ModelManager, ModelMemoryError, configure, preset_spec
-from .pipelines import PipelineConfigError, PipelineSpec
-from .remote import CALL_SETTINGS, TOKEN_ENV
+from ..sampling.generate import Embeds, Generator
+from ..pipelines.models import ModelManager, ModelMemoryError, configure, preset_spec
+from ..pipelines import PipelineConfigError, PipelineSpec
+from ..pipelines.remote import CALL_SETTINGS, TOKEN_ENV
 from .scheduler import DeviceQueue, Work
-from .validate import install_hint, is_int, is_number
+from ..core.validate import install_hint, is_int, is_number
 
-log = logging.getLogger("tts.serve")
+log = logging.getLogger("tts.app.serve")
 MAX_LINEAGE_DEPTH = 256
 #: the shortest TTS_SERVER_TOKEN a server reachable from other machines accepts
 MIN_TOKEN_CHARS = 16
@@ -120,7 +120,7 @@ class Payload:
 # -- validation -----------------------------------------------------------------------------------------------
 
 def check_lineage(lineage, where: str) -> None:
-    """A noise lineage as tts.noise describes it (fresh, or neighbour of a pivot), iteratively, to a bounded depth."""
+    """A noise lineage as tts.core.noise describes it (fresh, or neighbour of a pivot), iteratively, to a bounded depth."""
     node = lineage
     for _ in range(MAX_LINEAGE_DEPTH):
         if not isinstance(node, dict):
@@ -594,7 +594,7 @@ def compose(argv: list[str]):
     from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from .cli import config_dir
+    from ..core.configtree import config_dir
 
     fields = {f.name for f in dataclasses.fields(PipelineSpec)}
     overrides = []
@@ -612,7 +612,7 @@ def build_registry(pipeline_node) -> tuple[dict[str, PipelineSpec], str]:
     """Every pipeline preset by name, the configured ``pipeline`` (with its overrides) replacing its namesake."""
     from omegaconf import OmegaConf
 
-    from .cli import choices
+    from ..core.configtree import choices
 
     registry = {}
     for name in choices("pipeline"):

@@ -4,7 +4,7 @@ tell the strategy, and write the round's best. Finished candidates found in the 
 manifest (with a readable image) are neither regenerated nor re-scored, so a rerun of the same
 folder resumes; a prompt another live process has claimed is left to it.
 
-Several processes may share one study (tts.shard): each searches the prompts of its shard, and the one
+Several processes may share one study (tts.run.shard): each searches the prompts of its shard, and the one
 that finds the study complete when it finishes (every prompt's search replayed to its end from the
 manifest) writes ``summary.json`` and, if asked, the collages: once, after every shard has finished.
 """
@@ -25,23 +25,23 @@ from typing import Callable
 from PIL import Image
 from tqdm.auto import tqdm
 
-from . import runfolder as rf
-from .noise import derive_seed
-from .pipelines import PipelineSpec
-from .prompts import Prompt
-from .records import CandidateRecord, PathRecord, RoundBest, SafetyRecord, ScoreSummary, SearchRecord, Timings, Usage
+from ..core import runfolder as rf
+from ..core.noise import derive_seed
+from ..pipelines import PipelineSpec
+from ..prompts import Prompt
+from ..core.records import CandidateRecord, PathRecord, RoundBest, SafetyRecord, ScoreSummary, SearchRecord, Timings, Usage
 from .safety import Safety
-from .search import Candidate, SearchContext, best_record
+from ..search import Candidate, SearchContext, best_record
 from .shard import Shard
-from .validate import is_int
-from .verifiers.base import Verdict, Verifier, as_verdict
+from ..core.validate import is_int
+from ..verifiers.base import Verdict, Verifier, as_verdict
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
 class SearchJob:
-    """Everything one search run needs, validated (tts.cli.build_job) before anything heavy happens."""
+    """Everything one search run needs, validated (tts.app.cli.build_job) before anything heavy happens."""
 
     pipeline: PipelineSpec
     verifier: Verifier
@@ -54,13 +54,13 @@ class SearchJob:
     verify_concurrency: int | None = None
     #: prompt tags the summary groups by (None: every tag)
     group_by: tuple[str, ...] | None = None
-    #: this process's share of the prompts (tts.shard)
+    #: this process's share of the prompts (tts.run.shard)
     shard: Shard = dataclasses.field(default_factory=Shard)
     #: one manifest per writer and no locks (file systems without cross-host flock)
     per_shard_manifest: bool = False
     #: write tts-collage's strips when the study is complete
     collages: bool = False
-    #: blocked candidates: detection, prompt rewriting, fallback pipeline (tts.safety)
+    #: blocked candidates: detection, prompt rewriting, fallback pipeline (tts.run.safety)
     safety: Safety = dataclasses.field(default_factory=Safety)
     #: progress bars on the terminal (tts-search: on; tts.search: only when asked)
     progress: bool = True
@@ -91,7 +91,7 @@ class _Pending:
     nfe: float
     generate_s: float
     safety: SafetyRecord | None = None  # blocked when safety.blocked: recorded, never verified
-    path_record: PathRecord | None = None  # an in-loop strategy's candidate: its whole path (tts.inloop)
+    path_record: PathRecord | None = None  # an in-loop strategy's candidate: its whole path (tts.run.inloop)
 
 
 @dataclasses.dataclass
@@ -197,7 +197,7 @@ class _Round:
 def run_search(job: SearchJob) -> dict | None:
     """1. open the run folder, 2. load pipeline and verifier, 3. search this shard's prompts, 4. if the study
     is complete, summarise it (None when other shards are still at work)."""
-    from .generate import make_generator
+    from ..sampling.generate import make_generator
 
     folder = rf.RunFolder(job.run_dir, per_shard=job.per_shard_manifest)
     folder.clean()
@@ -278,7 +278,7 @@ def finish(job: SearchJob, folder: rf.RunFolder) -> dict | None:
         if new:
             rf.atomic_write_json(path, summary)
     if new and job.collages:
-        from .collage import collage_run
+        from ..views.collage import collage_run
 
         try:
             written = collage_run(folder.root)
@@ -339,7 +339,7 @@ def search_prompt(run: _PromptRun) -> None:
     job, phash = run.job, run.phash
     strategy = job.search_factory(seed_fn=lambda r, i, purpose: derive_seed(job.seed, phash, r, i, purpose),
                                   context=_context(run))
-    if getattr(strategy, "in_loop", False):  # particles inside the denoising loop (tts.inloop)
+    if getattr(strategy, "in_loop", False):  # particles inside the denoising loop (tts.run.inloop)
         from .inloop import search_prompt_in_loop
 
         try:
@@ -423,7 +423,7 @@ def _verify_counted(run: _PromptRun, pending: list[_Pending]) -> list[CandidateR
 
 
 def generate_batch(run: _PromptRun, number: int, batch: list[tuple[int, dict]]) -> list[_Pending]:
-    from .remote import ServerError
+    from ..pipelines.remote import ServerError
 
     try:
         shots = run.job.safety.generate(run.generator, run.prompt.text, [noise for _, noise in batch],
@@ -448,7 +448,7 @@ def _record_failed_batch(run: _PromptRun, number: int, batch: list[tuple[int, di
 
 def verify_and_record(job: SearchJob, folder: rf.RunFolder, pending: list[_Pending]) -> list[CandidateRecord]:
     """Score a batch (worker thread) and append a record per candidate; a failure is recorded, not raised;
-    blocked candidates (tts.safety) are recorded as such, never verified."""
+    blocked candidates (tts.run.safety) are recorded as such, never verified."""
     blocked = [make_record(job, folder, p, Verdict(error=p.safety.blocked), 0.0) for p in pending
                if p.safety is not None and p.safety.blocked]
     for rec in blocked:

@@ -1,6 +1,6 @@
 """The shipped config tree (configs/: config.yaml and one YAML per option of each group): where it is, what each
 group offers, and an option's YAML as a plain mapping, read without Hydra (no global state), so the Python API
-(tts.api) composes the same settings the command line (tts.cli, Hydra) does."""
+(tts.api) composes the same settings the command line (tts.app.cli, Hydra) does."""
 from __future__ import annotations
 
 import difflib
@@ -10,13 +10,25 @@ from pathlib import Path
 GROUPS = ("pipeline", "verifier", "search", "prompts")
 
 
+#: the ``tts`` package folder (this module is ``tts/core/configtree.py``)
+PACKAGE = Path(__file__).resolve().parents[1]
+
+
 def config_dir() -> Path:
     """The config tree: inside the package in an installed wheel, else the checkout's top-level configs/."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "configs", here.parent / "configs"):
+    for candidate in (PACKAGE / "configs", PACKAGE.parent / "configs"):
         if (candidate / "config.yaml").exists():
             return candidate
     raise FileNotFoundError("tts config tree not found (expected tts/configs or ./configs)")
+
+
+def templates_dir(name: str) -> Path:
+    """Where the shipped prompt template ``name`` is: ``tts/verifiers_templates`` in a wheel, the checkout's
+    ``verifiers/`` (the grading and rewrite templates)."""
+    for candidate in (PACKAGE / "verifiers_templates", PACKAGE.parent / "verifiers"):
+        if (candidate / name).exists():
+            return candidate
+    raise FileNotFoundError(f"template {name} not found (expected verifiers/{name} in the checkout)")
 
 
 def choices(group: str) -> list[str]:

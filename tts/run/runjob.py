@@ -1,17 +1,17 @@
-"""One built search job to its end in its run folder: what ``tts-search`` (tts.cli) and ``tts.search`` (tts.api)
+"""One built search job to its end in its run folder: what ``tts-search`` (tts.app.cli) and ``tts.search`` (tts.api)
 both call once they have validated every component.
 
 1. ``config.json``: the run's settings (secrets redacted, tts's version and the shard layout added); a rerun of
    the folder with other identity settings (:data:`IDENTITY_KEYS`) is refused, except the keys the strategy
    declares extendable (``resume_keys``);
-2. ``plan.json``: the run's size (made by the caller with tts.plan);
-3. the search (tts.loop.run_search), which resumes whatever the folder already holds.
+2. ``plan.json``: the run's size (made by the caller with tts.app.plan);
+3. the search (tts.run.loop.run_search), which resumes whatever the folder already holds.
 """
 from __future__ import annotations
 
 import logging
 
-from . import runfolder as rf
+from ..core import runfolder as rf
 
 log = logging.getLogger("tts")
 #: Settings a rerun of a run folder must repeat (the rest may change: how the run executes).

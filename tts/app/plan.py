@@ -23,8 +23,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from . import runfolder as rf
-from .validate import MAX_CANDIDATES, is_number
+from ..core import runfolder as rf
+from ..core.validate import MAX_CANDIDATES, is_number
 
 PLAN_VERSION = 1
 #: Characters per text token, the providers' rule of thumb (Gemini API docs, "Understand and count tokens").
@@ -88,8 +88,8 @@ def _parts(cfg: DictConfig, job) -> _Parts:
     if job is not None:
         return _Parts(job.pipeline, job.verifier, job.search_factory, job.prompts, job.shard.count, job.batch_size)
     from .cli import ConfigError, _instantiate, _positive_int
-    from .prompts import select
-    from .shard import ShardError, from_config
+    from ..prompts import select
+    from ..run.shard import ShardError, from_config
 
     try:
         shard = from_config(cfg)
@@ -110,7 +110,7 @@ def candidates_per_prompt(factory, nfe: float | None = None) -> tuple[int, int]:
     """(fewest, most) candidates one prompt's search asks for: the strategy run to its end on stand-in scores,
     once with every candidate failing (no pivot ever improves: the most restarts) and once with every new
     candidate the best so far (the fewest). A strategy that asks a person: every round shown, at most. An
-    in-loop strategy (particles, tts.particles): the whole images its ``nfe_budget`` pays for (what it spends
+    in-loop strategy (particles, tts.sampling.particles): the whole images its ``nfe_budget`` pays for (what it spends
     is at most that; 1 without a budget, which the plan cannot bound). With ``nfe_budget``, the most is capped
     by what the budget pays for."""
     strategy = factory(seed_fn=lambda r, i, purpose: 1000 * r + i)
@@ -127,7 +127,7 @@ def candidates_per_prompt(factory, nfe: float | None = None) -> tuple[int, int]:
 
 
 def _simulate(factory, improving: bool, cap: int = MAX_CANDIDATES) -> int:
-    from .search import Candidate
+    from ..search import Candidate
 
     strategy = factory(seed_fn=lambda r, i, purpose: 1000 * r + i)
     total, round_ = 0, 0
@@ -145,7 +145,7 @@ def nfe_per_candidate(spec) -> tuple[float, str]:
     """Steps x denoiser passes per step: 2 with classifier-free guidance (guidance_scale > 1; on Flux, whose
     guidance is distilled into one pass, only with true CFG), else 1. The family comes from the
     checkpoint's model_index.json when it can be read here, else from the model id."""
-    from .pipelines import PipelineConfigError, family_for, locate
+    from ..pipelines import PipelineConfigError, family_for, locate
 
     try:
         family = family_for(locate(spec.model_id).index.get("_class_name", "")).__name__.rsplit(".", 1)[-1]
@@ -161,8 +161,8 @@ def nfe_per_candidate(spec) -> tuple[float, str]:
 
 def measure(parts: _Parts) -> tuple[float, float]:
     """(seconds per NFE of one image, NFEs per candidate) from a timed batch of the pipeline (after a warm-up)."""
-    from .generate import make_generator
-    from .noise import fresh
+    from ..sampling.generate import make_generator
+    from ..core.noise import fresh
 
     generator = make_generator(parts.pipeline)
     prompt = parts.prompts[0].text if parts.prompts else "a photo"
@@ -220,7 +220,7 @@ def estimate_input_tokens(verifier, parts: _Parts) -> float:
     count tokens", Gemini API docs); OpenAI's GPT-4o family 85 + 170 per 512 px tile after fitting the
     image in 2048 px and its short side in 768 px (85 at ``detail=low``), and gpt-4o-mini 2833 + 5667 per
     tile (OpenAI, "Images and vision: calculating costs")."""
-    from .verifiers import grading
+    from ..verifiers import grading
 
     mean_prompt = sum(len(p.text) for p in parts.prompts) / max(1, len(parts.prompts))
     text = (len(grading.load_template(getattr(verifier, "prompt_path", None))) + mean_prompt) / CHARS_PER_TOKEN
@@ -378,7 +378,8 @@ def main(argv: list[str] | None = None) -> None:
     from hydra.errors import HydraException
 
     from . import ttsf
-    from .cli import ConfigError, _is_user_error, check_overrides, config_dir
+    from ..core.configtree import config_dir
+    from .cli import ConfigError, _is_user_error, check_overrides
 
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from . import runfolder as rf
-from .search import best_record
+from ..core import runfolder as rf
+from ..search import best_record
 
 #: Round JSONs: ``<stem>_i@<round>_s@<best seed>.json`` (tt-scale-flux, tts); ``<stem>_i@<round>.json`` (older tts).
 ROUND_JSON = re.compile(r"(prompt@.+?_hash@[^_]+)_i@(\d+)(?:_s@(\d+))?\.json")

@@ -4,15 +4,15 @@
     tts-search pipeline=flux-dev verifier=gemini search=zero-order prompt="..."
     tts-search -m prompt="a red cube","a blue sphere" search.rounds=3,5
     tts-search ttsf_config=flux.1_dev.json            # a tt-scale-flux JSON config, as is
-    tts-search --plan ...                             # print the run's plan (tts.plan) and exit
+    tts-search --plan ...                             # print the run's plan (tts.app.plan) and exit
     torchrun --nproc_per_node 8 -m tts ...            # prompts sharded across 8 ranks, one run folder
 
 Steps: (1) expand a tt-scale-flux config into overrides, (2) check every override before Hydra
 (group names, key names with "did you mean", tt-scale-flux habits, secrets), (3) compose the config,
 (4) build and validate every component (no model loaded yet), (5) write ``config.json`` (secrets
-redacted) and ``plan.json``, then run the search (tts.loop.run_search) in the Hydra-owned run folder. A
+redacted) and ``plan.json``, then run the search (tts.run.loop.run_search) in the Hydra-owned run folder. A
 run refused in step 4 leaves no folder behind. Under torchrun / accelerate launch the ranks agree on
-the folder first (tts.shard).
+the folder first (tts.run.shard).
 """
 from __future__ import annotations
 
@@ -32,11 +32,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from . import runfolder as rf
-from . import shard as sh
+from ..core import runfolder as rf
+from ..run import shard as sh
 from . import ttsf
-from .configtree import choices, config_dir  # noqa: F401 - tts.cli.config_dir: its old import path
-from .validate import is_int
+from ..core.configtree import choices, config_dir  # noqa: F401 - tts.app.cli.config_dir: its old import path
+from ..core.validate import is_int
 
 log = logging.getLogger("tts")
 GROUPS = ("pipeline", "verifier", "search", "prompts")
@@ -50,7 +50,7 @@ THIRD_PARTY_LOGGERS = ("google_genai", "httpx", "httpx2", "httpcore", "openai", 
 #: Where each component's API key is read from (never from configs or the command line).
 KEY_VARS = {"gemini": "GEMINI_API_KEY (or GOOGLE_API_KEY)", "openai": "OPENAI_API_KEY"}
 _RUN_UID = secrets.token_hex(2)
-_START = time.time()  # the run folder's timestamp; under torchrun, rank 0's (tts.shard.agree_on_launch)
+_START = time.time()  # the run folder's timestamp; under torchrun, rank 0's (tts.run.shard.agree_on_launch)
 _EXISTED: set[Path] = set()  # run folders that existed before this process: never removed on a refusal
 
 
@@ -385,10 +385,10 @@ def _positive_int(cfg, key: str, allow_auto: bool = False) -> int | None:
 
 def build_job(cfg: DictConfig, run_dir: Path):
     """Build and validate every component; nothing expensive happens here."""
-    from .loop import SearchJob
-    from .pipelines import PipelineConfigError, PipelineSpec
-    from .prompts import select
-    from .verifiers.base import Verifier
+    from ..run.loop import SearchJob
+    from ..pipelines import PipelineConfigError, PipelineSpec
+    from ..prompts import select
+    from ..verifiers.base import Verifier
 
     pipeline = _instantiate(cfg.pipeline, "pipeline")
     if not isinstance(pipeline, PipelineSpec):
@@ -438,8 +438,8 @@ MANIFEST_MODES = ("shared", "per-shard")
 
 
 def _safety(cfg, pipeline):
-    """``safety``: blocked-candidate detection, rewriting and fallback (tts.safety), validated up front."""
-    from .safety import from_config
+    """``safety``: blocked-candidate detection, rewriting and fallback (tts.run.safety), validated up front."""
+    from ..run.safety import from_config
 
     return from_config(cfg.get("safety"), pipeline)
 
@@ -495,13 +495,13 @@ def _instantiate_strategy(factory):
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict | None:
-    """Validate, then record the config and the plan and search (tts.runjob.run_job, as tts.search does); print
+    """Validate, then record the config and the plan and search (tts.run.runjob.run_job, as tts.search does); print
     the summary table (None: a shard that finished before others; the last one writes and prints the summary)."""
     from . import plan as planning
-    from .models import configure as configure_models
-    from .runjob import run_job
+    from ..pipelines.models import configure as configure_models
+    from ..run.runjob import run_job
 
-    from . import threads as th
+    from ..core import threads as th
 
     _device_for_rank(cfg)
     _check_secret_interpolation(OmegaConf.to_container(cfg, resolve=False))
@@ -603,10 +603,10 @@ def format_summary(summary: dict, run_dir: Path) -> str:
 
 
 def _is_user_error(e: Exception) -> bool:
-    from .pipelines import PipelineConfigError
+    from ..pipelines import PipelineConfigError
     from .plan import PlanError
-    from .prompts import PromptSourceError
-    from .world.grammar import PromptError
+    from ..prompts import PromptSourceError
+    from ..world.grammar import PromptError
 
     return isinstance(e, (ConfigError, PipelineConfigError, PromptSourceError, PromptError, rf.RunFolderError,
                           sh.ShardError, PlanError))

@@ -19,7 +19,7 @@ import logging
 import os
 import time
 
-from .validate import is_int
+from ..core.validate import is_int
 
 log = logging.getLogger(__name__)
 

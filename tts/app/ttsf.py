@@ -152,7 +152,7 @@ def _search(args: dict, where: str) -> list[str]:
 def expand_config_args(argv: list[str]) -> list[str]:
     """Replace ``ttsf_config=PATH`` on a command line by the overrides it stands for (placed first, so the
     rest of the command line wins)."""
-    from .configtree import config_dir
+    from ..core.configtree import config_dir
 
     found = [a for a in argv if a.partition("=")[0].lstrip("+") == "ttsf_config"]
     if not found:

@@ -1,6 +1,6 @@
 """Batched generation for search: text encoders once per prompt, noises from lineages, NFEs counted.
 
-``Generator.generate(prompt, lineages)`` turns noise lineages (tts.noise) into images with one
+``Generator.generate(prompt, lineages)`` turns noise lineages (tts.core.noise) into images with one
 pipeline call per batch: the prompt's embeddings (computed once per prompt and passed back as
 ``prompt_embeds``) are repeated to the batch size, each candidate's noise is built on the CPU
 from its lineage (so it does not depend on batch size or device) and packed the way its family
@@ -9,10 +9,10 @@ consumes (a negative prompt is encoded once per prompt with the prompt). NFEs ar
 a forward pre-hook on the denoiser counts the rows it evaluates (classifier-free guidance doubles
 them), divided by the batch size. Embeddings are kept per loaded pipeline for the last few prompts, so
 batches that interleave prompts (tts-serve, several clients) still encode each prompt once. An
-out-of-memory error in a pipeline call unloads the other pipelines and retries once (tts.models).
+out-of-memory error in a pipeline call unloads the other pipelines and retries once (tts.pipelines.models).
 
 ``make_generator(spec)`` is what a search calls: this local Generator, or a RemoteGenerator
-(tts.remote) when ``pipeline.server`` is set; both have ``latent_shape``, ``generate`` and ``close``.
+(tts.pipelines.remote) when ``pipeline.server`` is set; both have ``latent_shape``, ``generate`` and ``close``.
 """
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ from typing import Callable
 
 import torch
 
-from .models import ModelManager, manager
-from .noise import make_noise
-from .pipelines import LoadedPipeline, PipelineSpec, torch_dtype
-from .safety import mark_flagged
+from ..pipelines.models import ModelManager, manager
+from ..core.noise import make_noise
+from ..pipelines import LoadedPipeline, PipelineSpec, torch_dtype
+from ..pipelines.flags import mark_flagged
 
 EMBEDS_KEPT = 16  # prompts whose embeddings stay cached per loaded pipeline
 StepFn = Callable[[int, int], None]  # (steps done, steps in all)
@@ -49,7 +49,7 @@ class Embeds:
 def make_generator(spec: PipelineSpec, models: ModelManager | None = None):
     """The generator a search uses: on the server(s) of ``pipeline.server``, else here (model manager)."""
     if spec.server:
-        from .remote import RemoteGenerator
+        from ..pipelines.remote import RemoteGenerator
 
         return RemoteGenerator(spec)
     models = models or manager()
@@ -124,7 +124,7 @@ class Generator:
     def generate(self, prompt: str | list[str | Embeds], lineages: list[dict], on_step: StepFn | None = None):
         """(images, NFEs per candidate, seconds) for one batch; ``prompt`` is the batch's prompt or one per row;
         ``on_step(done, steps)`` is called after every denoising step. Out of memory: the other pipelines are
-        unloaded and the batch is tried once more (then tts.models.ModelMemoryError)."""
+        unloaded and the batch is tried once more (then tts.pipelines.models.ModelMemoryError)."""
         start = time.perf_counter()
         images = self.models.retry_on_oom(lambda: self._call(prompt, lineages, on_step), self.spec.load_key,
                                           f"generating a batch of {len(lineages)} with", self.spec.name,
@@ -143,7 +143,7 @@ class Generator:
                             height=self.spec.height, width=self.spec.width,
                             num_inference_steps=self.spec.num_inference_steps,
                             guidance_scale=self.spec.guidance_scale, output_type="pil")
-        # the safety checker's per-image flags ride in each image's info (tts.safety reads them)
+        # the safety checker's per-image flags ride in each image's info (tts.run.safety reads them)
         return mark_flagged(out.images, getattr(out, "nsfw_content_detected", None))
 
     def _step_callback(self, on_step: StepFn | None) -> dict:
