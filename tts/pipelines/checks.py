@@ -216,6 +216,15 @@ def negative_needs_guidance(call_args: dict, keys: tuple[str, ...], guidance_sca
     return None
 
 
+def negative_prompt_check(keys: tuple[str, ...]):
+    """``call_args_problem(call_args, guidance_scale)`` of a family whose only rule is
+    :func:`negative_needs_guidance` on its negative-prompt ``keys``."""
+    def call_args_problem(call_args: dict, guidance_scale: float) -> str | None:
+        return negative_needs_guidance(call_args, keys, guidance_scale)
+
+    return call_args_problem
+
+
 def distilled_guidance(cfg: bool, guidance_scale: float, call_args: dict, keys: tuple[str, ...]) -> None:
     """A UNet with a guidance embedding (``time_cond_proj_dim``, e.g. LCM) runs no classifier-free guidance,
     so a negative prompt would be ignored: refuse it."""
