@@ -23,6 +23,7 @@ def test_wheel_contains_configs_and_embedded_model(tmp_path):
     assert "tts/assets/shapes-model/model_index.json" in names
     assert {"tts/assets/shapes-reward/config.json", "tts/assets/shapes-reward/diffusion_pytorch_model.safetensors"} <= names
     assert {"tts/views/report_assets/report.css", "tts/views/report_assets/report.js"} <= names  # tts-report's inline assets
+    assert "tts/search/frontends/web_assets/page.html" in names  # the web front-end's page
     assert "tts/verifiers_templates/grading_prompt.txt" in names  # the API / Qwen graders' default prompt
     assert any(n.startswith("tts/assets/shapes-model/unet/") and n.endswith(".safetensors") for n in names)
     assert not any(n.startswith(("outputs/", "tests/")) for n in names)
