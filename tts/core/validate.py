@@ -65,7 +65,7 @@ def install_hint(extra: str) -> str:
     when there is one, else the distribution by its own name (never ``tts[...]``, which is another project)."""
     from pathlib import Path
 
-    checkout = Path(__file__).resolve().parents[1]
+    checkout = Path(__file__).resolve().parents[2]
     if (checkout / "pyproject.toml").is_file():
         return f"pip install -e '{checkout}[{extra}]'"
     return f"pip install '{DISTRIBUTION}[{extra}]'"
