@@ -11,12 +11,13 @@ keys tts sets itself are refused, naming the tts setting to use instead.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import inspect
 import json
 import logging
 import threading
 from pathlib import Path
+
+from ..core.configtree import suggest
 
 log = logging.getLogger(__name__)
 PROBE_TIMEOUT_S = 5.0
@@ -189,9 +190,8 @@ def check_call_args(call_args: dict, cls, family, guidance_scale: float) -> None
                       if k != "self" and k not in OWNED and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
     for key in call_args:
         if key not in accepted:
-            close = difflib.get_close_matches(key, accepted, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise PipelineConfigError(f"pipeline.call_args.{key}: {cls.__name__} takes no such argument{hint} "
+            raise PipelineConfigError(f"pipeline.call_args.{key}: {cls.__name__} takes no such argument"
+                                      f"{suggest(key, accepted)} "
                                       f"accepted: {', '.join(accepted)}")
     problem = family.call_args_problem(call_args, guidance_scale)
     if problem:
