@@ -23,6 +23,8 @@ def test_wheel_contains_configs_and_embedded_model(tmp_path):
     assert "tts/assets/shapes-model/model_index.json" in names
     assert {"tts/assets/shapes-reward/config.json", "tts/assets/shapes-reward/diffusion_pytorch_model.safetensors"} <= names
     assert {"tts/views/report_assets/report.css", "tts/views/report_assets/report.js"} <= names  # tts-report's inline assets
+    assert "tts/search/frontends/web_assets/page.html" in names  # the web front-end's page
+    assert {"tts/views/report/__main__.py", "tts/app/serve/__main__.py", "tts/core/runfolder/reader.py"} <= names
     assert "tts/verifiers_templates/grading_prompt.txt" in names  # the API / Qwen graders' default prompt
     assert any(n.startswith("tts/assets/shapes-model/unet/") and n.endswith(".safetensors") for n in names)
     assert not any(n.startswith(("outputs/", "tests/")) for n in names)
@@ -57,3 +59,16 @@ def test_importing_tts_shows_no_third_party_import_notices():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-1000:]
     assert "torchvision" not in done.stderr and "gemm_4bit" not in done.stderr, done.stderr[-1000:]
+
+
+def test_every_console_script_names_a_function_that_imports():
+    """[project.scripts] entries (tts-report is tts.views.report:main, a package since the split) resolve."""
+    import importlib
+    import re
+
+    scripts = (ROOT / "pyproject.toml").read_text().partition("[project.scripts]")[2].partition("\n[")[0]
+    targets = dict(re.findall(r'^([\w-]+) = "([\w.]+:\w+)"', scripts, re.M))
+    assert {"tts-report", "tts-serve", "tts-collage", "tts-replay"} <= set(targets)
+    for name, target in targets.items():
+        module, _, function = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), function)), name

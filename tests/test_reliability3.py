@@ -167,7 +167,7 @@ def test_a_held_claim_keeps_its_heartbeat_while_the_search_runs(tmp_path, monkey
     import os
     import time
 
-    monkeypatch.setattr(rf, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(rf.claims, "HEARTBEAT_S", 0.05)  # the claims' own module reads it
     folder = rf.RunFolder(tmp_path)
     assert folder.claim("abc") is None
     claim = tmp_path / rf.CLAIMS / "abc"

@@ -137,6 +137,16 @@ def test_the_printed_url_carries_an_unguessable_session_token_required_everywher
         page.close()
 
 
+def test_the_page_is_the_packaged_asset_file(page):
+    """The page's HTML is a file of the package (tts/search/frontends/web_assets/page.html), served as it is."""
+    from importlib.resources import files
+
+    asset = files("tts.search.frontends").joinpath("web_assets/page.html").read_text(encoding="utf-8")
+    assert asset.startswith("<!doctype html>") and "/api/choice" in asset and "\\u00b7" in asset  # JS escapes kept
+    status, body = page.request("GET", page.path("/"))
+    assert status == 200 and body.decode("utf-8") == asset
+
+
 def test_another_site_cannot_answer(page, caplog):
     page.show(1)
     # the audit's attack: a text/plain "simple request" from another origin, with the round's token

@@ -30,7 +30,7 @@ from .core import configtree
 from .core import runfolder as rf
 from .pipelines import PipelineSpec
 from .pipelines.checks import Source
-from .core.records import CandidateRecord, MetricScore, SearchRecord
+from .core.records import CandidateRecord, MetricScore
 from .verifiers.base import Verifier
 
 __all__ = ["Pipeline", "Run", "ScoredImage", "SearchResult", "load_pipeline", "load_run", "search"]
@@ -463,33 +463,10 @@ def _omega(config: dict):
 # -- reading run folders ---------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
-class Run:
-    """A run folder read back: its final records (one per candidate), every record written (retries too),
-    config.json, summary.json and plan.json (empty when absent), and the in-loop searches (searches.jsonl)."""
-
-    path: Path
-    records: list[CandidateRecord]
-    written: list[CandidateRecord]
-    config: dict
-    summary: dict
-    plan: dict
-    searches: dict[str, SearchRecord]
-    source: str = "manifest"
-
-    @property
-    def higher_is_better(self) -> bool:
-        """The searched metric's direction, from the verifier class config.json names (higher when unknown)."""
-        from .views.collage import direction
-
-        metric = self.records[0].choice_of_metric if self.records else ""
-        return direction(self.path, metric) > 0
-
-    def prompts(self) -> dict[str, list[CandidateRecord]]:
-        """Candidates per prompt, prompts in their list order, candidates by round and index."""
-        out: dict[str, list[CandidateRecord]] = {}
-        for r in sorted(self.records, key=lambda r: (r.prompt_index, r.round, r.index)):
-            out.setdefault(r.prompt, []).append(r)
-        return out
+class Run(rf.RunData):
+    """A run folder read back (tts.core.runfolder.read_run): its final records (one per candidate), every record
+    written (retries too), config.json, summary.json and plan.json (empty when absent), the in-loop searches
+    (searches.jsonl) and preview scores (previews.jsonl), and where the records came from (``source``)."""
 
     def best(self) -> dict[str, CandidateRecord]:
         """Each prompt's best candidate in the metric's direction (the one summary.json names)."""
@@ -508,24 +485,10 @@ class Run:
 def load_run(path: str | Path) -> Run:
     """Any run folder (tts-search's or tts.search's with run_dir; a tt-scale-flux folder of round JSONs) as
     typed records with its config and summary. A folder that is not a run is a one-line ValueError."""
-    from .views.report import load_run as read
-
     path = Path(path).expanduser()
     if not path.is_dir():
         raise ValueError(f"no run folder at {path}")
-    has_rounds = any(rf.ROUND_JSON.search(p.name) for p in path.glob("*.json"))
-    if not (path / rf.MANIFEST).is_file() and not has_rounds and not (path / rf.MANIFESTS).is_dir():
+    if not rf.is_run(path):
         raise ValueError(f"{path} is not a run folder (no {rf.MANIFEST} and no round JSONs): pass the folder "
                          "tts-search printed as 'run folder: ...'")
-    seen = read(path, rf.read_manifest(path) if (path / rf.MANIFEST).is_file() or (path / rf.MANIFESTS).is_dir()
-                else None)
-    return Run(path, seen.records, seen.written, seen.config, _json(path / rf.SUMMARY), _json(path / rf.PLAN),
-               rf.read_searches(path), seen.source)
-
-
-def _json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return Run(**rf.read_run(path).fields())

@@ -8,7 +8,6 @@ and resampling, replayed on the step-level sampler), regenerates the image with 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ def replay(run_dir: Path, image: str, out: Path | None = None, device: str | Non
         raise SystemExit(f"tts-replay: {run_dir} is not a run folder (no {rf.CONFIG}); pass the folder tts-search "
                          "printed as 'run folder: ...'")
     settings = _pipeline_settings(run_dir)
-    records = [r for r in rf.read_manifest(run_dir) if r.image == image and rf.run_file(run_dir, r.image)]
+    records = rf.records_for_image(run_dir, image)
     if not records:
         raise SystemExit(f"tts-replay: no record for {image!r} in {run_dir / rf.MANIFEST} (give an image file name "
                          "listed there)")
@@ -58,10 +57,10 @@ def replay(run_dir: Path, image: str, out: Path | None = None, device: str | Non
 def _pipeline_settings(run_dir: Path) -> dict:
     """The run's pipeline settings from its config.json; one line when it holds none."""
     try:
-        config = json.loads((run_dir / rf.CONFIG).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise SystemExit(f"tts-replay: {run_dir / rf.CONFIG} is unreadable ({e})") from None
-    pipeline = config.get("pipeline") if isinstance(config, dict) else None
+        config = rf.read_run_config(run_dir)
+    except ValueError as e:
+        raise SystemExit(f"tts-replay: {e}") from None
+    pipeline = config.get("pipeline")
     if not isinstance(pipeline, dict):
         raise SystemExit(f"tts-replay: {run_dir / rf.CONFIG} holds no pipeline settings: it is not a tts-search "
                          "run's config")

@@ -8,7 +8,7 @@ the class lives when it is not in diffusers, e.g. the shapes model's), ``ENCODE_
 ``pipeline.call_args`` its prompt encoding consumes, e.g. ``negative_prompt``),
 ``latent_shape(pipe, height, width)``, ``to_pipeline_latents(pipe, noise, height, width)``,
 ``call_args_problem(call_args, guidance_scale)`` (what is wrong with the call arguments for this family, or
-None) and ``encode(pipe, prompt, guidance_scale, max_sequence_length, call_args)``, which returns the
+None; a family without latent packing binds these three with ``stepping.plain_family``) and ``encode(pipe, prompt, guidance_scale, max_sequence_length, call_args)``, which returns the
 prompt-dependent keyword arguments of the pipeline call (embeddings for batch size 1, repeated by the
 generator; a negative prompt is encoded with the prompt, once). For the step-level sampler (tts.sampling.sampler) a
 family also has ``STEP_ARGS`` (the call arguments it honours), ``prepare`` (timesteps and per-row

@@ -11,12 +11,13 @@ keys tts sets itself are refused, naming the tts setting to use instead.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import inspect
 import json
 import logging
 import threading
 from pathlib import Path
+
+from ..core.configtree import suggest
 
 log = logging.getLogger(__name__)
 PROBE_TIMEOUT_S = 5.0
@@ -189,9 +190,8 @@ def check_call_args(call_args: dict, cls, family, guidance_scale: float) -> None
                       if k != "self" and k not in OWNED and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
     for key in call_args:
         if key not in accepted:
-            close = difflib.get_close_matches(key, accepted, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise PipelineConfigError(f"pipeline.call_args.{key}: {cls.__name__} takes no such argument{hint} "
+            raise PipelineConfigError(f"pipeline.call_args.{key}: {cls.__name__} takes no such argument"
+                                      f"{suggest(key, accepted)} "
                                       f"accepted: {', '.join(accepted)}")
     problem = family.call_args_problem(call_args, guidance_scale)
     if problem:
@@ -214,6 +214,15 @@ def negative_needs_guidance(call_args: dict, keys: tuple[str, ...], guidance_sca
         return (f"pipeline.call_args.{given[0]} acts only with classifier-free guidance: set pipeline.guidance_scale "
                 f"> 1 (it is {guidance_scale}) or drop the negative prompt")
     return None
+
+
+def negative_prompt_check(keys: tuple[str, ...]):
+    """``call_args_problem(call_args, guidance_scale)`` of a family whose only rule is
+    :func:`negative_needs_guidance` on its negative-prompt ``keys``."""
+    def call_args_problem(call_args: dict, guidance_scale: float) -> str | None:
+        return negative_needs_guidance(call_args, keys, guidance_scale)
+
+    return call_args_problem
 
 
 def distilled_guidance(cfg: bool, guidance_scale: float, call_args: dict, keys: tuple[str, ...]) -> None:

@@ -20,8 +20,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from .checks import PipelineConfigError, negative_needs_guidance, pick
-from .stepping import Conditioning, doubled, guide
+from .checks import PipelineConfigError, negative_prompt_check, pick
+from .stepping import Conditioning, doubled, guide, same_latents
 
 if TYPE_CHECKING:
     import torch
@@ -31,6 +31,8 @@ DENOISER = "transformer"
 STEP_ARGS = ()  # call arguments the stepped sampler (tts.sampling.sampler) honours (prepare / predict / decode below)
 NEGATIVE_KEYS = ("negative_prompt", "negative_prompt_2", "negative_prompt_3", "negative_prompt_4")
 ENCODE_KEYS = NEGATIVE_KEYS
+to_pipeline_latents = same_latents  # the transformer patchifies (B, C, h, w) itself
+call_args_problem = negative_prompt_check(NEGATIVE_KEYS)
 #: embeddings whose batch dimension is not the first (generation concatenates batch rows along it)
 BATCH_DIMS = {"prompt_embeds_llama3": 1, "negative_prompt_embeds_llama3": 1}
 DEFAULT_MAX_SEQUENCE_LENGTH = 128  # HiDreamImagePipeline's
@@ -49,14 +51,6 @@ def latent_shape(pipe, height: int, width: int) -> tuple[int, int, int]:
     h, w = size(pipe, height, width)
     factor = pipe.vae_scale_factor * 2
     return pipe.transformer.config.in_channels, 2 * (h // factor), 2 * (w // factor)
-
-
-def to_pipeline_latents(pipe, noise: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    return noise  # the transformer patchifies (B, C, h, w) itself
-
-
-def call_args_problem(call_args: dict, guidance_scale: float) -> str | None:
-    return negative_needs_guidance(call_args, NEGATIVE_KEYS, guidance_scale)
 
 
 def encode(pipe, prompt: str, guidance_scale: float, max_sequence_length: int | None, call_args: dict) -> dict:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .checks import negative_needs_guidance, pick
-from .stepping import Conditioning, doubled, embeds_dtype, guide
+from .checks import pick
+from .stepping import Conditioning, doubled, embeds_dtype, guide, plain_family
 
 if TYPE_CHECKING:
     import torch
@@ -16,18 +16,7 @@ STEP_ARGS = ()  # call arguments the stepped sampler (tts.sampling.sampler) hono
 EMBEDS = ("prompt_embeds", "prompt_attention_mask", "negative_prompt_embeds", "negative_prompt_attention_mask")
 NEGATIVE_KEYS = ("negative_prompt",)
 ENCODE_KEYS = (*NEGATIVE_KEYS, "clean_caption")
-
-
-def latent_shape(pipe, height: int, width: int) -> tuple[int, int, int]:
-    return pipe.transformer.config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor
-
-
-def to_pipeline_latents(pipe, noise: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    return noise
-
-
-def call_args_problem(call_args: dict, guidance_scale: float) -> str | None:
-    return negative_needs_guidance(call_args, NEGATIVE_KEYS, guidance_scale)
+latent_shape, to_pipeline_latents, call_args_problem = plain_family("transformer", NEGATIVE_KEYS)
 
 
 def encode(pipe, prompt: str, guidance_scale: float, max_sequence_length: int | None, call_args: dict) -> dict:

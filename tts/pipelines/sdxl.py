@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .checks import distilled_guidance, negative_needs_guidance, pick
-from .stepping import Conditioning, doubled, embeds_dtype, guide
+from .checks import distilled_guidance, pick
+from .stepping import Conditioning, doubled, embeds_dtype, guide, plain_family, with_negatives
 
 if TYPE_CHECKING:
     import torch
@@ -15,18 +15,7 @@ STEP_ARGS = ("guidance_rescale",)  # call arguments the stepped sampler (tts.sam
 EMBEDS = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
 NEGATIVE_KEYS = ("negative_prompt", "negative_prompt_2")
 ENCODE_KEYS = (*NEGATIVE_KEYS, "clip_skip")
-
-
-def latent_shape(pipe, height: int, width: int) -> tuple[int, int, int]:
-    return pipe.unet.config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor
-
-
-def to_pipeline_latents(pipe, noise: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    return noise
-
-
-def call_args_problem(call_args: dict, guidance_scale: float) -> str | None:
-    return negative_needs_guidance(call_args, NEGATIVE_KEYS, guidance_scale)
+latent_shape, to_pipeline_latents, call_args_problem = plain_family("unet", NEGATIVE_KEYS)
 
 
 def encode(pipe, prompt: str, guidance_scale: float, max_sequence_length: int | None, call_args: dict) -> dict:
@@ -35,10 +24,8 @@ def encode(pipe, prompt: str, guidance_scale: float, max_sequence_length: int | 
     embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
         prompt, device=pipe._execution_device, num_images_per_prompt=1, do_classifier_free_guidance=cfg,
         **pick(call_args, ENCODE_KEYS))
-    out = {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
-    if cfg:
-        out |= {"negative_prompt_embeds": negative, "negative_pooled_prompt_embeds": negative_pooled}
-    return out
+    return with_negatives(cfg, {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled},
+                          {"negative_prompt_embeds": negative, "negative_pooled_prompt_embeds": negative_pooled})
 
 
 def prepare(pipe, scheduler, spec, embeds: dict, latents: torch.Tensor) -> Conditioning:

@@ -59,3 +59,35 @@ def guide(out: torch.Tensor, cond: Conditioning, rescale: float = 0.0) -> torch.
 
 def embeds_dtype(embeds: dict) -> torch.dtype:
     return embeds["prompt_embeds"].dtype
+
+
+# -- the latent facts most families share (a family module binds them: ``latent_shape = vae_latent_shape("unet")``)
+
+def vae_latent_shape(denoiser: str, pixel_space: bool = False):
+    """``latent_shape(pipe, height, width)`` of a family whose latents have the denoiser's (``pipe.<denoiser>``)
+    input channels at ``H / vae_scale_factor`` x ``W / vae_scale_factor`` (``pixel_space``: at H x W)."""
+    def latent_shape(pipe, height: int, width: int) -> tuple[int, int, int]:
+        channels = getattr(pipe, denoiser).config.in_channels
+        if pixel_space:
+            return channels, height, width
+        return channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor
+
+    return latent_shape
+
+
+def same_latents(pipe, noise: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``to_pipeline_latents`` of a family whose pipeline takes latents as (B, C, h, w), as they are drawn."""
+    return noise
+
+
+def plain_family(denoiser: str, negative_keys: tuple[str, ...], pixel_space: bool = False):
+    """``(latent_shape, to_pipeline_latents, call_args_problem)`` of a family without latent packing whose only
+    call-argument rule is that a negative prompt needs guidance (SD, SDXL, SD3, PixArt, shapes)."""
+    from .checks import negative_prompt_check
+
+    return vae_latent_shape(denoiser, pixel_space), same_latents, negative_prompt_check(negative_keys)
+
+
+def with_negatives(cfg: bool, positive: dict, negative: dict) -> dict:
+    """``encode``'s result: the prompt's embeddings, and the negative ones under classifier-free guidance."""
+    return positive | negative if cfg else positive

@@ -17,9 +17,6 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
-import importlib
-import json
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +26,8 @@ from PIL import Image, ImageDraw, ImageFont
 from ..core import runfolder as rf
 from ..search import best_record
 
-#: Round JSONs: ``<stem>_i@<round>_s@<best seed>.json`` (tt-scale-flux, tts); ``<stem>_i@<round>.json`` (older tts).
-ROUND_JSON = re.compile(r"(prompt@.+?_hash@[^_]+)_i@(\d+)(?:_s@(\d+))?\.json")
-IMAGE = re.compile(r"(prompt@.+?_hash@[^_]+)_i@(\d+)_s@(\d+)\.png")
+#: Round JSONs and candidate images as tts.core.runfolder reads them.
+ROUND_JSON, IMAGE = rf.ROUND_JSON_FILE, rf.IMAGE
 
 ACCENT = (213, 94, 0)  # vermillion (Okabe-Ito palette: distinct under colour-blindness)
 INK, GREY, PAPER = (20, 20, 20), (110, 110, 110), (255, 255, 255)
@@ -40,16 +36,8 @@ MIN_WIDTH = 360
 MAX_TITLE_LINES = 4
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """One image of a run: its file, round, seed, and score (None when the folder has no score for it)."""
-
-    image: Path
-    round: int
-    seed: int
-    score: float | None
-    index: int = 0
-    lineage: str | None = None  # in-loop candidates: "p<particle> from p<parent>" (resampled copies share a seed)
+#: One image of a run (its file, round, seed, score; index and in-loop lineage): tts.core.runfolder's.
+Candidate = rf.Candidate
 
 
 @dataclass
@@ -316,17 +304,14 @@ def grid_tiles(run: PromptRun, round_: int) -> tuple[list[Tile], str]:
 
 
 def find_runs(path: Path) -> list[Path]:
-    """Folders under ``path`` (itself included) with a manifest or round JSONs."""
-    path = Path(path)
-    found = {p.parent for p in path.rglob(rf.MANIFEST)}
-    found |= {p.parent for p in path.rglob("*.json") if ROUND_JSON.fullmatch(p.name)}
-    return sorted(found)
+    """Folders under ``path`` (itself included) with a manifest or round JSONs (tts.core.runfolder.find_runs)."""
+    return rf.find_runs(path)
 
 
-def read_manifest_run(run: Path) -> list[PromptRun]:
+def read_manifest_run(run: Path, data: rf.RunData | None = None) -> list[PromptRun]:
     """Every verified candidate of a tts run folder, per prompt."""
     by_prompt: dict[str, PromptRun] = {}
-    for r in rf.final_records(rf.read_manifest(run)):
+    for r in (data or rf.read_run(run, warn=warn)).records:
         image = rf.run_file(run, r.image)
         if r.status != "ok" or image is None:  # a record naming a file outside the run folder is not drawn
             continue
@@ -343,71 +328,23 @@ def _lineage(path) -> str | None:
     return f"p{path.particle}" + (f" from p{path.parent}" if path.parent not in (None, path.particle) else "")
 
 
-def _resolve(run: Path, stem: str, round_: int, doc: dict) -> Path:
-    """The best image of a round JSON: ``best_img_path``'s file name in ``run`` (it may be relative to another
-    working directory, or absolute on another machine), else the name made from the best seed."""
-    name = re.split(r"[\\/]", doc.get("best_img_path") or "")[-1]
-    name = "" if rf.run_file(run, name) is None else name
-    if name and (run / name).exists():
-        return run / name
-    seed = doc.get("best_noise_seed")
-    return run / (f"{stem}_i@{round_}_s@{seed}.png" if seed is not None else name or f"{stem}_i@{round_}.png")
-
-
-def _round_best(run: Path, path: Path, stem: str, round_: int) -> tuple[str, str, Candidate | None]:
-    """A round JSON's prompt, metric and best candidate (None when the round has no score)."""
-    doc = json.loads(path.read_text())
-    score = doc["best_score"]["score"]
-    seed = doc.get("best_noise_seed")
-    prompt = str(doc.get("prompt") or stem.split("@", 1)[1].rsplit("_hash@", 1)[0].replace("_", " "))
-    metric = str(doc.get("choice_of_metric") or "score")
-    if score is None:
-        return prompt, metric, None
-    return prompt, metric, Candidate(_resolve(run, stem, round_, doc), round_,
-                                     -1 if seed is None else int(seed), float(score))
-
-
 def read_round_jsons(run: Path) -> list[PromptRun]:
     """A folder's round JSONs (each round's best, scored) plus its other candidate images (unscored), per prompt."""
-    by_stem: dict[str, PromptRun] = {}
-    bests: dict[tuple[str, int], Candidate] = {}
-    for path in sorted(run.glob("*.json")):
-        m = ROUND_JSON.fullmatch(path.name)
-        if not m:
-            continue
-        stem, round_ = m.group(1), int(m.group(2))
-        try:
-            prompt, metric, best = _round_best(run, path, stem, round_)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            print(f"tts-collage: warning: skipped {path} (not a round JSON: {e!r})", file=sys.stderr)
-            continue
-        by_stem.setdefault(stem, PromptRun(prompt, stem, metric))
-        if best and ((stem, round_) not in bests or best.score > bests[(stem, round_)].score):
-            bests[(stem, round_)] = best
-    for (stem, round_), best in bests.items():
-        by_stem[stem].rounds[round_].append(best)
-    for path in sorted(run.glob("*.png")):
-        m = IMAGE.fullmatch(path.name)
-        key = (m.group(1), int(m.group(2))) if m else None
-        if key in bests and path != bests[key].image:
-            by_stem[key[0]].rounds[key[1]].append(Candidate(path, key[1], int(m.group(3)), None))
-    return [pr for pr in by_stem.values() if pr.rounds]
+    return [PromptRun(p.prompt, p.stem, p.metric, p.rounds) for p in rf.read_round_jsons(run, warn)]
 
 
 def direction(run: Path, metric: str) -> float:
     """-1 when the run's verifier (config.json's ``verifier._target_``) declares ``metric`` lower-is-better, else 1."""
-    try:
-        target = json.loads((run / rf.CONFIG).read_text(encoding="utf-8"))["verifier"]["_target_"]
-        module, _, name = target.rpartition(".")
-        cls = getattr(importlib.import_module(module), name)
-    except Exception:  # noqa: BLE001 - no config or an unimportable class: the reference's rule, higher is better
-        return 1.0
-    return -1.0 if metric in getattr(cls, "lower_is_better", ()) else 1.0
+    return rf.metric_direction(run, metric)
 
 
 def read_run(run: Path) -> list[PromptRun]:
-    """A run folder's prompts: from ``manifest.jsonl`` when there is one (every candidate), else its round JSONs."""
-    return read_manifest_run(run) if (run / rf.MANIFEST).is_file() else read_round_jsons(run)
+    """A run folder's prompts: from its manifest when there is one (every candidate), else its round JSONs."""
+    return read_manifest_run(run) if rf.has_manifest(run) else read_round_jsons(run)
+
+
+def warn(message: str) -> None:
+    print(f"tts-collage: warning: {message}", file=sys.stderr)
 
 
 def collage_run(run: Path, grid: bool = False, size: int = 160, per_row: int = 8) -> list[Path]:

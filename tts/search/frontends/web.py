@@ -14,7 +14,9 @@ connection mid-answer is not an error. The page polls ``/api/state``; ``POST /ap
 images are served only for the round on show (and the favourite once the session is over)."""
 from __future__ import annotations
 
+import functools
 import hmac
+import importlib.resources
 import json
 import logging
 import math
@@ -39,128 +41,14 @@ DRAIN_LIMIT = 1024 * 1024  # a refused body up to this size is read and dropped,
 FINAL_WAIT_S = 2.0  # at the end, how long to wait for a polling page to fetch the final view
 WILDCARD_HOSTS = ("", "0.0.0.0")
 
-PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>tts: human-preference search</title>
-<style>
-body { font-family: system-ui, sans-serif; margin: 1.5em; background: #fafafa; }
-#grid { display: flex; flex-wrap: wrap; gap: 12px; }
-.card { border: 3px solid #ddd; border-radius: 6px; padding: 6px; background: white; cursor: pointer; width: 172px; }
-.card img, #best img { width: 160px; height: 160px; image-rendering: pixelated; object-fit: contain; display: block; }
-#best img { width: 320px; height: 320px; }
-.card.picked { border-color: #1a7f37; }
-.rank { font-weight: bold; color: #1a7f37; }
-button { font-size: 1em; margin-right: .6em; padding: .4em .9em; }
-#status { margin: 1em 0; color: #555; }
-#final { display: none; } #final code { background: #eee; padding: .1em .3em; }
-</style></head>
-<body>
-<h2 id="prompt">waiting for the first round...</h2>
-<div id="status"></div>
-<div id="grid"></div>
-<div id="final"><div id="best"></div><p id="best-label"></p><p>run folder: <code id="run-dir"></code></p></div>
-<p id="controls">
-<button id="submit">Submit picks (Enter)</button>
-<button id="reject">Reject all (r)</button>
-<button id="stop">Stop (q)</button>
-</p>
-<p style="color:#777">Click candidates (or press their numbers 1-9) in order of preference;
-the first is your favourite.</p>
-<script>
-const SESSION = new URLSearchParams(location.search).get("session") || "";
-const $ = (id) => document.getElementById(id);
-let state = null, picks = [], favourite = null, over = false;
-function url(path, extra) { return path + "?session=" + encodeURIComponent(SESSION) + (extra || ""); }
-function status(text) { $("status").textContent = text; }
-function image(src, alt) { const img = document.createElement("img"); img.src = src; img.alt = alt; return img; }
-function render() {
-  const grid = $("grid");
-  grid.replaceChildren();
-  if (!state || !state.waiting) { return; }
-  $("prompt").textContent = "round " + state.round + ": " + state.prompt;
-  for (const item of state.items) {
-    const rank = picks.indexOf(item.number);
-    const card = document.createElement("div");
-    card.className = "card" + (rank >= 0 ? " picked" : "");
-    card.id = "candidate-" + item.number;
-    const label = document.createElement("div");
-    label.textContent = "#" + item.number + (item.score === null ? "" : " \\u00b7 " + item.metric + " " +
-      item.score.toPrecision(3)) + (item.explore ? " \\u00b7 explore" : "");
-    if (rank >= 0) {
-      const r = document.createElement("span");
-      r.className = "rank";
-      r.textContent = " pick " + (rank + 1);
-      label.append(r);
-    }
-    const src = url("/img/" + state.round + "/" + item.number, "&r=" + state.token);
-    card.append(image(src, "candidate " + item.number), label);
-    card.onclick = () => toggle(item.number);
-    grid.append(card);
-  }
-}
-function showFinal(best, runDir) {
-  over = true;
-  $("grid").replaceChildren();
-  $("controls").style.display = "none";
-  $("prompt").textContent = "session finished";
-  $("best").replaceChildren();
-  if (best && best.img) { $("best").append(best.img); }
-  $("best-label").textContent = best ? "your favourite: " + best.label : "no favourite was picked";
-  $("run-dir").textContent = runDir || "(unknown)";
-  $("final").style.display = "block";
-}
-function toggle(n) {
-  if (!state || !state.waiting || n > state.items.length) { return; }
-  const i = picks.indexOf(n);
-  if (i >= 0) { picks.splice(i, 1); } else { picks.push(n); }
-  render();
-}
-async function send(action) {
-  if (!state || !state.waiting) { return; }
-  if (action === "pick" && picks.length === 0) { status("pick at least one, or reject all (r)"); return; }
-  const body = {token: state.token, action: action, picks: action === "pick" ? picks : []};
-  const r = await fetch(url("/api/choice"),
-    {method: "POST", headers: {"content-type": "application/json"}, body: JSON.stringify(body)});
-  const answer = await r.json();
-  status(r.ok ? "sent; waiting for the next round..." : answer.error);
-  if (!r.ok) { return; }
-  if (action === "pick") {
-    const first = $("candidate-" + picks[0]);
-    favourite = {img: first.querySelector("img"), label: "round " + state.round + ", candidate #" + picks[0]};
-  }
-  picks = []; state.waiting = false; render();
-}
-async function poll() {
-  try {
-    const r = await fetch(url("/api/state"));
-    const s = await r.json();
-    if (!r.ok) { status(s.error); }
-    else if (!state || s.token !== state.token || s.waiting !== state.waiting || s.done !== state.done) {
-      state = s; picks = [];
-      if (s.done) {
-        const best = s.best && {img: image(url("/img/best", "&f=" + s.finished), "favourite"), label: s.best.label};
-        showFinal(best, s.run_dir);
-        status("session finished: you can close this page");
-      } else { over = false; $("final").style.display = "none"; $("controls").style.display = "block"; render();
-        status(s.waiting ? "pick your favourites" : "generating..."); }
-    }
-  } catch (e) {
-    if (!over && favourite) { showFinal(favourite, state && state.run_dir); }
-    status(over ? "tts-search has exited; everything is in the run folder" : "tts-search is not running");
-  }
-  setTimeout(poll, 400);
-}
-$("submit").onclick = () => send("pick");
-$("reject").onclick = () => send("reject");
-$("stop").onclick = () => send("stop");
-document.addEventListener("keydown", (e) => {
-  if (e.key >= "1" && e.key <= "9") { toggle(parseInt(e.key)); }
-  else if (e.key === "Enter") { send("pick"); }
-  else if (e.key === "r") { send("reject"); }
-  else if (e.key === "q") { send("stop"); }
-});
-poll();
-</script></body></html>
-"""
+#: The page (HTML, style and script in one file), shipped in the package beside this module.
+PAGE_ASSET = "web_assets/page.html"
+
+
+@functools.lru_cache(maxsize=1)
+def page() -> str:
+    """The page's HTML, read once from the package (importlib.resources: works from a wheel or a zip too)."""
+    return importlib.resources.files(__package__).joinpath(PAGE_ASSET).read_text(encoding="utf-8")
 
 
 class Refused(Exception):
@@ -357,7 +245,7 @@ def _handler(front: WebFrontend):
             try:
                 path = self._check()
                 if path == "/":
-                    return self._send(200, PAGE.encode(), "text/html; charset=utf-8")
+                    return self._send(200, page().encode(), "text/html; charset=utf-8")
                 if path == "/api/state":
                     return self._json(200, front.state())
                 data = self._image(path.strip("/").split("/"))

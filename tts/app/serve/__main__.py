@@ -1,0 +1,4 @@
+"""``python -m tts.app.serve``: tts-serve."""
+from . import main
+
+main()

@@ -1,0 +1,4 @@
+"""``python -m tts.views.report``: tts-report."""
+from . import main
+
+main()
