@@ -3,7 +3,7 @@ import json
 
 import pytest
 from conftest import compose, run_tts
-from twins import EMBEDDED_PRESETS, OTHER_TWINS, PRESET_TWINS, TWINS, save_twin
+from twins import DISTILLED, EMBEDDED_PRESETS, OTHER_TWINS, PRESET_TWINS, TWINS, save_twin, twin_guidance
 
 from tts.core.runfolder import read_manifest
 
@@ -22,7 +22,7 @@ def test_family_runs_a_full_search(family, twins_root, tmp_path):
     summary = run_tts(overrides, tmp_path)
     records = read_manifest(tmp_path)
     assert len(records) == 2 + 4 and all(r.status == "ok" for r in records)
-    steps, guided = call["num_inference_steps"], family != "flux"  # flux-dev uses distilled guidance: 1 pass
+    steps, guided = call["num_inference_steps"], family not in DISTILLED  # e.g. flux-dev: distilled guidance, 1 pass
     assert all(r.nfe == steps * (2 if guided else 1) for r in records)
     for r in records:
         assert (tmp_path / r.image).exists()
@@ -72,7 +72,7 @@ def _twin_spec(family, root, call_args):
     from tts.pipelines import PipelineSpec
 
     _, preset, call = TWINS[family]
-    guidance = 1.5 if family == "flux" else 5.0
+    guidance = twin_guidance(family)
     return PipelineSpec(name=preset, model_id=str(save_twin(family, root)), dtype="fp32", device="cpu",
                         guidance_scale=guidance, call_args=call_args, **call)
 
@@ -196,7 +196,7 @@ def test_preset_runs_through_a_twin_of_its_family(preset, twins_root):
     finally:
         sampler.close()
         gen.close()
-    passes = 2 if spec.guidance_scale > 1 and family != "flux" else 1
+    passes = 2 if spec.guidance_scale > 1 and family not in DISTILLED else 1
     assert nfe == spec.num_inference_steps * passes and traj.nfe.tolist() == [nfe, nfe]
     assert all(im.size == (spec.width, spec.height) for im in images)
     for a, b in zip(images, stepped):

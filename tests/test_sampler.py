@@ -4,7 +4,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from twins import TWINS, save_twin
+from twins import TWINS, save_twin, twin_guidance
 
 from tts.sampling.generate import Generator
 from tts.core.noise import derive_seed, fresh
@@ -16,7 +16,7 @@ LINEAGES = [fresh(1), fresh(2), fresh(3)]
 #: golden cases: twin (or the shapes model) and call arguments; Flux's second case runs true CFG
 CASES = {"flux": ("flux", {}), "flux-true-cfg": ("flux", {"negative_prompt": "blurry", "true_cfg_scale": 4.0}),
          "sd15": ("sd15", {}), "sdxl": ("sdxl", {"guidance_rescale": 0.7}), "pixart-sigma": ("pixart-sigma", {}),
-         "sd3": ("sd3", {}), "shapes": ("shapes", {}), "shapes-cfg": ("shapes", {})}
+         "sd3": ("sd3", {}), "sd3.5": ("sd3.5", {}), "shapes": ("shapes", {}), "shapes-cfg": ("shapes", {})}
 
 
 def make_spec(family, root, call_args=None, steps=None, **settings):
@@ -26,7 +26,7 @@ def make_spec(family, root, call_args=None, steps=None, **settings):
                             **{**base, **settings, **({"num_inference_steps": steps} if steps else {})})
     _, preset, call = TWINS[family]
     call = {**call, **({"num_inference_steps": steps} if steps else {})}
-    guidance = settings.pop("guidance_scale", 1.5 if family == "flux" else 5.0)
+    guidance = settings.pop("guidance_scale", twin_guidance(family))
     return PipelineSpec(name=preset, model_id=str(save_twin(family, root)), dtype="fp32", device="cpu",
                         guidance_scale=guidance, call_args=call_args or {}, **call, **settings)
 

@@ -94,12 +94,13 @@ def build_pixart_sigma():
                                scheduler=DDIMScheduler())
 
 
-def build_sd3():
+def build_sd3(**layout):
+    """SD3's layout; ``layout``: SD3.5's transformer options (``qk_norm``, ``dual_attention_layers``)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 
     transformer = SD3Transformer2DModel(sample_size=16, patch_size=1, in_channels=4, num_layers=1,
                                         attention_head_dim=8, num_attention_heads=4, caption_projection_dim=32,
-                                        joint_attention_dim=32, pooled_projection_dim=64, out_channels=4)
+                                        joint_attention_dim=32, pooled_projection_dim=64, out_channels=4, **layout)
     return StableDiffusion3Pipeline(
         transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=vae(blocks=(4,), shift_factor=0.0609, scaling_factor=1.5035, use_quant_conv=False,
@@ -107,6 +108,11 @@ def build_sd3():
         text_encoder=clip_text(projection=True), tokenizer=clip_tokenizer(),
         text_encoder_2=clip_text(projection=True), tokenizer_2=clip_tokenizer(),
         text_encoder_3=t5_text(), tokenizer_3=t5_tokenizer())
+
+
+def build_sd35():
+    """SD3.5 Medium's layout: QK-normalised, its (only) layer with dual attention (MMDiT-X)."""
+    return build_sd3(qk_norm="rms_norm", dual_attention_layers=(0,))
 
 
 def build_flux(guidance_embeds: bool = False):
@@ -132,12 +138,25 @@ TWINS = {
     "pixart-sigma": (build_pixart_sigma, "pixart-sigma",
                      {"height": 16, "width": 16, "num_inference_steps": 2, "max_sequence_length": 16}),
     "sd3": (build_sd3, "sd3-medium", {"height": 16, "width": 16, "num_inference_steps": 2, "max_sequence_length": 16}),
+    "sd3.5": (build_sd35, "sd3.5-medium",
+              {"height": 16, "width": 16, "num_inference_steps": 2, "max_sequence_length": 16}),
 }
+
+#: the guidance scale tests give a family's twin (default 5.0: classifier-free guidance, two passes a step)
+TWIN_GUIDANCE = {"flux": 1.5}
+#: twins whose guidance is distilled into the denoiser (one pass a step whatever the guidance scale)
+DISTILLED = frozenset({"flux"})
+
+
+def twin_guidance(family: str) -> float:
+    return TWIN_GUIDANCE.get(family, 5.0)
+
 
 #: every other preset of configs/pipeline -> the twin of its family (its own guidance, steps and call arguments
 #: are kept; only the size shrinks): adding a preset means adding it here or to TWINS
 PRESET_TWINS = {"flux-schnell": "flux", "sd-turbo": "sd15", "ddpo-aesthetic": "sd15", "ddpo-alignment": "sd15",
-                "ddpo-compressibility": "sd15", "ddpo-incompressibility": "sd15", "realvis-xl": "sdxl"}
+                "ddpo-compressibility": "sd15", "ddpo-incompressibility": "sd15", "realvis-xl": "sdxl",
+                "sd3.5-large": "sd3.5"}
 EMBEDDED_PRESETS = ("shapes",)  # presets whose model ships inside the package (no twin needed)
 OTHER_TWINS = ("hidream-i1",)  # presets whose twin is built in tests/twins_extra.py (save_hidream)
 

@@ -1,4 +1,6 @@
-"""Stable Diffusion 3: 16-channel latents at H/8 x W/8; two CLIP encoders + T5 (sequence + pooled)."""
+"""Stable Diffusion 3 and 3.5 (Medium, Large: the same pipeline; 3.5 adds QK normalisation and, in Medium, dual
+attention layers, read from the transformer's config): 16-channel latents at H/8 x W/8; two CLIP encoders + T5
+(sequence + pooled)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
