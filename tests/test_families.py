@@ -64,7 +64,11 @@ NEGATIVE = {"sd15": {"negative_prompt": "blurry, dark"},
             "sdxl": {"negative_prompt": "blurry, dark", "negative_prompt_2": "grainy"},
             "sd3": {"negative_prompt": "blurry, dark", "negative_prompt_3": "grainy"},
             "pixart-sigma": {"negative_prompt": "blurry, dark"},
-            "flux": {"negative_prompt": "blurry, dark", "true_cfg_scale": 4.0}}
+            "flux": {"negative_prompt": "blurry, dark", "true_cfg_scale": 4.0},
+            "sana": {"negative_prompt": "blurry, dark"}}
+#: family -> what a user passes the pipeline for tts's settings (latents drawn at exactly height x width)
+DIRECT = {"pixart-sigma": {"use_resolution_binning": False, "clean_caption": False},
+          "sana": {"use_resolution_binning": False}}
 ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
 
 
@@ -80,8 +84,7 @@ def _twin_spec(family, root, call_args):
 def _direct(pipe, spec, family, prompt, latents, batch, **extra):
     """The diffusers pipeline called directly, as a user would, on the same latents."""
     kwargs = {"max_sequence_length": spec.max_sequence_length} if spec.max_sequence_length else {}
-    if family == "pixart-sigma":
-        kwargs |= {"use_resolution_binning": False, "clean_caption": False}
+    kwargs |= DIRECT.get(family, {})
     return pipe(prompt=prompt, num_images_per_prompt=batch, latents=latents, height=spec.height, width=spec.width,
                 num_inference_steps=spec.num_inference_steps, guidance_scale=spec.guidance_scale, output_type="pil",
                 **kwargs, **extra).images

@@ -16,7 +16,8 @@ LINEAGES = [fresh(1), fresh(2), fresh(3)]
 #: golden cases: twin (or the shapes model) and call arguments; Flux's second case runs true CFG
 CASES = {"flux": ("flux", {}), "flux-true-cfg": ("flux", {"negative_prompt": "blurry", "true_cfg_scale": 4.0}),
          "sd15": ("sd15", {}), "sdxl": ("sdxl", {"guidance_rescale": 0.7}), "pixart-sigma": ("pixart-sigma", {}),
-         "sd3": ("sd3", {}), "sd3.5": ("sd3.5", {}), "shapes": ("shapes", {}), "shapes-cfg": ("shapes", {})}
+         "sd3": ("sd3", {}), "sd3.5": ("sd3.5", {}),
+         "sana": ("sana", {}), "shapes": ("shapes", {}), "shapes-cfg": ("shapes", {})}
 
 
 def make_spec(family, root, call_args=None, steps=None, **settings):
@@ -67,7 +68,7 @@ def test_sampler_images_equal_the_pipeline_call(case, opened):
     assert sampler.fallback is None and traj.step == sampler.num_steps
 
 
-@pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "sd3", "pixart-sigma"])
+@pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "sd3", "pixart-sigma", "sana"])
 def test_select_duplicates_and_reorders_rows_like_separate_runs(family, opened):
     _, sampler = opened(family, options=SamplerOptions(batch_changes=True), steps=3)
     traj = sampler.run(sampler.start(PROMPT, LINEAGES), until=1)

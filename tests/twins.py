@@ -32,6 +32,23 @@ def t5_tokenizer():
     return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512)
 
 
+def char_tokenizer(cls_name: str = "PreTrainedTokenizerFast", specials=("<pad>", "<eos>", "<bos>", "<unk>"),
+                   chars: str = string.ascii_lowercase + " ", **kw):
+    """A character-level fast tokenizer of the class ``cls_name`` (GemmaTokenizerFast, Qwen2TokenizerFast, ...),
+    its special tokens first in the vocabulary (no hub); ``kw`` names them (pad_token=..., eos_token=...)."""
+    import transformers
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+
+    vocab = {t: i for i, t in enumerate(specials)}
+    for c in chars:
+        vocab.setdefault(c, len(vocab))
+    unk = kw.get("unk_token", specials[-1])
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=unk))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    return getattr(transformers, cls_name)(tokenizer_object=tok, model_max_length=kw.pop("model_max_length", 4096),
+                                          **kw)
+
+
 def clip_text(projection: bool = False, hidden: int = 32, proj: int = 32):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -130,6 +147,51 @@ def build_flux(guidance_embeds: bool = False):
                         text_encoder_2=t5_text(), tokenizer_2=t5_tokenizer())
 
 
+def gemma_text(hidden: int = 8):
+    """A tiny Gemma-2 text encoder (Sana's) with diffusers' test sizes."""
+    from transformers import Gemma2Config, Gemma2Model
+
+    return Gemma2Model(Gemma2Config(head_dim=16, hidden_size=hidden, intermediate_size=64, max_position_embeddings=8192,
+                                    num_attention_heads=2, num_hidden_layers=1, num_key_value_heads=2, vocab_size=64,
+                                    pad_token_id=0, eos_token_id=1, bos_token_id=2, attn_implementation="eager"))
+
+
+def gemma_tokenizer():
+    return char_tokenizer("GemmaTokenizerFast", pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
+                          unk_token="<unk>")
+
+
+def dc_ae():
+    """A two-block deep-compression autoencoder (Sana's AutoencoderDC) with diffusers' test sizes: 4 channels, /2."""
+    from diffusers import AutoencoderDC
+
+    return AutoencoderDC(in_channels=3, latent_channels=4, attention_head_dim=2,
+                         encoder_block_types=("ResBlock", "EfficientViTBlock"),
+                         decoder_block_types=("ResBlock", "EfficientViTBlock"), encoder_block_out_channels=(8, 8),
+                         decoder_block_out_channels=(8, 8), encoder_qkv_multiscales=((), (5,)),
+                         decoder_qkv_multiscales=((), (5,)), encoder_layers_per_block=(1, 1),
+                         decoder_layers_per_block=[1, 1], downsample_block_type="conv",
+                         upsample_block_type="interpolate", decoder_norm_types="rms_norm", decoder_act_fns="silu",
+                         scaling_factor=0.41407)
+
+
+def sana_transformer(**kw):
+    from diffusers import SanaTransformer2DModel
+
+    return SanaTransformer2DModel(patch_size=1, in_channels=4, out_channels=4, num_layers=1, num_attention_heads=2,
+                                  attention_head_dim=4, num_cross_attention_heads=2, cross_attention_head_dim=4,
+                                  cross_attention_dim=8, caption_channels=8, sample_size=32, **kw)
+
+
+def build_sana():
+    """SanaPipeline on the released checkpoints' scheduler: DPM-Solver++ with flow sigmas, shift 3."""
+    from diffusers import DPMSolverMultistepScheduler, SanaPipeline
+
+    scheduler = DPMSolverMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    return SanaPipeline(tokenizer=gemma_tokenizer(), text_encoder=gemma_text(), vae=dc_ae(),
+                        transformer=sana_transformer(), scheduler=scheduler)
+
+
 #: family -> (builder, the preset it stands in for, call overrides small enough for CPU tests)
 TWINS = {
     "flux": (build_flux, "flux-dev", {"height": 16, "width": 16, "num_inference_steps": 2, "max_sequence_length": 16}),
@@ -140,6 +202,7 @@ TWINS = {
     "sd3": (build_sd3, "sd3-medium", {"height": 16, "width": 16, "num_inference_steps": 2, "max_sequence_length": 16}),
     "sd3.5": (build_sd35, "sd3.5-medium",
               {"height": 16, "width": 16, "num_inference_steps": 2, "max_sequence_length": 16}),
+    "sana": (build_sana, "sana", {"height": 32, "width": 32, "num_inference_steps": 2, "max_sequence_length": 16}),
 }
 
 #: the guidance scale tests give a family's twin (default 5.0: classifier-free guidance, two passes a step)

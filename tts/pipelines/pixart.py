@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .checks import negative_needs_guidance, pick
-from .stepping import Conditioning, doubled, embeds_dtype, guide
+from .stepping import Conditioning, doubled, embeds_dtype, guide, without_variance
 
 if TYPE_CHECKING:
     import torch
@@ -66,10 +66,7 @@ def predict(pipe, cond: Conditioning, model_input: torch.Tensor, t: torch.Tensor
     out = pipe.transformer(x, encoder_hidden_states=cond.pair("prompt_embeds"),
                            encoder_attention_mask=cond.pair("prompt_attention_mask"), timestep=timestep,
                            added_cond_kwargs=added, return_dict=False)[0]
-    out = guide(out, cond)
-    if pipe.transformer.config.out_channels // 2 == model_input.shape[1]:  # learned variance: keep the noise
-        out = out.chunk(2, dim=1)[0]
-    return out
+    return without_variance(pipe, guide(out, cond), model_input.shape[1])
 
 
 def decode(pipe, latents: torch.Tensor, height: int, width: int) -> list:

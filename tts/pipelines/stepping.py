@@ -59,3 +59,24 @@ def guide(out: torch.Tensor, cond: Conditioning, rescale: float = 0.0) -> torch.
 
 def embeds_dtype(embeds: dict) -> torch.dtype:
     return embeds["prompt_embeds"].dtype
+
+
+def call_default(pipe, name: str):
+    """The default of the pipeline call's argument ``name`` (e.g. Sana's ``complex_human_instruction``): what
+    the pipeline would use, for an encoding tts makes itself."""
+    import inspect
+
+    return inspect.signature(type(pipe).__call__).parameters[name].default
+
+
+def without_variance(pipe, out: torch.Tensor, channels: int) -> torch.Tensor:
+    """A transformer that predicts a learned variance too (out_channels = 2 x latent channels): keep the noise."""
+    return out.chunk(2, dim=1)[0] if pipe.transformer.config.out_channels // 2 == channels else out
+
+
+def vae_decode(pipe, latents: torch.Tensor) -> list:
+    """Latents to PIL images through the pipeline's VAE: undo its scaling (and shift, where it has one)."""
+    vae = pipe.vae
+    latents = latents.to(vae.dtype) / vae.config.scaling_factor + (getattr(vae.config, "shift_factor", None) or 0)
+    image = vae.decode(latents, return_dict=False)[0]
+    return pipe.image_processor.postprocess(image, output_type="pil")

@@ -182,7 +182,9 @@ class Sampler:
         """Trajectories at step 0 from initial-noise lineages (tts.core.noise), one prompt or one per row."""
         gen, spec = self.gen, self.spec
         noise = self.family.to_pipeline_latents(self.pipe, gen.noise(lineages), spec.height, spec.width)
-        latents = noise.to(device=self.pipe._execution_device, dtype=_dtype(spec))
+        # the compute dtype, as the pipeline call gets it; a family whose pipeline keeps float32 latents says so
+        latents = noise.to(device=self.pipe._execution_device, dtype=_dtype(spec.dtype))
+        latents = latents.to(_dtype(getattr(self.family, "STATE_DTYPE", spec.dtype)))
         cond = self.family.prepare(self.pipe, self.scheduler, spec, gen.row_embeds(prompt, len(lineages)), latents)
         self.schedule = _schedule(self.scheduler)
         movable = type(self.scheduler).__name__ in FIRST_ORDER
@@ -266,10 +268,10 @@ class Sampler:
         return z.to(device=like.device, dtype=like.dtype)
 
 
-def _dtype(spec) -> torch.dtype:
+def _dtype(name: str) -> torch.dtype:
     from ..core.torchutil import torch_dtype
 
-    return torch_dtype(spec.dtype)
+    return torch_dtype(name)
 
 
 def _need_seeds(seeds, rows: int, what: str) -> Sequence[int]:
@@ -310,7 +312,8 @@ def _solver(scheduler, options: SamplerOptions):
     why = "rows change between steps" if options.batch_changes else "stochastic steps (eta > 0)"
     fallback = f"{cls.__name__} (first order) instead of {name} (multistep; {why})"
     log.warning("step-level sampler: %s", fallback)
-    return cls.from_config(scheduler.config), fallback
+    shift = scheduler.config.get("flow_shift") if cls is FlowMatchEulerDiscreteScheduler else None
+    return cls.from_config(scheduler.config, **({"shift": shift} if shift else {})), fallback
 
 
 def _schedule(scheduler) -> Schedule | None:
