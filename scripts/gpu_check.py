@@ -42,7 +42,7 @@ SAMPLER_CASES = {
     "flux": ("flux", {}, None), "flux-true-cfg": ("flux", {"negative_prompt": "blurry", "true_cfg_scale": 4.0}, None),
     "sd15": ("sd15", {}, None), "sdxl": ("sdxl", {"guidance_rescale": 0.7}, None),
     "pixart-sigma": ("pixart-sigma", {}, None), "sd3": ("sd3", {}, None), "sd3.5": ("sd3.5", {}, None),
-    "sana": ("sana", {}, None),
+    "sana": ("sana", {}, None), "sana-sprint": ("sana-sprint", {}, None),
     "hidream": ("hidream", {}, None),
     "shapes": ("shapes", {}, None), "shapes-cfg": ("shapes", {}, 1.5),
 }

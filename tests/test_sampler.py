@@ -17,7 +17,7 @@ LINEAGES = [fresh(1), fresh(2), fresh(3)]
 CASES = {"flux": ("flux", {}), "flux-true-cfg": ("flux", {"negative_prompt": "blurry", "true_cfg_scale": 4.0}),
          "sd15": ("sd15", {}), "sdxl": ("sdxl", {"guidance_rescale": 0.7}), "pixart-sigma": ("pixart-sigma", {}),
          "sd3": ("sd3", {}), "sd3.5": ("sd3.5", {}),
-         "sana": ("sana", {}), "shapes": ("shapes", {}), "shapes-cfg": ("shapes", {})}
+         "sana": ("sana", {}), "sana-sprint": ("sana-sprint", {}), "shapes": ("shapes", {}), "shapes-cfg": ("shapes", {})}
 
 
 def make_spec(family, root, call_args=None, steps=None, **settings):

@@ -192,6 +192,15 @@ def build_sana():
                         transformer=sana_transformer(), scheduler=scheduler)
 
 
+def build_sana_sprint():
+    """SanaSprintPipeline: a guidance-embedding, QK-normalised Sana transformer on the SCM (TrigFlow) scheduler."""
+    from diffusers import SanaSprintPipeline, SCMScheduler
+
+    return SanaSprintPipeline(tokenizer=gemma_tokenizer(), text_encoder=gemma_text(), vae=dc_ae(),
+                              transformer=sana_transformer(qk_norm="rms_norm_across_heads", guidance_embeds=True),
+                              scheduler=SCMScheduler())
+
+
 #: family -> (builder, the preset it stands in for, call overrides small enough for CPU tests)
 TWINS = {
     "flux": (build_flux, "flux-dev", {"height": 16, "width": 16, "num_inference_steps": 2, "max_sequence_length": 16}),
@@ -203,12 +212,14 @@ TWINS = {
     "sd3.5": (build_sd35, "sd3.5-medium",
               {"height": 16, "width": 16, "num_inference_steps": 2, "max_sequence_length": 16}),
     "sana": (build_sana, "sana", {"height": 32, "width": 32, "num_inference_steps": 2, "max_sequence_length": 16}),
+    "sana-sprint": (build_sana_sprint, "sana-sprint",
+                    {"height": 32, "width": 32, "num_inference_steps": 2, "max_sequence_length": 16}),
 }
 
 #: the guidance scale tests give a family's twin (default 5.0: classifier-free guidance, two passes a step)
 TWIN_GUIDANCE = {"flux": 1.5}
 #: twins whose guidance is distilled into the denoiser (one pass a step whatever the guidance scale)
-DISTILLED = frozenset({"flux"})
+DISTILLED = frozenset({"flux", "sana-sprint"})
 
 
 def twin_guidance(family: str) -> float:
@@ -219,7 +230,7 @@ def twin_guidance(family: str) -> float:
 #: are kept; only the size shrinks): adding a preset means adding it here or to TWINS
 PRESET_TWINS = {"flux-schnell": "flux", "sd-turbo": "sd15", "ddpo-aesthetic": "sd15", "ddpo-alignment": "sd15",
                 "ddpo-compressibility": "sd15", "ddpo-incompressibility": "sd15", "realvis-xl": "sdxl",
-                "sd3.5-large": "sd3.5"}
+                "sd3.5-large": "sd3.5", "sana-sprint-4": "sana-sprint"}
 EMBEDDED_PRESETS = ("shapes",)  # presets whose model ships inside the package (no twin needed)
 OTHER_TWINS = ("hidream-i1",)  # presets whose twin is built in tests/twins_extra.py (save_hidream)
 

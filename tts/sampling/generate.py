@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 
 from ..pipelines.models import ModelManager, manager
-from ..core.noise import make_noise
+from ..core.noise import make_noise, step_noise_seed
 from ..pipelines import LoadedPipeline, PipelineSpec, torch_dtype
 from ..pipelines.flags import mark_flagged
 
@@ -139,12 +139,20 @@ class Generator:
         latents = latents.to(device=self.pipe._execution_device, dtype=torch_dtype(self.spec.dtype))
         self.counter.rows = 0
         with torch.no_grad():
-            out = self.pipe(**kwargs, **self._call_args, **self._step_callback(on_step), latents=latents,
+            out = self.pipe(**kwargs, **self._family_args(lineages), **self._step_callback(on_step), latents=latents,
                             height=self.spec.height, width=self.spec.width,
                             num_inference_steps=self.spec.num_inference_steps,
                             guidance_scale=self.spec.guidance_scale, output_type="pil")
         # the safety checker's per-image flags ride in each image's info (tts.run.safety reads them)
         return mark_flagged(out.images, getattr(out, "nsfw_content_detected", None))
+
+    def _family_args(self, lineages: list[dict]) -> dict:
+        """``pipeline.call_args`` and what the family adds to a call (Sana-Sprint: per-row generators for the noise
+        its scheduler draws, seeded from each candidate's lineage, tts.core.noise.step_noise_seed)."""
+        if not hasattr(self.family, "call_kwargs"):
+            return self._call_args
+        seeds = [step_noise_seed(lin) for lin in lineages]
+        return {**self._call_args, **self.family.call_kwargs(self.pipe, self.spec, seeds)}
 
     def _step_callback(self, on_step: StepFn | None) -> dict:
         """The pipeline's step callback argument for ``on_step`` (``callback_on_step_end``, or the older

@@ -1,0 +1,53 @@
+"""Family-specific behaviour of the current image families on their tiny twins (tests/twins.py); the golden
+sampler-vs-pipeline cases are in tests/test_sampler.py, full searches in tests/test_families.py."""
+import numpy as np
+import pytest
+from test_sampler import LINEAGES, PROMPT, max_diff, opened  # noqa: F401  (opened is a fixture)
+
+from tts.core.noise import fresh
+from tts.pipelines import PipelineConfigError
+from tts.sampling.sampler import SamplerOptions
+
+
+def test_sana_sprint_candidates_replay_from_their_lineage_whatever_the_batch(opened):
+    """SCM draws fresh noise at its intermediate step: tts seeds it per candidate, so a candidate's image depends
+    on its own lineage only (alone or in a batch), in the pipeline call and in the step-level sampler."""
+    gen, sampler = opened("sana-sprint", options=SamplerOptions(batch_changes=True))
+    batch, _, _ = gen.generate(PROMPT, LINEAGES)
+    alone, _, _ = gen.generate(PROMPT, LINEAGES[1:2])
+    assert max_diff(alone, batch[1:2]) == 0
+    traj = sampler.run(sampler.start(PROMPT, LINEAGES), until=1)
+    picked = sampler.run(traj.select([2, 1, 1]))
+    assert max_diff(sampler.decode(picked.latents), [batch[2], batch[1], batch[1]]) <= 1
+    assert picked.nfe.tolist() == [2.0] * 3  # guidance distilled: one pass a step
+
+
+def test_sana_sprint_step_noise_is_the_lineages_and_matters(opened):
+    """tts's image is the pipeline's with the generator seeded from the candidate's lineage; another step noise
+    on the same initial noise gives another image (the intermediate step's noise matters)."""
+    import torch
+
+    from tts.core.noise import step_noise_seed
+
+    gen, _ = opened("sana-sprint")
+    spec, lineage = gen.spec, fresh(5)
+    ours, _, _ = gen.generate(PROMPT, [lineage])
+    latents = gen.noise([lineage])
+
+    def direct(seed):
+        return gen.pipe(prompt=PROMPT, latents=latents, height=spec.height, width=spec.width,
+                        num_inference_steps=spec.num_inference_steps, guidance_scale=spec.guidance_scale,
+                        max_sequence_length=spec.max_sequence_length, use_resolution_binning=False,
+                        generator=torch.Generator().manual_seed(seed)).images
+    assert max_diff(ours, direct(step_noise_seed(lineage))) <= 1
+    assert max_diff(ours, direct(step_noise_seed(lineage) + 1)) > 2
+
+
+def test_sana_sprint_refuses_what_its_scheduler_cannot_do(opened, twins_root):
+    with pytest.raises(PipelineConfigError, match="set the search's eta to 0"):
+        opened("sana-sprint", options=SamplerOptions(eta=0.5))
+    _, sampler = opened("sana-sprint", options=SamplerOptions(batch_changes=True))
+    traj = sampler.run(sampler.start(PROMPT, LINEAGES), until=1)
+    with pytest.raises(PipelineConfigError, match="renoise is not supported on SCMScheduler"):
+        sampler.renoise(traj, 0, [1, 2, 3])
+    assert np.isfinite(traj.x0.numpy()).all()  # x0 previews come from the scheduler's own step
