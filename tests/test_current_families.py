@@ -51,3 +51,27 @@ def test_sana_sprint_refuses_what_its_scheduler_cannot_do(opened, twins_root):
     with pytest.raises(PipelineConfigError, match="renoise is not supported on SCMScheduler"):
         sampler.renoise(traj, 0, [1, 2, 3])
     assert np.isfinite(traj.x0.numpy()).all()  # x0 previews come from the scheduler's own step
+
+
+@pytest.mark.parametrize("family", ["sd3.5", "sana", "sana-sprint", "flux2"])
+def test_prompt_is_encoded_once_and_reaches_the_image(family, opened):
+    """A second batch of the same prompt runs no text encoder (nor does the step-level sampler); another prompt
+    gives other final latents (a tiny random transformer may move pixels by less than a level); images come at the
+    spec's size."""
+    gen, sampler = opened(family)
+    encoders = [m for n, m in vars(gen.pipe).items() if n.startswith("text_encoder") and m is not None]
+    calls = []
+    hooks = [m.register_forward_hook(lambda *a: calls.append(1)) for m in encoders]
+    try:
+        first, _, _ = gen.generate(PROMPT, LINEAGES[:2])
+        per_prompt = len(calls)
+        again, _, _ = gen.generate(PROMPT, LINEAGES[:2])
+        _, mine = sampler.generate(PROMPT, LINEAGES[:2])
+        assert per_prompt >= 1 and len(calls) == per_prompt
+        _, other = sampler.generate("a green pyramid in the snow", LINEAGES[:2])
+    finally:
+        for h in hooks:
+            h.remove()
+    assert max_diff(first, again) == 0
+    assert (mine.latents - other.latents).abs().max() > 1e-3
+    assert all(im.size == (gen.spec.width, gen.spec.height) for im in first)

@@ -17,7 +17,8 @@ LINEAGES = [fresh(1), fresh(2), fresh(3)]
 CASES = {"flux": ("flux", {}), "flux-true-cfg": ("flux", {"negative_prompt": "blurry", "true_cfg_scale": 4.0}),
          "sd15": ("sd15", {}), "sdxl": ("sdxl", {"guidance_rescale": 0.7}), "pixart-sigma": ("pixart-sigma", {}),
          "sd3": ("sd3", {}), "sd3.5": ("sd3.5", {}),
-         "sana": ("sana", {}), "sana-sprint": ("sana-sprint", {}), "shapes": ("shapes", {}), "shapes-cfg": ("shapes", {})}
+         "sana": ("sana", {}), "sana-sprint": ("sana-sprint", {}),
+         "flux2": ("flux2", {}), "shapes": ("shapes", {}), "shapes-cfg": ("shapes", {})}
 
 
 def make_spec(family, root, call_args=None, steps=None, **settings):
@@ -68,7 +69,7 @@ def test_sampler_images_equal_the_pipeline_call(case, opened):
     assert sampler.fallback is None and traj.step == sampler.num_steps
 
 
-@pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "sd3", "pixart-sigma", "sana"])
+@pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "sd3", "pixart-sigma", "sana", "flux2"])
 def test_select_duplicates_and_reorders_rows_like_separate_runs(family, opened):
     _, sampler = opened(family, options=SamplerOptions(batch_changes=True), steps=3)
     traj = sampler.run(sampler.start(PROMPT, LINEAGES), until=1)
@@ -87,7 +88,7 @@ def step_seeds(lineages):
     return lambda step: [derive_seed(lin, "step", step) for lin in lineages]
 
 
-@pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "sd3"])
+@pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "sd3", "flux2"])
 def test_stochastic_sampler_replays_from_seeds_and_differs_from_the_ode(family, opened):
     _, ode = opened(family, steps=4)
     _, sde = opened(family, options=SamplerOptions(eta=1.0), steps=4)

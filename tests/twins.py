@@ -201,6 +201,52 @@ def build_sana_sprint():
                               scheduler=SCMScheduler())
 
 
+MISTRAL_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'system' %}[SYSTEM_PROMPT]{% else %}[INST]{% endif %}"
+                    "{% for c in m['content'] %}{{ c['text'] }}{% endfor %}"
+                    "{% if m['role'] == 'system' %}[/SYSTEM_PROMPT]{% else %}[/INST]{% endif %}{% endfor %}")
+
+
+def mistral_tokenizer():
+    """FLUX.2's tokenizer: a character-level tokenizer with Mistral's chat tokens and template (left truncation, so a
+    short max_sequence_length keeps the prompt, not the system message). The real checkpoint ships a
+    PixtralProcessor, which needs torchvision and only forwards the text here: a plain tokenizer does the same."""
+    specials = ("<pad>", "[IMG]", "<s>", "</s>", "[IMG_BREAK]", "[IMG_END]", "[INST]", "[/INST]", "[SYSTEM_PROMPT]",
+                "[/SYSTEM_PROMPT]", "<unk>")
+    tok = char_tokenizer("LlamaTokenizerFast", specials, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                         unk_token="<unk>", truncation_side="left")
+    tok.add_special_tokens({"additional_special_tokens": list(specials[1:-1])})
+    tok.chat_template = MISTRAL_TEMPLATE
+    return tok
+
+
+def mistral3_text(layers: int = 30):
+    """A tiny Mistral-3 (Pixtral vision tower + Mistral text model) with the 30 layers FLUX.2 reads (10, 20, 30)."""
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    text = dict(model_type="mistral", vocab_size=64, hidden_size=16, intermediate_size=37, max_position_embeddings=512,
+                num_attention_heads=4, num_hidden_layers=layers, num_key_value_heads=2, rope_theta=1e9,
+                sliding_window=None, bos_token_id=2, eos_token_id=3, pad_token_id=0)
+    vision = dict(model_type="pixtral", hidden_size=16, num_hidden_layers=1, num_attention_heads=4,
+                  intermediate_size=37, image_size=30, patch_size=6, num_channels=3)
+    return Mistral3ForConditionalGeneration(Mistral3Config(text_config=text, vision_config=vision, bos_token_id=2,
+                                                           eos_token_id=3, pad_token_id=0, image_seq_length=4,
+                                                           vision_feature_layer=-1, image_token_index=1))
+
+
+def build_flux2():
+    """Flux2Pipeline with diffusers' test sizes (1 + 1 layers, 4 token channels, a one-block FLUX.2 VAE)."""
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2Pipeline, Flux2Transformer2DModel
+
+    transformer = Flux2Transformer2DModel(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1,
+                                          attention_head_dim=16, num_attention_heads=2, joint_attention_dim=48,
+                                          timestep_guidance_channels=256, axes_dims_rope=[4, 4, 4, 4])
+    vae = AutoencoderKLFlux2(sample_size=32, in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",),
+                             up_block_types=("UpDecoderBlock2D",), block_out_channels=(4,), layers_per_block=1,
+                             latent_channels=1, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False)
+    return Flux2Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=mistral3_text(),
+                         tokenizer=mistral_tokenizer(), transformer=transformer)
+
+
 #: family -> (builder, the preset it stands in for, call overrides small enough for CPU tests)
 TWINS = {
     "flux": (build_flux, "flux-dev", {"height": 16, "width": 16, "num_inference_steps": 2, "max_sequence_length": 16}),
@@ -214,12 +260,13 @@ TWINS = {
     "sana": (build_sana, "sana", {"height": 32, "width": 32, "num_inference_steps": 2, "max_sequence_length": 16}),
     "sana-sprint": (build_sana_sprint, "sana-sprint",
                     {"height": 32, "width": 32, "num_inference_steps": 2, "max_sequence_length": 16}),
+    "flux2": (build_flux2, "flux2-dev", {"height": 16, "width": 16, "num_inference_steps": 2, "max_sequence_length": 16}),
 }
 
 #: the guidance scale tests give a family's twin (default 5.0: classifier-free guidance, two passes a step)
 TWIN_GUIDANCE = {"flux": 1.5}
 #: twins whose guidance is distilled into the denoiser (one pass a step whatever the guidance scale)
-DISTILLED = frozenset({"flux", "sana-sprint"})
+DISTILLED = frozenset({"flux", "sana-sprint", "flux2"})
 
 
 def twin_guidance(family: str) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .checks import pick
-from .stepping import Conditioning
+from .stepping import Conditioning, linear_sigmas
 
 if TYPE_CHECKING:
     import torch
@@ -63,12 +63,11 @@ def encode(pipe, prompt: str, guidance_scale: float, max_sequence_length: int | 
 def prepare(pipe, scheduler, spec, embeds: dict, latents: torch.Tensor) -> Conditioning:
     """Timesteps on ``scheduler`` (sigmas 1 .. 1/n shifted by the image's sequence length, as FluxPipeline);
     embeddings and the distilled-guidance vector per row; text and image position ids shared by all rows."""
-    import numpy as np
     import torch
     from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
 
     n, c = spec.num_inference_steps, scheduler.config
-    sigmas = None if c.get("use_flow_sigmas", False) else np.linspace(1.0, 1 / n, n)
+    sigmas = linear_sigmas(scheduler, n)
     mu = calculate_shift(latents.shape[1], c.get("base_image_seq_len", 256), c.get("max_image_seq_len", 4096),
                          c.get("base_shift", 0.5), c.get("max_shift", 1.15))
     retrieve_timesteps(scheduler, n, latents.device, sigmas=sigmas, mu=mu)

@@ -80,3 +80,11 @@ def vae_decode(pipe, latents: torch.Tensor) -> list:
     latents = latents.to(vae.dtype) / vae.config.scaling_factor + (getattr(vae.config, "shift_factor", None) or 0)
     image = vae.decode(latents, return_dict=False)[0]
     return pipe.image_processor.postprocess(image, output_type="pil")
+
+
+def linear_sigmas(scheduler, steps: int):
+    """The sigmas the flow-matching pipelines (Flux, FLUX.2, Qwen-Image) give their scheduler: 1 .. 1/steps,
+    evenly spaced (None when the scheduler makes its own flow sigmas)."""
+    import numpy as np
+
+    return None if scheduler.config.get("use_flow_sigmas", False) else np.linspace(1.0, 1 / steps, steps)
