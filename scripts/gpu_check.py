@@ -43,7 +43,8 @@ SAMPLER_CASES = {
     "sd15": ("sd15", {}, None), "sdxl": ("sdxl", {"guidance_rescale": 0.7}, None),
     "pixart-sigma": ("pixart-sigma", {}, None), "sd3": ("sd3", {}, None), "sd3.5": ("sd3.5", {}, None),
     "sana": ("sana", {}, None), "sana-sprint": ("sana-sprint", {}, None),
-    "flux2": ("flux2", {}, None),
+    "flux2": ("flux2", {}, None), "qwenimage": ("qwenimage", {}, None),
+    "qwenimage-true-cfg": ("qwenimage", {"negative_prompt": " ", "true_cfg_scale": 4.0}, None),
     "hidream": ("hidream", {}, None),
     "shapes": ("shapes", {}, None), "shapes-cfg": ("shapes", {}, 1.5),
 }

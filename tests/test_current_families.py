@@ -53,7 +53,7 @@ def test_sana_sprint_refuses_what_its_scheduler_cannot_do(opened, twins_root):
     assert np.isfinite(traj.x0.numpy()).all()  # x0 previews come from the scheduler's own step
 
 
-@pytest.mark.parametrize("family", ["sd3.5", "sana", "sana-sprint", "flux2"])
+@pytest.mark.parametrize("family", ["sd3.5", "sana", "sana-sprint", "flux2", "qwenimage"])
 def test_prompt_is_encoded_once_and_reaches_the_image(family, opened):
     """A second batch of the same prompt runs no text encoder (nor does the step-level sampler); another prompt
     gives other final latents (a tiny random transformer may move pixels by less than a level); images come at the
@@ -75,3 +75,26 @@ def test_prompt_is_encoded_once_and_reaches_the_image(family, opened):
     assert max_diff(first, again) == 0
     assert (mine.latents - other.latents).abs().max() > 1e-3
     assert all(im.size == (gen.spec.width, gen.spec.height) for im in first)
+
+
+def test_qwen_image_rows_of_prompts_of_different_lengths(opened):
+    """Qwen-Image keeps each prompt's own token length: a batch of a short and a long prompt (padded with masked
+    zeros) gives each prompt's images alone, in the pipeline call and in the step-level sampler, under true CFG."""
+    gen, sampler = opened("qwenimage", {"negative_prompt": "blurry", "true_cfg_scale": 4.0})
+    prompts = ["a cube", "a red cube on the moon under a starry sky"]
+    short, long_ = (gen.encode(p)["prompt_embeds"].shape[1] for p in prompts)
+    assert short < long_
+    both, nfe, _ = gen.generate(prompts, LINEAGES[:2])
+    stepped, traj = sampler.generate(prompts, LINEAGES[:2])
+    alone = [gen.generate(p, [lin])[0][0] for p, lin in zip(prompts, LINEAGES[:2])]
+    assert max_diff(both, alone) <= 1 and max_diff(stepped, alone) <= 1
+    assert nfe == 2 * gen.spec.num_inference_steps and traj.nfe.tolist() == [nfe, nfe]
+
+
+def test_qwen_image_refuses_half_of_true_cfg(twins_root):
+    from test_sampler import make_spec
+
+    with pytest.raises(PipelineConfigError, match="true_cfg_scale=4"):
+        make_spec("qwenimage", twins_root, {"negative_prompt": "blurry"}).check()
+    with pytest.raises(PipelineConfigError, match="acts only with a negative prompt"):
+        make_spec("qwenimage", twins_root, {"true_cfg_scale": 3.0}).check()

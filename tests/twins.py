@@ -247,6 +247,23 @@ def build_flux2():
                          tokenizer=mistral_tokenizer(), transformer=transformer)
 
 
+def build_qwenimage():
+    """QwenImagePipeline with diffusers' test sizes (2 layers, patch 2, a 3-level Qwen-Image VAE: /4) on the tiny
+    Qwen2.5-VL (hidden 32, the transformer's joint attention dimension)."""
+    from diffusers import (AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImagePipeline,
+                           QwenImageTransformer2DModel)
+
+    transformer = QwenImageTransformer2DModel(patch_size=2, in_channels=16, out_channels=4, num_layers=2,
+                                              attention_head_dim=16, num_attention_heads=3, joint_attention_dim=32,
+                                              guidance_embeds=False, axes_dims_rope=(8, 4, 4))
+    vae = AutoencoderKLQwenImage(base_dim=24, z_dim=4, dim_mult=[1, 2, 4], num_res_blocks=1,
+                                 temperal_downsample=[False, True], latents_mean=[0.1, -0.2, 0.0, 0.3],
+                                 latents_std=[1.5, 0.8, 1.0, 2.0])
+    tok = qwen_tokenizer()
+    return QwenImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=qwen25vl(tok).eval(),
+                             tokenizer=tok, transformer=transformer)
+
+
 #: family -> (builder, the preset it stands in for, call overrides small enough for CPU tests)
 TWINS = {
     "flux": (build_flux, "flux-dev", {"height": 16, "width": 16, "num_inference_steps": 2, "max_sequence_length": 16}),
@@ -261,12 +278,17 @@ TWINS = {
     "sana-sprint": (build_sana_sprint, "sana-sprint",
                     {"height": 32, "width": 32, "num_inference_steps": 2, "max_sequence_length": 16}),
     "flux2": (build_flux2, "flux2-dev", {"height": 16, "width": 16, "num_inference_steps": 2, "max_sequence_length": 16}),
+    # the byte-level twin tokenizer spends ~150 tokens on the system prompt the pipeline keeps: room for the prompt
+    "qwenimage": (build_qwenimage, "qwen-image",
+                  {"height": 32, "width": 32, "num_inference_steps": 2, "max_sequence_length": 256}),
 }
 
 #: the guidance scale tests give a family's twin (default 5.0: classifier-free guidance, two passes a step)
 TWIN_GUIDANCE = {"flux": 1.5}
 #: twins whose guidance is distilled into the denoiser (one pass a step whatever the guidance scale)
 DISTILLED = frozenset({"flux", "sana-sprint", "flux2"})
+#: twins whose random text path moves the decoded pixels by about one level only (tests compare latents instead)
+WEAK_TEXT = frozenset({"flux2", "qwenimage"})
 
 
 def twin_guidance(family: str) -> float:
@@ -324,25 +346,24 @@ QWEN_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
-def save_qwen(root: Path) -> Path:
-    """A tiny random Qwen2.5-VL (2 layers, hidden 32, vision depth 2) with a byte-level tokenizer and PIL
-    image processor, saved like a hub checkpoint (model, tokenizer with chat template, preprocessor)."""
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2Tokenizer
+def qwen_tokenizer():
+    """A byte-level Qwen2 tokenizer (no merges) with Qwen's special tokens and a minimal chat template."""
+    from transformers import Qwen2Tokenizer
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-    try:
-        from transformers import Qwen2VLImageProcessorPil as Processor
-    except ImportError:
-        from transformers import Qwen2VLImageProcessor as Processor
-    out = root / "tiny-qwen2.5-vl"
-    if (out / "config.json").exists():
-        return out
     vocab = {c: i for i, c in enumerate(bytes_to_unicode().values())}
     for s in QWEN_SPECIALS:
         vocab[s] = len(vocab)
     tok = Qwen2Tokenizer(vocab=vocab, merges=[], eos_token="<|im_end|>", pad_token="<|endoftext|>")
     tok.add_special_tokens({"additional_special_tokens": QWEN_SPECIALS})
     tok.chat_template = QWEN_TEMPLATE
+    return tok
+
+
+def qwen25vl(tok):
+    """A tiny random Qwen2.5-VL (2 layers, hidden 32, vision depth 2) for the tokenizer ``tok``."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
     ids = {s: tok.convert_tokens_to_ids(s) for s in QWEN_SPECIALS}
     cfg = Qwen2_5_VLConfig(
         text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -355,8 +376,22 @@ def save_qwen(root: Path) -> Path:
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
         bos_token_id=None, eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+    return Qwen2_5_VLForConditionalGeneration(cfg)
+
+
+def save_qwen(root: Path) -> Path:
+    """A tiny random Qwen2.5-VL with a byte-level tokenizer and PIL image processor, saved like a hub checkpoint
+    (model, tokenizer with chat template, preprocessor)."""
+    try:
+        from transformers import Qwen2VLImageProcessorPil as Processor
+    except ImportError:
+        from transformers import Qwen2VLImageProcessor as Processor
+    out = root / "tiny-qwen2.5-vl"
+    if (out / "config.json").exists():
+        return out
+    tok = qwen_tokenizer()
     torch.manual_seed(0)
-    Qwen2_5_VLForConditionalGeneration(cfg).save_pretrained(out)
+    qwen25vl(tok).save_pretrained(out)
     tok.save_pretrained(out)
     Processor(min_pixels=56 * 56, max_pixels=112 * 112).save_pretrained(out)
     return out

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .checks import pick
-from .stepping import Conditioning, linear_sigmas
+from .checks import pick, true_cfg_problem
+from .stepping import Conditioning, linear_sigmas, true_cfg
 
 if TYPE_CHECKING:
     import torch
@@ -33,18 +33,9 @@ def to_pipeline_latents(pipe, noise: torch.Tensor, height: int, width: int) -> t
 
 
 def call_args_problem(call_args: dict, guidance_scale: float) -> str | None:
-    true_cfg = call_args.get("true_cfg_scale", 1.0)
-    if isinstance(true_cfg, bool) or not isinstance(true_cfg, (int, float)):
-        return f"pipeline.call_args.true_cfg_scale must be a number, got {true_cfg!r}"
     if "negative_prompt_2" in call_args and "negative_prompt" not in call_args:
         return "pipeline.call_args.negative_prompt_2 needs pipeline.call_args.negative_prompt (for the CLIP encoder)"
-    if "negative_prompt" in call_args and true_cfg <= 1:
-        return ("Flux takes a negative prompt only with true classifier-free guidance: add "
-                "+pipeline.call_args.true_cfg_scale=4 (any value > 1; two denoiser passes per step)")
-    if true_cfg > 1 and "negative_prompt" not in call_args:
-        return ("pipeline.call_args.true_cfg_scale acts only with a negative prompt: add "
-                "+pipeline.call_args.negative_prompt=...")
-    return None
+    return true_cfg_problem(call_args, "Flux")
 
 
 def encode(pipe, prompt: str, guidance_scale: float, max_sequence_length: int | None, call_args: dict) -> dict:
@@ -93,18 +84,13 @@ def predict(pipe, cond: Conditioning, model_input: torch.Tensor, t: torch.Tensor
     rows, shared = cond.rows, cond.shared
     timestep = t.expand(model_input.shape[0]).to(model_input.dtype) / 1000
 
-    def run(prefix: str, txt_ids, context: str):
-        with pipe.transformer.cache_context(context):
-            return pipe.transformer(hidden_states=model_input, timestep=timestep, guidance=rows.get("guidance"),
-                                    pooled_projections=rows[prefix + "pooled_prompt_embeds"],
-                                    encoder_hidden_states=rows[prefix + "prompt_embeds"], txt_ids=txt_ids,
-                                    img_ids=shared["img_ids"], joint_attention_kwargs={}, return_dict=False)[0]
+    def run(prefix: str):
+        return pipe.transformer(hidden_states=model_input, timestep=timestep, guidance=rows.get("guidance"),
+                                pooled_projections=rows[prefix + "pooled_prompt_embeds"],
+                                encoder_hidden_states=rows[prefix + "prompt_embeds"], txt_ids=shared[prefix + "txt_ids"],
+                                img_ids=shared["img_ids"], joint_attention_kwargs={}, return_dict=False)[0]
 
-    out = run("", shared["txt_ids"], "cond")
-    if cond.cfg:
-        negative = run("negative_", shared["negative_txt_ids"], "uncond")
-        out = negative + shared["true_cfg_scale"] * (out - negative)
-    return out
+    return true_cfg(pipe, run, cond)
 
 
 def decode(pipe, latents: torch.Tensor, height: int, width: int) -> list:

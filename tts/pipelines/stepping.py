@@ -88,3 +88,19 @@ def linear_sigmas(scheduler, steps: int):
     import numpy as np
 
     return None if scheduler.config.get("use_flow_sigmas", False) else np.linspace(1.0, 1 / steps, steps)
+
+
+def true_cfg(pipe, run, cond: Conditioning, renorm: bool = False) -> torch.Tensor:
+    """True classifier-free guidance (Flux, Qwen-Image): ``run(prefix)`` is one denoiser pass on the rows'
+    ``<prefix>prompt_embeds``; with guidance a second, negative pass, combined with ``true_cfg_scale``;
+    ``renorm``: the combination rescaled to the conditional output's norm per token (QwenImagePipeline)."""
+    with pipe.transformer.cache_context("cond"):
+        out = run("")
+    if not cond.cfg:
+        return out
+    with pipe.transformer.cache_context("uncond"):
+        negative = run("negative_")
+    guided = negative + cond.shared["true_cfg_scale"] * (out - negative)
+    if renorm:
+        guided = guided * (out.norm(dim=-1, keepdim=True) / guided.norm(dim=-1, keepdim=True))
+    return guided

@@ -118,7 +118,7 @@ class Generator:
         per = {p: self.encode(p) for p in dict.fromkeys(rows)}
         first = per[rows[0]]
         dims = getattr(self.family, "BATCH_DIMS", {})  # batch not first (HiDream's Llama: layers, batch, ...)
-        return {k: torch.cat([per[p][k] for p in rows], dim=dims.get(k, 0)) if isinstance(v, torch.Tensor) else v
+        return {k: _join([per[p][k] for p in rows], dims.get(k, 0)) if isinstance(v, torch.Tensor) else v
                 for k, v in first.items()}
 
     def generate(self, prompt: str | list[str | Embeds], lineages: list[dict], on_step: StepFn | None = None):
@@ -139,10 +139,10 @@ class Generator:
         latents = latents.to(device=self.pipe._execution_device, dtype=torch_dtype(self.spec.dtype))
         self.counter.rows = 0
         with torch.no_grad():
-            out = self.pipe(**kwargs, **self._family_args(lineages), **self._step_callback(on_step), latents=latents,
-                            height=self.spec.height, width=self.spec.width,
-                            num_inference_steps=self.spec.num_inference_steps,
-                            guidance_scale=self.spec.guidance_scale, output_type="pil")
+            call = {"latents": latents, "height": self.spec.height, "width": self.spec.width,
+                    "num_inference_steps": self.spec.num_inference_steps, "guidance_scale": self.spec.guidance_scale,
+                    "output_type": "pil"}
+            out = self.pipe(**kwargs, **self._step_callback(on_step), **(call | self._family_args(lineages)))
         # the safety checker's per-image flags ride in each image's info (tts.run.safety reads them)
         return mark_flagged(out.images, getattr(out, "nsfw_content_detected", None))
 
@@ -166,6 +166,15 @@ class Generator:
                 return tensors
             return {"callback_on_step_end": at_end}
         return {"callback": lambda i, t, latents: on_step(i + 1, steps), "callback_steps": 1}
+
+
+def _join(tensors: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """Rows of several prompts in one batch; token sequences of different lengths (Qwen-Image keeps each prompt's
+    own length) are padded with zeros at the end, which their attention masks, padded alike, mask out."""
+    if dim == 0 and tensors[0].ndim >= 2 and len({t.shape[1] for t in tensors}) > 1:
+        longest = max(t.shape[1] for t in tensors)
+        tensors = [torch.cat([t, t.new_zeros(t.shape[0], longest - t.shape[1], *t.shape[2:])], dim=1) for t in tensors]
+    return torch.cat(tensors, dim=dim)
 
 
 def _call_parameters(cls: type) -> frozenset[str]:
