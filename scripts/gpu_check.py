@@ -9,7 +9,8 @@ an out-of-memory error or a hang fails that row only; every check gets a row: ch
 
 - ``sampler:<case>``: the step-level sampler (tts.sampling.sampler) gives the pipeline call's images (max pixel
   difference within the dtype's tolerance) and NFEs, for every family's tiny random twin (tests/twins.py,
-  tests/twins_extra.py: flux, flux with true CFG, sd15, sdxl, pixart-sigma, sd3, sd3.5, hidream) and the shapes model
+  tests/twins_extra.py: flux, flux with true CFG, sd15, sdxl, pixart-sigma, sd3, sd3.5, sana, sana-sprint, flux2,
+  qwenimage with and without true CFG, zimage with and without its CFG options, hidream) and the shapes model
   (without and with CFG), in fp16 and bf16: the golden test of tests/test_sampler.py on the GPU;
 - ``nf4``: ``pipeline.quantize=nf4`` (bitsandbytes) loads the Flux twin with a 4-bit denoiser and generates;
 - ``cpu-offload``: ``pipeline.cpu_offload=true`` gives the same images as the pipeline kept on the GPU;
@@ -45,6 +46,8 @@ SAMPLER_CASES = {
     "sana": ("sana", {}, None), "sana-sprint": ("sana-sprint", {}, None),
     "flux2": ("flux2", {}, None), "qwenimage": ("qwenimage", {}, None),
     "qwenimage-true-cfg": ("qwenimage", {"negative_prompt": " ", "true_cfg_scale": 4.0}, None),
+    "zimage": ("zimage", {}, None), "zimage-cfg-options": ("zimage", {"cfg_truncation": 0.3, "cfg_normalization": 1.0},
+                                                           None),
     "hidream": ("hidream", {}, None),
     "shapes": ("shapes", {}, None), "shapes-cfg": ("shapes", {}, 1.5),
 }

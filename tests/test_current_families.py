@@ -53,7 +53,7 @@ def test_sana_sprint_refuses_what_its_scheduler_cannot_do(opened, twins_root):
     assert np.isfinite(traj.x0.numpy()).all()  # x0 previews come from the scheduler's own step
 
 
-@pytest.mark.parametrize("family", ["sd3.5", "sana", "sana-sprint", "flux2", "qwenimage"])
+@pytest.mark.parametrize("family", ["sd3.5", "sana", "sana-sprint", "flux2", "qwenimage", "zimage"])
 def test_prompt_is_encoded_once_and_reaches_the_image(family, opened):
     """A second batch of the same prompt runs no text encoder (nor does the step-level sampler); another prompt
     gives other final latents (a tiny random transformer may move pixels by less than a level); images come at the
@@ -98,3 +98,24 @@ def test_qwen_image_refuses_half_of_true_cfg(twins_root):
         make_spec("qwenimage", twins_root, {"negative_prompt": "blurry"}).check()
     with pytest.raises(PipelineConfigError, match="acts only with a negative prompt"):
         make_spec("qwenimage", twins_root, {"true_cfg_scale": 3.0}).check()
+
+
+def test_z_image_guidance_counts_its_passes(opened):
+    """Z-Image guides whenever guidance_scale > 0 (two rows a step), not past cfg_truncation (one row), and the
+    turbo setting (0) runs one pass a step; a batch of prompts of different token lengths (one tensor per row)
+    gives each prompt's images alone."""
+    gen, sampler = opened("zimage", {"cfg_truncation": 0.3})  # steps at normalised times 0 and 0.5: the 2nd unguided
+    _, nfe, _ = gen.generate(PROMPT, LINEAGES[:1])
+    assert nfe == 2 + 1
+    turbo, _ = opened("zimage", guidance_scale=0.0)
+    _, nfe, _ = turbo.generate(PROMPT, LINEAGES[:1])
+    assert nfe == 2
+    prompts = ["a cube", "a red cube on the moon under a starry sky"]
+    both, _, _ = gen.generate(prompts, LINEAGES[:2])
+    stepped, traj = sampler.generate(prompts, LINEAGES[:2])
+    alone = [gen.generate(p, [lin])[0][0] for p, lin in zip(prompts, LINEAGES[:2])]
+    assert max_diff(both, alone) <= 1 and max_diff(stepped, alone) <= 1 and traj.nfe.tolist() == [3.0, 3.0]
+    with pytest.raises(PipelineConfigError, match="guidance_scale > 0"):
+        from test_sampler import make_spec
+
+        make_spec("zimage", gen.spec.model_id.rsplit("/", 1)[0], {"negative_prompt": "x"}, guidance_scale=0.0).check()

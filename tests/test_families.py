@@ -67,7 +67,8 @@ NEGATIVE = {"sd15": {"negative_prompt": "blurry, dark"},
             "pixart-sigma": {"negative_prompt": "blurry, dark"},
             "flux": {"negative_prompt": "blurry, dark", "true_cfg_scale": 4.0},
             "sana": {"negative_prompt": "blurry, dark"},
-            "qwenimage": {"negative_prompt": "blurry, dark", "true_cfg_scale": 4.0}}
+            "qwenimage": {"negative_prompt": "blurry, dark", "true_cfg_scale": 4.0},
+            "zimage": {"negative_prompt": "blurry, dark"}}
 #: family -> what a user passes the pipeline for tts's settings (latents drawn at exactly height x width)
 DIRECT = {"pixart-sigma": {"use_resolution_binning": False, "clean_caption": False},
           "sana": {"use_resolution_binning": False}}

@@ -19,7 +19,9 @@ CASES = {"flux": ("flux", {}), "flux-true-cfg": ("flux", {"negative_prompt": "bl
          "sd3": ("sd3", {}), "sd3.5": ("sd3.5", {}),
          "sana": ("sana", {}), "sana-sprint": ("sana-sprint", {}),
          "flux2": ("flux2", {}), "qwenimage": ("qwenimage", {}),
-         "qwenimage-true-cfg": ("qwenimage", {"negative_prompt": " ", "true_cfg_scale": 4.0}), "shapes": ("shapes", {}), "shapes-cfg": ("shapes", {})}
+         "qwenimage-true-cfg": ("qwenimage", {"negative_prompt": " ", "true_cfg_scale": 4.0}),
+         "zimage": ("zimage", {}), "zimage-cfg-options": ("zimage", {"cfg_truncation": 0.3, "cfg_normalization": 1.0}),
+         "shapes": ("shapes", {}), "shapes-cfg": ("shapes", {})}
 
 
 def make_spec(family, root, call_args=None, steps=None, **settings):
@@ -70,7 +72,8 @@ def test_sampler_images_equal_the_pipeline_call(case, opened):
     assert sampler.fallback is None and traj.step == sampler.num_steps
 
 
-@pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "sd3", "pixart-sigma", "sana", "flux2", "qwenimage"])
+@pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "sd3", "pixart-sigma", "sana", "flux2", "qwenimage",
+                                    "zimage"])
 def test_select_duplicates_and_reorders_rows_like_separate_runs(family, opened):
     _, sampler = opened(family, options=SamplerOptions(batch_changes=True), steps=3)
     traj = sampler.run(sampler.start(PROMPT, LINEAGES), until=1)

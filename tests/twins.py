@@ -264,6 +264,30 @@ def build_qwenimage():
                              tokenizer=tok, transformer=transformer)
 
 
+def build_zimage():
+    """ZImagePipeline with diffusers' test sizes (2 + 1 refiner layers, dim 32, a two-block Flux-like VAE) on a tiny
+    Qwen3 text model; the transformer's padding tokens (torch.empty in its constructor) fixed to ones, as there."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
+    from transformers import Qwen3Config, Qwen3Model
+
+    transformer = ZImageTransformer2DModel(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=32,
+                                           n_layers=2, n_refiner_layers=1, n_heads=2, n_kv_heads=2, norm_eps=1e-5,
+                                           qk_norm=True, cap_feat_dim=16, rope_theta=256.0, t_scale=1000.0,
+                                           axes_dims=[8, 4, 4], axes_lens=[256, 32, 32])
+    with torch.no_grad():
+        transformer.x_pad_token.fill_(1.0)
+        transformer.cap_pad_token.fill_(1.0)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 2,
+                        up_block_types=["UpDecoderBlock2D"] * 2, block_out_channels=[32, 64], layers_per_block=1,
+                        latent_channels=16, norm_num_groups=32, sample_size=32, scaling_factor=0.3611,
+                        shift_factor=0.1159)
+    tok = qwen_tokenizer()
+    text = Qwen3Model(Qwen3Config(hidden_size=16, intermediate_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                  num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=512))
+    return ZImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text, tokenizer=tok,
+                          transformer=transformer)
+
+
 #: family -> (builder, the preset it stands in for, call overrides small enough for CPU tests)
 TWINS = {
     "flux": (build_flux, "flux-dev", {"height": 16, "width": 16, "num_inference_steps": 2, "max_sequence_length": 16}),
@@ -281,6 +305,7 @@ TWINS = {
     # the byte-level twin tokenizer spends ~150 tokens on the system prompt the pipeline keeps: room for the prompt
     "qwenimage": (build_qwenimage, "qwen-image",
                   {"height": 32, "width": 32, "num_inference_steps": 2, "max_sequence_length": 256}),
+    "zimage": (build_zimage, "z-image", {"height": 32, "width": 32, "num_inference_steps": 2, "max_sequence_length": 64}),
 }
 
 #: the guidance scale tests give a family's twin (default 5.0: classifier-free guidance, two passes a step)
@@ -299,7 +324,7 @@ def twin_guidance(family: str) -> float:
 #: are kept; only the size shrinks): adding a preset means adding it here or to TWINS
 PRESET_TWINS = {"flux-schnell": "flux", "sd-turbo": "sd15", "ddpo-aesthetic": "sd15", "ddpo-alignment": "sd15",
                 "ddpo-compressibility": "sd15", "ddpo-incompressibility": "sd15", "realvis-xl": "sdxl",
-                "sd3.5-large": "sd3.5", "sana-sprint-4": "sana-sprint"}
+                "sd3.5-large": "sd3.5", "sana-sprint-4": "sana-sprint", "z-image-turbo": "zimage"}
 EMBEDDED_PRESETS = ("shapes",)  # presets whose model ships inside the package (no twin needed)
 OTHER_TWINS = ("hidream-i1",)  # presets whose twin is built in tests/twins_extra.py (save_hidream)
 

@@ -104,3 +104,18 @@ def true_cfg(pipe, run, cond: Conditioning, renorm: bool = False) -> torch.Tenso
     if renorm:
         guided = guided * (out.norm(dim=-1, keepdim=True) / guided.norm(dim=-1, keepdim=True))
     return guided
+
+
+def ragged_rows(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row sequences of different lengths (Z-Image's embeddings: one (tokens, dim) tensor per row) as rows of a
+    :class:`Conditioning`: zero-padded to the longest, and their lengths."""
+    import torch
+
+    longest = max(t.shape[0] for t in tensors)
+    padded = torch.stack([torch.cat([t, t.new_zeros(longest - t.shape[0], *t.shape[1:])]) for t in tensors])
+    return padded, torch.tensor([t.shape[0] for t in tensors], dtype=torch.long)
+
+
+def unragged(padded: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+    """The per-row sequences :func:`ragged_rows` padded."""
+    return [row[:n] for row, n in zip(padded, lengths.tolist())]

@@ -67,9 +67,9 @@ class DenoiserRows:
         self._hook = getattr(denoiser, "_orig_mod", denoiser).register_forward_pre_hook(self._count, with_kwargs=True)
 
     def _count(self, module, args, kwargs):
-        first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
-        if first is not None:
-            self.rows += first.shape[0]
+        first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor) or _tensor_list(a)), None)
+        if first is not None:  # a batch tensor, or one tensor per row (Z-Image's transformer takes a list)
+            self.rows += len(first) if isinstance(first, list) else first.shape[0]
 
     def close(self) -> None:
         self._hook.remove()
@@ -118,7 +118,7 @@ class Generator:
         per = {p: self.encode(p) for p in dict.fromkeys(rows)}
         first = per[rows[0]]
         dims = getattr(self.family, "BATCH_DIMS", {})  # batch not first (HiDream's Llama: layers, batch, ...)
-        return {k: _join([per[p][k] for p in rows], dims.get(k, 0)) if isinstance(v, torch.Tensor) else v
+        return {k: _join([per[p][k] for p in rows], dims.get(k, 0)) if isinstance(v, (torch.Tensor, list)) else v
                 for k, v in first.items()}
 
     def generate(self, prompt: str | list[str | Embeds], lineages: list[dict], on_step: StepFn | None = None):
@@ -168,9 +168,16 @@ class Generator:
         return {"callback": lambda i, t, latents: on_step(i + 1, steps), "callback_steps": 1}
 
 
-def _join(tensors: list[torch.Tensor], dim: int) -> torch.Tensor:
+def _tensor_list(value) -> bool:
+    return isinstance(value, list) and bool(value) and isinstance(value[0], torch.Tensor)
+
+
+def _join(tensors: list, dim: int):
     """Rows of several prompts in one batch; token sequences of different lengths (Qwen-Image keeps each prompt's
-    own length) are padded with zeros at the end, which their attention masks, padded alike, mask out."""
+    own length) are padded with zeros at the end, which their attention masks, padded alike, mask out; embeddings
+    given as one tensor per row (Z-Image) stay a list, one entry per row."""
+    if isinstance(tensors[0], list):
+        return [t for per_prompt in tensors for t in per_prompt]
     if dim == 0 and tensors[0].ndim >= 2 and len({t.shape[1] for t in tensors}) > 1:
         longest = max(t.shape[1] for t in tensors)
         tensors = [torch.cat([t, t.new_zeros(t.shape[0], longest - t.shape[1], *t.shape[2:])], dim=1) for t in tensors]
