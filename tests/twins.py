@@ -301,11 +301,13 @@ TWINS = {
     "sana": (build_sana, "sana", {"height": 32, "width": 32, "num_inference_steps": 2, "max_sequence_length": 16}),
     "sana-sprint": (build_sana_sprint, "sana-sprint",
                     {"height": 32, "width": 32, "num_inference_steps": 2, "max_sequence_length": 16}),
-    "flux2": (build_flux2, "flux2-dev", {"height": 16, "width": 16, "num_inference_steps": 2, "max_sequence_length": 16}),
+    "flux2": (build_flux2, "flux2-dev",
+              {"height": 16, "width": 16, "num_inference_steps": 2, "max_sequence_length": 16}),
     # the byte-level twin tokenizer spends ~150 tokens on the system prompt the pipeline keeps: room for the prompt
     "qwenimage": (build_qwenimage, "qwen-image",
                   {"height": 32, "width": 32, "num_inference_steps": 2, "max_sequence_length": 256}),
-    "zimage": (build_zimage, "z-image", {"height": 32, "width": 32, "num_inference_steps": 2, "max_sequence_length": 64}),
+    "zimage": (build_zimage, "z-image",
+               {"height": 32, "width": 32, "num_inference_steps": 2, "max_sequence_length": 64}),
 }
 
 #: the guidance scale tests give a family's twin (default 5.0: classifier-free guidance, two passes a step)

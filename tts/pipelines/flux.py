@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     import torch
 
 CLASS_NAMES = ("FluxPipeline",)
+MODEL_ID_HINTS = ("flux.1", "flux")  # tts-plan's guess of the family when the checkpoint cannot be read
+WEIGHTS_GB = {"black-forest-labs/FLUX.1-dev": 34.0, "black-forest-labs/FLUX.1-schnell": 34.0}  # bf16 weights
 DENOISER = "transformer"
 STEP_ARGS = ("true_cfg_scale",)  # call arguments the stepped sampler (tts.sampling.sampler) honours
 EMBEDS = ("prompt_embeds", "pooled_prompt_embeds", "negative_prompt_embeds", "negative_pooled_prompt_embeds")
@@ -36,6 +38,11 @@ def call_args_problem(call_args: dict, guidance_scale: float) -> str | None:
     if "negative_prompt_2" in call_args and "negative_prompt" not in call_args:
         return "pipeline.call_args.negative_prompt_2 needs pipeline.call_args.negative_prompt (for the CLIP encoder)"
     return true_cfg_problem(call_args, "Flux")
+
+
+def passes(guidance_scale: float, call_args: dict) -> int:
+    """Denoiser passes per step: the distilled guidance is one; true CFG with a negative prompt two."""
+    return 2 if "negative_prompt" in call_args and float(call_args.get("true_cfg_scale", 1.0)) > 1 else 1
 
 
 def encode(pipe, prompt: str, guidance_scale: float, max_sequence_length: int | None, call_args: dict) -> dict:
@@ -87,7 +94,8 @@ def predict(pipe, cond: Conditioning, model_input: torch.Tensor, t: torch.Tensor
     def run(prefix: str):
         return pipe.transformer(hidden_states=model_input, timestep=timestep, guidance=rows.get("guidance"),
                                 pooled_projections=rows[prefix + "pooled_prompt_embeds"],
-                                encoder_hidden_states=rows[prefix + "prompt_embeds"], txt_ids=shared[prefix + "txt_ids"],
+                                encoder_hidden_states=rows[prefix + "prompt_embeds"],
+                                txt_ids=shared[prefix + "txt_ids"],
                                 img_ids=shared["img_ids"], joint_attention_kwargs={}, return_dict=False)[0]
 
     return true_cfg(pipe, run, cond)

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     import torch
 
 CLASS_NAMES = ("Flux2Pipeline",)
+MODEL_ID_HINTS = ("flux.2", "flux2")  # tts-plan's guess of the family when the checkpoint cannot be read
+WEIGHTS_GB = {"black-forest-labs/FLUX.2-dev": 112.0}  # bf16 weights: transformer 64, Mistral-Small-3.1 48
 DENOISER = "transformer"
 STEP_ARGS = ()  # call arguments the stepped sampler (tts.sampling.sampler) honours
 ENCODE_KEYS = ("text_encoder_out_layers",)
@@ -43,6 +45,10 @@ def call_args_problem(call_args: dict, guidance_scale: float) -> str | None:
         if key in call_args:
             return f"pipeline.call_args.{key}: {why}"
     return None
+
+
+def passes(guidance_scale: float, call_args: dict) -> int:
+    return 1  # guidance distilled into the transformer
 
 
 def encode(pipe, prompt: str, guidance_scale: float, max_sequence_length: int | None, call_args: dict) -> dict:

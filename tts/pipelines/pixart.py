@@ -11,6 +11,8 @@ if TYPE_CHECKING:
     import torch
 
 CLASS_NAMES = ("PixArtSigmaPipeline", "PixArtAlphaPipeline")
+MODEL_ID_HINTS = ("pixart",)  # tts-plan's guess of the family when the checkpoint cannot be read
+WEIGHTS_GB = {"PixArt-alpha/PixArt-Sigma-XL-2-1024-MS": 10.9}  # fp16 weights (T5-XXL 9.5)
 DENOISER = "transformer"
 STEP_ARGS = ()  # call arguments the stepped sampler (tts.sampling.sampler) honours
 EMBEDS = ("prompt_embeds", "prompt_attention_mask", "negative_prompt_embeds", "negative_prompt_attention_mask")

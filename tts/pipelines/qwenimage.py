@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     import torch
 
 CLASS_NAMES = ("QwenImagePipeline",)
+MODEL_ID_HINTS = ("qwen-image",)  # tts-plan's guess of the family when the checkpoint cannot be read
+WEIGHTS_GB = {"Qwen/Qwen-Image": 58.0}  # bf16 weights: transformer 40.9, Qwen2.5-VL-7B 16.6, VAE 0.25
 DENOISER = "transformer"
 STEP_ARGS = ("true_cfg_scale",)  # call arguments the stepped sampler (tts.sampling.sampler) honours
 EMBEDS = ("prompt_embeds", "prompt_embeds_mask", "negative_prompt_embeds", "negative_prompt_embeds_mask")
@@ -36,6 +38,11 @@ def to_pipeline_latents(pipe, noise: torch.Tensor, height: int, width: int) -> t
 
 def call_args_problem(call_args: dict, guidance_scale: float) -> str | None:
     return true_cfg_problem({"true_cfg_scale": 1.0, **call_args}, "Qwen-Image") if call_args else None
+
+
+def passes(guidance_scale: float, call_args: dict) -> int:
+    """Two with true CFG (a negative prompt and true_cfg_scale > 1; tts refuses one without the other), else one."""
+    return 2 if "negative_prompt" in call_args and float(call_args.get("true_cfg_scale", 1.0)) > 1 else 1
 
 
 def true_cfg_scale(pipe, call_args: dict) -> float:

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     import torch
 
 CLASS_NAMES = ("SanaPipeline",)
+MODEL_ID_HINTS = ("sana",)  # tts-plan's guess of the family when the checkpoint cannot be read
+WEIGHTS_GB = {"Efficient-Large-Model/Sana_1600M_1024px_BF16_diffusers": 9.0}  # bf16: Gemma-2 5.2, DiT 3.2, DC-AE 0.6
 DENOISER = "transformer"
 STEP_ARGS = ()  # call arguments the stepped sampler (tts.sampling.sampler) honours
 STATE_DTYPE = "fp32"  # the dtype the pipeline keeps its latents in, whatever the weights' dtype

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     import torch
 
 CLASS_NAMES = ("SanaSprintPipeline",)
+MODEL_ID_HINTS = ("sana_sprint", "sana-sprint")  # tts-plan's guess of the family when the checkpoint cannot be read
+WEIGHTS_GB = {"Efficient-Large-Model/Sana_Sprint_1.6B_1024px_diffusers": 9.0}  # bf16 weights, as Sana
 DENOISER = "transformer"
 STEP_ARGS = ("max_timesteps", "intermediate_timesteps")  # call arguments the stepped sampler honours
 STATE_DTYPE = sana.STATE_DTYPE
@@ -27,6 +29,10 @@ EMBEDS = ("prompt_embeds", "prompt_attention_mask")
 ENCODE_KEYS = ("clean_caption", "complex_human_instruction")
 latent_shape = sana.latent_shape
 to_pipeline_latents = sana.to_pipeline_latents
+
+
+def passes(guidance_scale: float, call_args: dict) -> int:
+    return 1  # guidance distilled into the transformer
 
 
 def call_args_problem(call_args: dict, guidance_scale: float) -> str | None:

@@ -12,6 +12,9 @@ if TYPE_CHECKING:
     import torch
 
 CLASS_NAMES = ("StableDiffusion3Pipeline",)
+MODEL_ID_HINTS = ("stable-diffusion-3",)  # tts-plan's guess of the family when the checkpoint cannot be read
+WEIGHTS_GB = {"stabilityai/stable-diffusion-3-medium-diffusers": 15.5,  # fp16 / bf16 weights (T5-XXL 9.5 of each)
+              "stabilityai/stable-diffusion-3.5-large": 27.5, "stabilityai/stable-diffusion-3.5-medium": 16.0}
 DENOISER = "transformer"
 STEP_ARGS = ()  # call arguments the stepped sampler (tts.sampling.sampler) honours
 EMBEDS = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     import torch
 
 CLASS_NAMES = ("ZImagePipeline",)
+MODEL_ID_HINTS = ("z-image",)  # tts-plan's guess of the family when the checkpoint cannot be read
+WEIGHTS_GB = {"Tongyi-MAI/Z-Image": 20.5, "Tongyi-MAI/Z-Image-Turbo": 20.5}  # bf16: transformer 12.3, Qwen3-4B 8
 DENOISER = "transformer"
 STEP_ARGS = ("cfg_normalization", "cfg_truncation")  # call arguments the stepped sampler honours
 STATE_DTYPE = "fp32"  # the dtype the pipeline keeps its latents in, whatever the weights' dtype
@@ -35,6 +37,11 @@ def to_pipeline_latents(pipe, noise: torch.Tensor, height: int, width: int) -> t
 def guided(guidance_scale: float) -> bool:
     """ZImagePipeline guides whenever guidance_scale > 0 (not > 1 as most pipelines)."""
     return guidance_scale > 0
+
+
+def passes(guidance_scale: float, call_args: dict) -> int:
+    """Two when guided (at most: steps past ``cfg_truncation`` run one), else one."""
+    return 2 if guided(guidance_scale) else 1
 
 
 def call_args_problem(call_args: dict, guidance_scale: float) -> str | None:
