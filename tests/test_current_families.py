@@ -119,3 +119,27 @@ def test_z_image_guidance_counts_its_passes(opened):
         from test_sampler import make_spec
 
         make_spec("zimage", gen.spec.model_id.rsplit("/", 1)[0], {"negative_prompt": "x"}, guidance_scale=0.0).check()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family,search", [("sana", "smc"), ("flux2", "smc"), ("qwenimage", "prune"),
+                                           ("zimage", "smc"), ("sana-sprint", "prune")])
+def test_in_loop_searches_run_on_the_current_families(family, search, twins_root, tmp_path):
+    """The particle engine (x0 previews, resampling or pruning of rows) drives each current family's twin through
+    tts-search; Sana's multistep DPM-Solver++ falls back to first-order flow matching for changing rows."""
+    from conftest import run_tts
+    from twins import TWINS, save_twin
+
+    from tts.core.runfolder import read_manifest
+
+    _, preset, call = TWINS[family]
+    steps = {"smc": ["search.num_particles=3", "search.resample_interval=1"],
+             "prune": ["search.num_particles=4", "search.prune_at=[1]"]}[search]
+    overrides = [f"pipeline={preset}", f"pipeline.model_id={save_twin(family, twins_root)}", "pipeline.dtype=fp32",
+                 "pipeline.device=cpu", "verifier=incompressibility", f"search={search}", *steps,
+                 "prompt=a red cube on the moon",
+                 *(f"pipeline.{k}={v}" for k, v in {**call, "num_inference_steps": 3}.items())]
+    run_tts(overrides, tmp_path)
+    records = read_manifest(tmp_path)
+    assert records and all(r.status == "ok" and r.nfe > 0 for r in records)
+    assert all((tmp_path / r.image).exists() for r in records)
