@@ -143,3 +143,21 @@ def test_in_loop_searches_run_on_the_current_families(family, search, twins_root
     records = read_manifest(tmp_path)
     assert records and all(r.status == "ok" and r.nfe > 0 for r in records)
     assert all((tmp_path / r.image).exists() for r in records)
+
+
+def test_flux2_checkpoint_with_a_pixtral_processor_says_what_it_needs(tmp_path):
+    """The released FLUX.2 [dev] names a PixtralProcessor (torchvision needed): said in one line before loading."""
+    import importlib.util
+    import json
+
+    from tts.pipelines import PipelineSpec
+
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "Flux2Pipeline",
+                                                           "tokenizer": ["transformers", "PixtralProcessor"]}))
+    spec = PipelineSpec(name="flux2-dev", model_id=str(tmp_path), height=64, width=64, num_inference_steps=2,
+                        guidance_scale=4.0)
+    if importlib.util.find_spec("torchvision"):
+        assert spec.check().index["_class_name"] == "Flux2Pipeline"
+    else:
+        with pytest.raises(PipelineConfigError, match="PixtralProcessor.* needs torchvision: pip install torchvision"):
+            spec.check()

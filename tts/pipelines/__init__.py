@@ -233,6 +233,9 @@ class PipelineSpec:
         family = family_for(class_name)
         if self.call_args:
             check_call_args(self.call_args, pipeline_class(class_name), family, self.guidance_scale)
+        problem = family.load_problem(source.index) if hasattr(family, "load_problem") else None
+        if problem:
+            raise PipelineConfigError(f"pipeline.model_id={self.model_id}: {problem}")
         return source
 
     def load(self) -> LoadedPipeline:

@@ -31,6 +31,17 @@ UNSUPPORTED = {"caption_upsample_temperature": "prompt upsampling rewrites the p
                "image": "reference images (editing) are not supported by tts: generate from text"}
 
 
+def load_problem(index: dict) -> str | None:
+    """What keeps the checkpoint from loading here, found before it loads: the released FLUX.2 [dev] names a
+    PixtralProcessor as its tokenizer, which transformers builds only with torchvision installed."""
+    import importlib.util
+
+    if (index.get("tokenizer") or [None, None])[1] == "PixtralProcessor" and not importlib.util.find_spec("torchvision"):
+        return ("this FLUX.2 checkpoint's tokenizer (PixtralProcessor) needs torchvision: pip install torchvision "
+                "(the build matching your torch)")
+    return None
+
+
 def latent_shape(pipe, height: int, width: int) -> tuple[int, int, int]:
     factor = pipe.vae_scale_factor * 2
     return pipe.transformer.config.in_channels, height // factor, width // factor
