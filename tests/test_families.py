@@ -232,7 +232,7 @@ def test_families_come_from_their_modules(twins_root):
     from tts.world.pipeline import ShapesPipeline
 
     names = {f.__name__.rsplit(".", 1)[-1] for f in FAMILIES}
-    assert {"flux", "sd", "sdxl", "pixart", "sd3", "shapes"} <= names
+    assert {"flux", "sd", "sdxl", "pixart", "sd3", "shapes", "flux2", "qwenimage", "zimage", "sana", "sana_sprint"} <= names
     models = [str(save_twin(family, twins_root)) for family in TWINS] + ["tts://shapes-model"]
     for model_id in models:
         index = model_index(model_id)

@@ -13,7 +13,13 @@ prompt-dependent keyword arguments of the pipeline call (embeddings for batch si
 generator; a negative prompt is encoded with the prompt, once). For the step-level sampler (tts.sampling.sampler) a
 family also has ``STEP_ARGS`` (the call arguments it honours), ``prepare`` (timesteps and per-row
 conditioning, tts.pipelines.stepping.Conditioning), ``predict`` (one guided denoiser evaluation) and
-``decode`` (latents to PIL images). The family is read from the checkpoint's
+``decode`` (latents to PIL images). Optional: ``STATE_DTYPE`` (the dtype the pipeline keeps latents in, e.g.
+"fp32"), ``STEP_NOISE`` and ``TRAILING_TIMESTEPS`` (a scheduler that draws its own noise each step; timesteps past
+the last step: Sana-Sprint), ``call_kwargs(pipe, spec, step_seeds)`` (what the family adds to a pipeline call),
+``passes(guidance_scale, call_args)`` (denoiser passes per step, for tts-plan; default 2 with guidance > 1),
+``load_problem(index)`` (what keeps the checkpoint from loading here, said before it loads), ``MODEL_ID_HINTS``
+and ``WEIGHTS_GB`` (tts-plan's offline guess of the family, and the presets' weights in memory). The family is
+read from the checkpoint's
 ``model_index.json`` (its pipeline class), never from a table of model ids, so any checkpoint of a
 supported family loads with ``pipeline.model_id=...``. ``PipelineSpec.check()`` finds the checkpoint and
 validates the call arguments before any model loads (tts.pipelines.checks). Loaded pipelines are owned by
