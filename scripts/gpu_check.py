@@ -9,7 +9,8 @@ an out-of-memory error or a hang fails that row only; every check gets a row: ch
 
 - ``sampler:<case>``: the step-level sampler (tts.sampling.sampler) gives the pipeline call's images (max pixel
   difference within the dtype's tolerance) and NFEs, for every family's tiny random twin (tests/twins.py,
-  tests/twins_extra.py: flux, flux with true CFG, sd15, sdxl, pixart-sigma, sd3, hidream) and the shapes model
+  tests/twins_extra.py: flux, flux with true CFG, sd15, sdxl, pixart-sigma, sd3, sd3.5, sana, sana-sprint, flux2,
+  qwenimage with and without true CFG, zimage with and without its CFG options, hidream) and the shapes model
   (without and with CFG), in fp16 and bf16: the golden test of tests/test_sampler.py on the GPU;
 - ``nf4``: ``pipeline.quantize=nf4`` (bitsandbytes) loads the Flux twin with a 4-bit denoiser and generates;
 - ``cpu-offload``: ``pipeline.cpu_offload=true`` gives the same images as the pipeline kept on the GPU;
@@ -41,7 +42,13 @@ PROMPT = "a red cube on the moon"
 SAMPLER_CASES = {
     "flux": ("flux", {}, None), "flux-true-cfg": ("flux", {"negative_prompt": "blurry", "true_cfg_scale": 4.0}, None),
     "sd15": ("sd15", {}, None), "sdxl": ("sdxl", {"guidance_rescale": 0.7}, None),
-    "pixart-sigma": ("pixart-sigma", {}, None), "sd3": ("sd3", {}, None), "hidream": ("hidream", {}, None),
+    "pixart-sigma": ("pixart-sigma", {}, None), "sd3": ("sd3", {}, None), "sd3.5": ("sd3.5", {}, None),
+    "sana": ("sana", {}, None), "sana-sprint": ("sana-sprint", {}, None),
+    "flux2": ("flux2", {}, None), "qwenimage": ("qwenimage", {}, None),
+    "qwenimage-true-cfg": ("qwenimage", {"negative_prompt": " ", "true_cfg_scale": 4.0}, None),
+    "zimage": ("zimage", {}, None), "zimage-cfg-options": ("zimage", {"cfg_truncation": 0.3, "cfg_normalization": 1.0},
+                                                           None),
+    "hidream": ("hidream", {}, None),
     "shapes": ("shapes", {}, None), "shapes-cfg": ("shapes", {}, 1.5),
 }
 #: max pixel difference (of 255) between the sampler's and the pipeline call's images: fp32 as the CPU tests; half
@@ -85,11 +92,11 @@ def _spec(family: str, dtype: str, device: str, twins: Path, call_args=None, gui
         base = {"height": 128, "width": 128, "num_inference_steps": 2, "max_sequence_length": 16}
         return PipelineSpec(name="hidream-i1", model_id=str(save_hidream(twins)), dtype=dtype, device=device,
                             guidance_scale=guidance or 5.0, **(base | settings))
-    from twins import TWINS, save_twin
+    from twins import TWINS, save_twin, twin_guidance
 
     _, preset, call = TWINS[family]
     return PipelineSpec(name=preset, model_id=str(save_twin(family, twins)), dtype=dtype, device=device,
-                        guidance_scale=guidance or (1.5 if family == "flux" else 5.0), call_args=call_args or {},
+                        guidance_scale=guidance or twin_guidance(family), call_args=call_args or {},
                         **(call | settings))
 
 

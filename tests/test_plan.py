@@ -113,3 +113,45 @@ def test_bad_plan_input_is_one_line(arg, says, tmp_path):
                          cwd=tmp_path)
     assert out.returncode == 2 and says in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+#: the current presets -> (NFEs per candidate from their model cards' settings, weights in memory, GB)
+CURRENT_PRESETS = {"flux2-dev": (50, 112), "qwen-image": (100, 58), "z-image": (100, 20.5), "z-image-turbo": (9, 20.5),
+                   "sana": (40, 9), "sana-sprint": (2, 9), "sana-sprint-4": (4, 9), "sd3.5-large": (56, 27.5),
+                   "sd3.5-medium": (80, 16)}
+
+
+@pytest.mark.parametrize("preset", list(CURRENT_PRESETS))
+def test_plan_knows_the_current_presets_offline(preset):
+    """Offline and not cached (HF_HUB_OFFLINE=1 in the tests), the family is guessed from the model id: NFEs
+    follow each family's guidance (distilled: one pass; true CFG and Z-Image's CFG: two), weights from the table."""
+    plan = planning.make_plan(compose([f"pipeline={preset}", "prompt=a red cube", "search.rounds=1"]))
+    nfe, weights = CURRENT_PRESETS[preset]
+    assert plan["nfe_per_candidate"] == nfe and plan["weights_gb"] == weights
+    assert f"| weights in memory (GB) |  | ~{weights:g} |" in planning.format_plan(plan)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["flux2-dev", "qwen-image", "z-image", "z-image-turbo", "sana", "sana-sprint",
+                                    "sd3.5-medium"])
+def test_planned_nfes_are_what_the_twin_spends(preset, twins_root):
+    """On the tiny twin of the preset's family (read from its model_index.json), the planned NFEs per candidate
+    equal what the pipeline call measures, with the preset's own guidance and call arguments (steps cut to 2)."""
+    from twins import PRESET_TWINS, TWINS, save_twin
+
+    from tts.core.noise import fresh
+    from tts.sampling.generate import Generator
+
+    family = PRESET_TWINS.get(preset) or next(f for f, (_, p, _) in TWINS.items() if p == preset)
+    small = TWINS[family][2]
+    cfg = compose([f"pipeline={preset}", f"pipeline.model_id={save_twin(family, twins_root)}", "pipeline.dtype=fp32",
+                   "pipeline.device=cpu", "prompt=a red cube", "search.rounds=1",
+                   *(f"pipeline.{k}={v}" for k, v in small.items())])
+    plan = planning.make_plan(cfg)
+    spec = planning._parts(cfg, None).pipeline
+    gen = Generator(spec.load(), spec)
+    try:
+        _, measured, _ = gen.generate("a red cube", [fresh(1)])
+    finally:
+        gen.close()
+    assert plan["nfe_per_candidate"] == measured and plan["weights_gb"] is None  # a twin is in no presets table

@@ -4,7 +4,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from twins import TWINS, save_twin
+from twins import TWINS, save_twin, twin_guidance
 
 from tts.sampling.generate import Generator
 from tts.core.noise import derive_seed, fresh
@@ -16,7 +16,12 @@ LINEAGES = [fresh(1), fresh(2), fresh(3)]
 #: golden cases: twin (or the shapes model) and call arguments; Flux's second case runs true CFG
 CASES = {"flux": ("flux", {}), "flux-true-cfg": ("flux", {"negative_prompt": "blurry", "true_cfg_scale": 4.0}),
          "sd15": ("sd15", {}), "sdxl": ("sdxl", {"guidance_rescale": 0.7}), "pixart-sigma": ("pixart-sigma", {}),
-         "sd3": ("sd3", {}), "shapes": ("shapes", {}), "shapes-cfg": ("shapes", {})}
+         "sd3": ("sd3", {}), "sd3.5": ("sd3.5", {}),
+         "sana": ("sana", {}), "sana-sprint": ("sana-sprint", {}),
+         "flux2": ("flux2", {}), "qwenimage": ("qwenimage", {}),
+         "qwenimage-true-cfg": ("qwenimage", {"negative_prompt": " ", "true_cfg_scale": 4.0}),
+         "zimage": ("zimage", {}), "zimage-cfg-options": ("zimage", {"cfg_truncation": 0.3, "cfg_normalization": 1.0}),
+         "shapes": ("shapes", {}), "shapes-cfg": ("shapes", {})}
 
 
 def make_spec(family, root, call_args=None, steps=None, **settings):
@@ -26,7 +31,7 @@ def make_spec(family, root, call_args=None, steps=None, **settings):
                             **{**base, **settings, **({"num_inference_steps": steps} if steps else {})})
     _, preset, call = TWINS[family]
     call = {**call, **({"num_inference_steps": steps} if steps else {})}
-    guidance = settings.pop("guidance_scale", 1.5 if family == "flux" else 5.0)
+    guidance = settings.pop("guidance_scale", twin_guidance(family))
     return PipelineSpec(name=preset, model_id=str(save_twin(family, root)), dtype="fp32", device="cpu",
                         guidance_scale=guidance, call_args=call_args or {}, **call, **settings)
 
@@ -67,7 +72,8 @@ def test_sampler_images_equal_the_pipeline_call(case, opened):
     assert sampler.fallback is None and traj.step == sampler.num_steps
 
 
-@pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "sd3", "pixart-sigma"])
+@pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "sd3", "pixart-sigma", "sana", "flux2", "qwenimage",
+                                    "zimage"])
 def test_select_duplicates_and_reorders_rows_like_separate_runs(family, opened):
     _, sampler = opened(family, options=SamplerOptions(batch_changes=True), steps=3)
     traj = sampler.run(sampler.start(PROMPT, LINEAGES), until=1)
@@ -86,7 +92,7 @@ def step_seeds(lineages):
     return lambda step: [derive_seed(lin, "step", step) for lin in lineages]
 
 
-@pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "sd3"])
+@pytest.mark.parametrize("family", ["sd15", "sdxl", "flux", "sd3", "flux2"])
 def test_stochastic_sampler_replays_from_seeds_and_differs_from_the_ode(family, opened):
     _, ode = opened(family, steps=4)
     _, sde = opened(family, options=SamplerOptions(eta=1.0), steps=4)

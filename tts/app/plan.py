@@ -5,7 +5,8 @@
 
 From the config alone: prompts and shards; candidates per prompt (the strategy is run on stand-in
 scores, so an adaptive one gives its fewest and most); NFEs per candidate (steps x denoiser passes per
-step; classifier-free guidance doubles them, Ma et al. 2025 count compute in NFEs); verifier calls;
+step; classifier-free guidance doubles them, Ma et al. 2025 count compute in NFEs); verifier calls; the
+weights in memory of a preset's checkpoint (the presets table of docs/configuration.md);
 API requests, tokens and cost from the verifier's ``price_per_million_*_tokens``; GPU-hours from a
 throughput in seconds per NFE, given (``plan.s_per_nfe``), measured here (``plan.measure=true``: one
 timed batch of the pipeline), or measured in a pilot run folder (``plan.from_run=DIR``, which also gives
@@ -76,6 +77,7 @@ def make_plan(cfg: DictConfig, job=None) -> dict:
         "candidates": candidates,
         "nfe_per_candidate": nfe, "nfe_source": nfe_source, "nfe": candidates * nfe,
         "verifier_calls": candidates,
+        "weights_gb": weights_in_memory(parts.pipeline) if not getattr(parts.pipeline, "server", None) else None,
         "api": api_cost(parts, candidates, settings, pilot),
         "s_per_nfe": s_per_nfe, "throughput_source": throughput_source if s_per_nfe is not None else None,
         "gpu_hours": candidates * nfe * s_per_nfe / 3600 if s_per_nfe is not None else None,
@@ -142,21 +144,29 @@ def _simulate(factory, improving: bool, cap: int = MAX_CANDIDATES) -> int:
 
 
 def nfe_per_candidate(spec) -> tuple[float, str]:
-    """Steps x denoiser passes per step: 2 with classifier-free guidance (guidance_scale > 1; on Flux, whose
-    guidance is distilled into one pass, only with true CFG), else 1. The family comes from the
-    checkpoint's model_index.json when it can be read here, else from the model id."""
-    from ..pipelines import PipelineConfigError, family_for, locate
+    """Steps x denoiser passes per step (tts.pipelines.passes_per_step: 2 with classifier-free guidance; 1 where
+    guidance is distilled into the denoiser, as Flux's, FLUX.2's and Sana-Sprint's; Flux and Qwen-Image 2 only with
+    true CFG; Z-Image 2 whenever guidance_scale > 0). The family comes from the checkpoint's model_index.json when it
+    can be read here, else is guessed from the model id."""
+    from ..pipelines import PipelineConfigError, family_by_model_id, family_for, locate, passes_per_step
 
     try:
-        family = family_for(locate(spec.model_id).index.get("_class_name", "")).__name__.rsplit(".", 1)[-1]
+        family = family_for(locate(spec.model_id).index.get("_class_name", ""))
     except (PipelineConfigError, OSError, ValueError):
-        family = "flux" if "flux" in spec.model_id.lower() else "unknown"
-    if family == "flux":
-        passes = 2 if float(spec.call_args.get("true_cfg_scale", 1.0)) > 1 else 1
-    else:
-        passes = 2 if spec.guidance_scale > 1 else 1
+        family = family_by_model_id(spec.model_id)
+    name = family.__name__.rsplit(".", 1)[-1] if family is not None else "unknown family"
+    passes = passes_per_step(family, spec.guidance_scale, spec.call_args) if family is not None else (
+        2 if spec.guidance_scale > 1 else 1)
     return float(spec.num_inference_steps * passes), (f"estimated: {spec.num_inference_steps} steps x {passes} "
-                                                      f"pass{'es' if passes > 1 else ''} ({family})")
+                                                      f"pass{'es' if passes > 1 else ''} ({name})")
+
+
+def weights_in_memory(spec) -> float | None:
+    """GB of the pipeline's weights in its dtype, from the presets table (None for a checkpoint it lacks)."""
+    from ..pipelines import weights_gb
+
+    half = weights_gb(spec.model_id)
+    return None if half is None else half * (2 if spec.dtype == "fp32" else 1)
 
 
 def measure(parts: _Parts) -> tuple[float, float]:
@@ -314,6 +324,10 @@ def format_plan(plan: dict) -> str:
             ("NFEs", c["max"] * plan["nfe_per_candidate"], plan["nfe"],
              f"{_n(plan['nfe_per_candidate'])} a candidate, {plan['nfe_source']}"),
             ("verifier calls", c["max"], plan["verifier_calls"], "one per candidate")]
+    if plan.get("weights_gb") is not None:
+        rows.append(("weights in memory (GB)", None, f"~{plan['weights_gb']:g}",
+                     "the pipeline's weights in its dtype (docs/configuration.md); activations add, growing with "
+                     "batch_size; pipeline.cpu_offload / quantize=nf4 lower what sits on the GPU"))
     for a in plan["api"]:
         share = a["requests"] / max(1, plan["prompts"])
         rows.append((f"{a['verifier']} requests", share, a["requests"], a["model"] or ""))

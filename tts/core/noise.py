@@ -55,3 +55,19 @@ def make_noise(lineage: dict, shape) -> torch.Tensor:
         w = w / w.norm()
         return (norm * (tau * u + math.sqrt(1.0 - tau * tau) * w)).float()
     raise ValueError(f"unknown noise kind {lineage.get('kind')!r}")
+
+
+def step_noise_seed(lineage: dict) -> int:
+    """The seed of the noise a scheduler draws itself at every step (consistency sampling, e.g. Sana-Sprint's
+    SCM), one per candidate: derived from its initial noise, so the candidate replays from its lineage."""
+    return derive_seed(lineage, "step-noise")
+
+
+def step_noise_generators(seeds, draws: int = 0, shape=None) -> list[torch.Generator]:
+    """One CPU generator per row, seeded with ``seeds``, each past ``draws`` draws of ``shape`` (one row's noise):
+    the state a pipeline call's per-row generators are in before its step ``draws``."""
+    generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    for g in generators:
+        for _ in range(draws):
+            torch.randn(tuple(shape), generator=g, dtype=torch.float32)
+    return generators

@@ -13,7 +13,13 @@ prompt-dependent keyword arguments of the pipeline call (embeddings for batch si
 generator; a negative prompt is encoded with the prompt, once). For the step-level sampler (tts.sampling.sampler) a
 family also has ``STEP_ARGS`` (the call arguments it honours), ``prepare`` (timesteps and per-row
 conditioning, tts.pipelines.stepping.Conditioning), ``predict`` (one guided denoiser evaluation) and
-``decode`` (latents to PIL images). The family is read from the checkpoint's
+``decode`` (latents to PIL images). Optional: ``STATE_DTYPE`` (the dtype the pipeline keeps latents in, e.g.
+"fp32"), ``STEP_NOISE`` and ``TRAILING_TIMESTEPS`` (a scheduler that draws its own noise each step; timesteps past
+the last step: Sana-Sprint), ``call_kwargs(pipe, spec, step_seeds)`` (what the family adds to a pipeline call),
+``passes(guidance_scale, call_args)`` (denoiser passes per step, for tts-plan; default 2 with guidance > 1),
+``load_problem(index)`` (what keeps the checkpoint from loading here, said before it loads), ``MODEL_ID_HINTS``
+and ``WEIGHTS_GB`` (tts-plan's offline guess of the family, and the presets' weights in memory). The family is
+read from the checkpoint's
 ``model_index.json`` (its pipeline class), never from a table of model ids, so any checkpoint of a
 supported family loads with ``pipeline.model_id=...``. ``PipelineSpec.check()`` finds the checkpoint and
 validates the call arguments before any model loads (tts.pipelines.checks). Loaded pipelines are owned by
@@ -65,7 +71,8 @@ def _discover() -> tuple[ModuleType, ...]:
 
 FAMILIES: tuple[ModuleType, ...] = _discover()
 __all__ = ["DTYPES", "EMBEDDED_PREFIX", "FAMILIES", "LoadedPipeline", "PipelineConfigError", "PipelineSpec",
-           "family_for", "model_index", "pipeline_class", "resolve_device", "resolve_model_path", "torch_dtype"]
+           "family_by_model_id", "family_for", "model_index", "passes_per_step", "pipeline_class", "resolve_device",
+           "resolve_model_path", "torch_dtype", "weights_gb"]
 
 
 def __getattr__(name: str):
@@ -82,6 +89,28 @@ def family_for(class_name: str) -> ModuleType:
             return fam
     supported = ", ".join(n for f in FAMILIES for n in f.CLASS_NAMES)
     raise PipelineConfigError(f"pipeline class {class_name!r} is not supported; supported: {supported}")
+
+
+def passes_per_step(family: ModuleType, guidance_scale: float, call_args: dict) -> int:
+    """Denoiser passes per step: the family's ``passes`` (distilled or true guidance), else two with
+    classifier-free guidance (guidance_scale > 1), one without."""
+    if hasattr(family, "passes"):
+        return family.passes(guidance_scale, call_args)
+    return 2 if guidance_scale > 1 else 1
+
+
+def family_by_model_id(model_id: str) -> ModuleType | None:
+    """A guess of the family from the model id alone (the family whose ``MODEL_ID_HINTS`` match it longest), for
+    estimates when the checkpoint's model_index.json cannot be read (tts-plan offline); loading never guesses."""
+    lowered = model_id.lower()
+    hits = [(len(hint), fam) for fam in FAMILIES for hint in getattr(fam, "MODEL_ID_HINTS", ()) if hint in lowered]
+    return max(hits, key=lambda h: h[0])[1] if hits else None
+
+
+def weights_gb(model_id: str) -> float | None:
+    """The half-precision (fp16/bf16) weights, in GB, of a preset's checkpoint (the families' ``WEIGHTS_GB``: the
+    presets table of docs/configuration.md), or None for a checkpoint no preset names."""
+    return next((fam.WEIGHTS_GB[model_id] for fam in FAMILIES if model_id in getattr(fam, "WEIGHTS_GB", {})), None)
 
 
 def pipeline_class(class_name: str) -> type:
@@ -210,6 +239,9 @@ class PipelineSpec:
         family = family_for(class_name)
         if self.call_args:
             check_call_args(self.call_args, pipeline_class(class_name), family, self.guidance_scale)
+        problem = family.load_problem(source.index) if hasattr(family, "load_problem") else None
+        if problem:
+            raise PipelineConfigError(f"pipeline.model_id={self.model_id}: {problem}")
         return source
 
     def load(self) -> LoadedPipeline:

@@ -237,3 +237,18 @@ def distilled_guidance(cfg: bool, guidance_scale: float, call_args: dict, keys: 
 def pick(call_args: dict | None, keys: tuple[str, ...]) -> dict:
     """The call arguments among ``keys`` (those a family's prompt encoding consumes)."""
     return {k: v for k, v in (call_args or {}).items() if k in keys}
+
+
+def true_cfg_problem(call_args: dict, family: str) -> str | None:
+    """True classifier-free guidance (Flux, Qwen-Image): a negative prompt acts only with ``true_cfg_scale`` > 1
+    (two denoiser passes per step), and a ``true_cfg_scale`` > 1 given acts only with a negative prompt."""
+    true_cfg = call_args.get("true_cfg_scale", 1.0)
+    if isinstance(true_cfg, bool) or not isinstance(true_cfg, (int, float)):
+        return f"pipeline.call_args.true_cfg_scale must be a number, got {true_cfg!r}"
+    if "negative_prompt" in call_args and true_cfg <= 1:
+        return (f"{family} takes a negative prompt only with true classifier-free guidance: add "
+                "+pipeline.call_args.true_cfg_scale=4 (any value > 1; two denoiser passes per step)")
+    if true_cfg > 1 and "negative_prompt" not in call_args:
+        return ("pipeline.call_args.true_cfg_scale acts only with a negative prompt: add "
+                "+pipeline.call_args.negative_prompt=...")
+    return None

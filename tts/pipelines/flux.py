@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .checks import pick
-from .stepping import Conditioning
+from .checks import pick, true_cfg_problem
+from .stepping import Conditioning, linear_sigmas, true_cfg
 
 if TYPE_CHECKING:
     import torch
 
 CLASS_NAMES = ("FluxPipeline",)
+MODEL_ID_HINTS = ("flux.1", "flux")  # tts-plan's guess of the family when the checkpoint cannot be read
+WEIGHTS_GB = {"black-forest-labs/FLUX.1-dev": 34.0, "black-forest-labs/FLUX.1-schnell": 34.0}  # bf16 weights
 DENOISER = "transformer"
 STEP_ARGS = ("true_cfg_scale",)  # call arguments the stepped sampler (tts.sampling.sampler) honours
 EMBEDS = ("prompt_embeds", "pooled_prompt_embeds", "negative_prompt_embeds", "negative_pooled_prompt_embeds")
@@ -33,18 +35,14 @@ def to_pipeline_latents(pipe, noise: torch.Tensor, height: int, width: int) -> t
 
 
 def call_args_problem(call_args: dict, guidance_scale: float) -> str | None:
-    true_cfg = call_args.get("true_cfg_scale", 1.0)
-    if isinstance(true_cfg, bool) or not isinstance(true_cfg, (int, float)):
-        return f"pipeline.call_args.true_cfg_scale must be a number, got {true_cfg!r}"
     if "negative_prompt_2" in call_args and "negative_prompt" not in call_args:
         return "pipeline.call_args.negative_prompt_2 needs pipeline.call_args.negative_prompt (for the CLIP encoder)"
-    if "negative_prompt" in call_args and true_cfg <= 1:
-        return ("Flux takes a negative prompt only with true classifier-free guidance: add "
-                "+pipeline.call_args.true_cfg_scale=4 (any value > 1; two denoiser passes per step)")
-    if true_cfg > 1 and "negative_prompt" not in call_args:
-        return ("pipeline.call_args.true_cfg_scale acts only with a negative prompt: add "
-                "+pipeline.call_args.negative_prompt=...")
-    return None
+    return true_cfg_problem(call_args, "Flux")
+
+
+def passes(guidance_scale: float, call_args: dict) -> int:
+    """Denoiser passes per step: the distilled guidance is one; true CFG with a negative prompt two."""
+    return 2 if "negative_prompt" in call_args and float(call_args.get("true_cfg_scale", 1.0)) > 1 else 1
 
 
 def encode(pipe, prompt: str, guidance_scale: float, max_sequence_length: int | None, call_args: dict) -> dict:
@@ -63,12 +61,11 @@ def encode(pipe, prompt: str, guidance_scale: float, max_sequence_length: int | 
 def prepare(pipe, scheduler, spec, embeds: dict, latents: torch.Tensor) -> Conditioning:
     """Timesteps on ``scheduler`` (sigmas 1 .. 1/n shifted by the image's sequence length, as FluxPipeline);
     embeddings and the distilled-guidance vector per row; text and image position ids shared by all rows."""
-    import numpy as np
     import torch
     from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
 
     n, c = spec.num_inference_steps, scheduler.config
-    sigmas = None if c.get("use_flow_sigmas", False) else np.linspace(1.0, 1 / n, n)
+    sigmas = linear_sigmas(scheduler, n)
     mu = calculate_shift(latents.shape[1], c.get("base_image_seq_len", 256), c.get("max_image_seq_len", 4096),
                          c.get("base_shift", 0.5), c.get("max_shift", 1.15))
     retrieve_timesteps(scheduler, n, latents.device, sigmas=sigmas, mu=mu)
@@ -94,18 +91,14 @@ def predict(pipe, cond: Conditioning, model_input: torch.Tensor, t: torch.Tensor
     rows, shared = cond.rows, cond.shared
     timestep = t.expand(model_input.shape[0]).to(model_input.dtype) / 1000
 
-    def run(prefix: str, txt_ids, context: str):
-        with pipe.transformer.cache_context(context):
-            return pipe.transformer(hidden_states=model_input, timestep=timestep, guidance=rows.get("guidance"),
-                                    pooled_projections=rows[prefix + "pooled_prompt_embeds"],
-                                    encoder_hidden_states=rows[prefix + "prompt_embeds"], txt_ids=txt_ids,
-                                    img_ids=shared["img_ids"], joint_attention_kwargs={}, return_dict=False)[0]
+    def run(prefix: str):
+        return pipe.transformer(hidden_states=model_input, timestep=timestep, guidance=rows.get("guidance"),
+                                pooled_projections=rows[prefix + "pooled_prompt_embeds"],
+                                encoder_hidden_states=rows[prefix + "prompt_embeds"],
+                                txt_ids=shared[prefix + "txt_ids"],
+                                img_ids=shared["img_ids"], joint_attention_kwargs={}, return_dict=False)[0]
 
-    out = run("", shared["txt_ids"], "cond")
-    if cond.cfg:
-        negative = run("negative_", shared["negative_txt_ids"], "uncond")
-        out = negative + shared["true_cfg_scale"] * (out - negative)
-    return out
+    return true_cfg(pipe, run, cond)
 
 
 def decode(pipe, latents: torch.Tensor, height: int, width: int) -> list:

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     import torch
 
 CLASS_NAMES = ("HiDreamImagePipeline",)
+MODEL_ID_HINTS = ("hidream",)  # tts-plan's guess of the family when the checkpoint cannot be read
+WEIGHTS_GB = {"HiDream-ai/HiDream-I1-Full": 61.0}  # bf16 weights with the Llama loaded on its own
 DENOISER = "transformer"
 STEP_ARGS = ()  # call arguments the stepped sampler (tts.sampling.sampler) honours (prepare / predict / decode below)
 NEGATIVE_KEYS = ("negative_prompt", "negative_prompt_2", "negative_prompt_3", "negative_prompt_4")

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .checks import pick
-from .stepping import Conditioning, doubled, embeds_dtype, guide, plain_family
+from .stepping import Conditioning, doubled, embeds_dtype, guide, plain_family, without_variance
 
 if TYPE_CHECKING:
     import torch
 
 CLASS_NAMES = ("PixArtSigmaPipeline", "PixArtAlphaPipeline")
+MODEL_ID_HINTS = ("pixart",)  # tts-plan's guess of the family when the checkpoint cannot be read
+WEIGHTS_GB = {"PixArt-alpha/PixArt-Sigma-XL-2-1024-MS": 10.9}  # fp16 weights (T5-XXL 9.5)
 DENOISER = "transformer"
 STEP_ARGS = ()  # call arguments the stepped sampler (tts.sampling.sampler) honours
 EMBEDS = ("prompt_embeds", "prompt_attention_mask", "negative_prompt_embeds", "negative_prompt_attention_mask")
@@ -55,10 +57,7 @@ def predict(pipe, cond: Conditioning, model_input: torch.Tensor, t: torch.Tensor
     out = pipe.transformer(x, encoder_hidden_states=cond.pair("prompt_embeds"),
                            encoder_attention_mask=cond.pair("prompt_attention_mask"), timestep=timestep,
                            added_cond_kwargs=added, return_dict=False)[0]
-    out = guide(out, cond)
-    if pipe.transformer.config.out_channels // 2 == model_input.shape[1]:  # learned variance: keep the noise
-        out = out.chunk(2, dim=1)[0]
-    return out
+    return without_variance(pipe, guide(out, cond), model_input.shape[1])
 
 
 def decode(pipe, latents: torch.Tensor, height: int, width: int) -> list:

@@ -11,6 +11,9 @@ if TYPE_CHECKING:
     import torch
 
 CLASS_NAMES = ("StableDiffusionPipeline",)
+MODEL_ID_HINTS = ("stable-diffusion-v1", "sd-turbo", "ddpo")  # tts-plan's guess when the checkpoint cannot be read
+WEIGHTS_GB = {"stable-diffusion-v1-5/stable-diffusion-v1-5": 2.7, "stabilityai/sd-turbo": 2.6,  # fp16 weights
+              **{f"kvablack/ddpo-{k}": 2.7 for k in ("aesthetic", "alignment", "compressibility", "incompressibility")}}
 DENOISER = "unet"
 STEP_ARGS = ("guidance_rescale",)  # call arguments the stepped sampler (tts.sampling.sampler) honours
 NEGATIVE_KEYS = ("negative_prompt",)

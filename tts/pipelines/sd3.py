@@ -1,4 +1,6 @@
-"""Stable Diffusion 3: 16-channel latents at H/8 x W/8; two CLIP encoders + T5 (sequence + pooled)."""
+"""Stable Diffusion 3 and 3.5 (Medium, Large: the same pipeline; 3.5 adds QK normalisation and, in Medium, dual
+attention layers, read from the transformer's config): 16-channel latents at H/8 x W/8; two CLIP encoders + T5
+(sequence + pooled)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -10,6 +12,9 @@ if TYPE_CHECKING:
     import torch
 
 CLASS_NAMES = ("StableDiffusion3Pipeline",)
+MODEL_ID_HINTS = ("stable-diffusion-3",)  # tts-plan's guess of the family when the checkpoint cannot be read
+WEIGHTS_GB = {"stabilityai/stable-diffusion-3-medium-diffusers": 15.5,  # fp16 / bf16 weights (T5-XXL 9.5 of each)
+              "stabilityai/stable-diffusion-3.5-large": 27.5, "stabilityai/stable-diffusion-3.5-medium": 16.0}
 DENOISER = "transformer"
 STEP_ARGS = ()  # call arguments the stepped sampler (tts.sampling.sampler) honours
 EMBEDS = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")

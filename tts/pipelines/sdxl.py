@@ -10,6 +10,8 @@ if TYPE_CHECKING:
     import torch
 
 CLASS_NAMES = ("StableDiffusionXLPipeline",)
+MODEL_ID_HINTS = ("xl",)  # tts-plan's guess of the family when the checkpoint cannot be read
+WEIGHTS_GB = {"stabilityai/stable-diffusion-xl-base-1.0": 6.9, "SG161222/RealVisXL_V4.0": 6.9}  # fp16 weights
 DENOISER = "unet"
 STEP_ARGS = ("guidance_rescale",)  # call arguments the stepped sampler (tts.sampling.sampler) honours
 EMBEDS = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")

@@ -91,3 +91,63 @@ def plain_family(denoiser: str, negative_keys: tuple[str, ...], pixel_space: boo
 def with_negatives(cfg: bool, positive: dict, negative: dict) -> dict:
     """``encode``'s result: the prompt's embeddings, and the negative ones under classifier-free guidance."""
     return positive | negative if cfg else positive
+
+
+def call_default(pipe, name: str):
+    """The default of the pipeline call's argument ``name`` (e.g. Sana's ``complex_human_instruction``): what
+    the pipeline would use, for an encoding tts makes itself."""
+    import inspect
+
+    return inspect.signature(type(pipe).__call__).parameters[name].default
+
+
+def without_variance(pipe, out: torch.Tensor, channels: int) -> torch.Tensor:
+    """A transformer that predicts a learned variance too (out_channels = 2 x latent channels): keep the noise."""
+    return out.chunk(2, dim=1)[0] if pipe.transformer.config.out_channels // 2 == channels else out
+
+
+def vae_decode(pipe, latents: torch.Tensor) -> list:
+    """Latents to PIL images through the pipeline's VAE: undo its scaling (and shift, where it has one)."""
+    vae = pipe.vae
+    latents = latents.to(vae.dtype) / vae.config.scaling_factor + (getattr(vae.config, "shift_factor", None) or 0)
+    image = vae.decode(latents, return_dict=False)[0]
+    return pipe.image_processor.postprocess(image, output_type="pil")
+
+
+def linear_sigmas(scheduler, steps: int):
+    """The sigmas the flow-matching pipelines (Flux, FLUX.2, Qwen-Image) give their scheduler: 1 .. 1/steps,
+    evenly spaced (None when the scheduler makes its own flow sigmas)."""
+    import numpy as np
+
+    return None if scheduler.config.get("use_flow_sigmas", False) else np.linspace(1.0, 1 / steps, steps)
+
+
+def true_cfg(pipe, run, cond: Conditioning, renorm: bool = False) -> torch.Tensor:
+    """True classifier-free guidance (Flux, Qwen-Image): ``run(prefix)`` is one denoiser pass on the rows'
+    ``<prefix>prompt_embeds``; with guidance a second, negative pass, combined with ``true_cfg_scale``;
+    ``renorm``: the combination rescaled to the conditional output's norm per token (QwenImagePipeline)."""
+    with pipe.transformer.cache_context("cond"):
+        out = run("")
+    if not cond.cfg:
+        return out
+    with pipe.transformer.cache_context("uncond"):
+        negative = run("negative_")
+    guided = negative + cond.shared["true_cfg_scale"] * (out - negative)
+    if renorm:
+        guided = guided * (out.norm(dim=-1, keepdim=True) / guided.norm(dim=-1, keepdim=True))
+    return guided
+
+
+def ragged_rows(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row sequences of different lengths (Z-Image's embeddings: one (tokens, dim) tensor per row) as rows of a
+    :class:`Conditioning`: zero-padded to the longest, and their lengths."""
+    import torch
+
+    longest = max(t.shape[0] for t in tensors)
+    padded = torch.stack([torch.cat([t, t.new_zeros(longest - t.shape[0], *t.shape[1:])]) for t in tensors])
+    return padded, torch.tensor([t.shape[0] for t in tensors], dtype=torch.long)
+
+
+def unragged(padded: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+    """The per-row sequences :func:`ragged_rows` padded."""
+    return [row[:n] for row, n in zip(padded, lengths.tolist())]

@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 
 from ..pipelines.models import ModelManager, manager
-from ..core.noise import make_noise
+from ..core.noise import make_noise, step_noise_seed
 from ..pipelines import LoadedPipeline, PipelineSpec, torch_dtype
 from ..pipelines.flags import mark_flagged
 
@@ -67,9 +67,9 @@ class DenoiserRows:
         self._hook = getattr(denoiser, "_orig_mod", denoiser).register_forward_pre_hook(self._count, with_kwargs=True)
 
     def _count(self, module, args, kwargs):
-        first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
-        if first is not None:
-            self.rows += first.shape[0]
+        first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor) or _tensor_list(a)), None)
+        if first is not None:  # a batch tensor, or one tensor per row (Z-Image's transformer takes a list)
+            self.rows += len(first) if isinstance(first, list) else first.shape[0]
 
     def close(self) -> None:
         self._hook.remove()
@@ -118,7 +118,7 @@ class Generator:
         per = {p: self.encode(p) for p in dict.fromkeys(rows)}
         first = per[rows[0]]
         dims = getattr(self.family, "BATCH_DIMS", {})  # batch not first (HiDream's Llama: layers, batch, ...)
-        return {k: torch.cat([per[p][k] for p in rows], dim=dims.get(k, 0)) if isinstance(v, torch.Tensor) else v
+        return {k: _join([per[p][k] for p in rows], dims.get(k, 0)) if isinstance(v, (torch.Tensor, list)) else v
                 for k, v in first.items()}
 
     def generate(self, prompt: str | list[str | Embeds], lineages: list[dict], on_step: StepFn | None = None):
@@ -139,12 +139,20 @@ class Generator:
         latents = latents.to(device=self.pipe._execution_device, dtype=torch_dtype(self.spec.dtype))
         self.counter.rows = 0
         with torch.no_grad():
-            out = self.pipe(**kwargs, **self._call_args, **self._step_callback(on_step), latents=latents,
-                            height=self.spec.height, width=self.spec.width,
-                            num_inference_steps=self.spec.num_inference_steps,
-                            guidance_scale=self.spec.guidance_scale, output_type="pil")
+            call = {"latents": latents, "height": self.spec.height, "width": self.spec.width,
+                    "num_inference_steps": self.spec.num_inference_steps, "guidance_scale": self.spec.guidance_scale,
+                    "output_type": "pil"}
+            out = self.pipe(**kwargs, **self._step_callback(on_step), **(call | self._family_args(lineages)))
         # the safety checker's per-image flags ride in each image's info (tts.run.safety reads them)
         return mark_flagged(out.images, getattr(out, "nsfw_content_detected", None))
+
+    def _family_args(self, lineages: list[dict]) -> dict:
+        """``pipeline.call_args`` and what the family adds to a call (Sana-Sprint: per-row generators for the noise
+        its scheduler draws, seeded from each candidate's lineage, tts.core.noise.step_noise_seed)."""
+        if not hasattr(self.family, "call_kwargs"):
+            return self._call_args
+        seeds = [step_noise_seed(lin) for lin in lineages]
+        return {**self._call_args, **self.family.call_kwargs(self.pipe, self.spec, seeds)}
 
     def _step_callback(self, on_step: StepFn | None) -> dict:
         """The pipeline's step callback argument for ``on_step`` (``callback_on_step_end``, or the older
@@ -158,6 +166,22 @@ class Generator:
                 return tensors
             return {"callback_on_step_end": at_end}
         return {"callback": lambda i, t, latents: on_step(i + 1, steps), "callback_steps": 1}
+
+
+def _tensor_list(value) -> bool:
+    return isinstance(value, list) and bool(value) and isinstance(value[0], torch.Tensor)
+
+
+def _join(tensors: list, dim: int):
+    """Rows of several prompts in one batch; token sequences of different lengths (Qwen-Image keeps each prompt's
+    own length) are padded with zeros at the end, which their attention masks, padded alike, mask out; embeddings
+    given as one tensor per row (Z-Image) stay a list, one entry per row."""
+    if isinstance(tensors[0], list):
+        return [t for per_prompt in tensors for t in per_prompt]
+    if dim == 0 and tensors[0].ndim >= 2 and len({t.shape[1] for t in tensors}) > 1:
+        longest = max(t.shape[1] for t in tensors)
+        tensors = [torch.cat([t, t.new_zeros(t.shape[0], longest - t.shape[1], *t.shape[2:])], dim=1) for t in tensors]
+    return torch.cat(tensors, dim=dim)
 
 
 def _call_parameters(cls: type) -> frozenset[str]:

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import torch
 
 from .generate import DenoiserRows
-from ..core.noise import fresh, make_noise
+from ..core.noise import fresh, make_noise, step_noise_generators, step_noise_seed
 from ..pipelines import PipelineConfigError
 from ..pipelines.stepping import Conditioning
 
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 #: schedulers whose step depends only on (model output, step index, sample): rows may change between steps
-FIRST_ORDER = frozenset({"DDIMScheduler", "EulerDiscreteScheduler", "FlowMatchEulerDiscreteScheduler"})
+FIRST_ORDER = frozenset({"DDIMScheduler", "EulerDiscreteScheduler", "FlowMatchEulerDiscreteScheduler", "SCMScheduler"})
 SeedFn = Callable[[int], Sequence[int]]  # step index -> one seed per row
 
 
@@ -165,7 +165,7 @@ class Sampler:
     def __init__(self, generator: Generator, options: SamplerOptions = SamplerOptions()):
         self.gen, self.options = generator, options
         self.pipe, self.family, self.spec = generator.pipe, generator.family, generator.spec
-        _check_family(self.family, self.spec)
+        _check_family(self.family, self.spec, options)
         self.scheduler, self.fallback = _solver(self.pipe.scheduler, options)
         self.schedule: Schedule | None = None
         self.counter = DenoiserRows(getattr(self.pipe, self.family.DENOISER))
@@ -175,18 +175,22 @@ class Sampler:
 
     @property
     def num_steps(self) -> int:
-        return len(self.scheduler.timesteps)
+        return len(self.scheduler.timesteps) - getattr(self.family, "TRAILING_TIMESTEPS", 0)
 
     @torch.no_grad()
     def start(self, prompt: str | Embeds | list, lineages: list[dict]) -> Trajectories:
         """Trajectories at step 0 from initial-noise lineages (tts.core.noise), one prompt or one per row."""
         gen, spec = self.gen, self.spec
         noise = self.family.to_pipeline_latents(self.pipe, gen.noise(lineages), spec.height, spec.width)
-        latents = noise.to(device=self.pipe._execution_device, dtype=_dtype(spec))
+        # the compute dtype, as the pipeline call gets it; a family whose pipeline keeps float32 latents says so
+        latents = noise.to(device=self.pipe._execution_device, dtype=_dtype(spec.dtype))
+        latents = latents.to(_dtype(getattr(self.family, "STATE_DTYPE", spec.dtype)))
         cond = self.family.prepare(self.pipe, self.scheduler, spec, gen.row_embeds(prompt, len(lineages)), latents)
         self.schedule = _schedule(self.scheduler)
         movable = type(self.scheduler).__name__ in FIRST_ORDER
         latents = latents * getattr(self.scheduler, "init_noise_sigma", 1.0)
+        if getattr(self.family, "STEP_NOISE", False):  # the scheduler's own noises: one seed per row, follows rows
+            cond.rows["step_seed"] = torch.tensor([step_noise_seed(lin) for lin in lineages], dtype=torch.long)
         return Trajectories(latents, cond, 0, torch.zeros(len(lineages), dtype=torch.float64), movable=movable)
 
     @torch.no_grad()
@@ -213,7 +217,8 @@ class Sampler:
             latents, x0 = self._require_schedule("stochastic sampling").step(traj.latents, out, i, self.options.eta, z)
         else:
             self._at(i)
-            result = self.scheduler.step(out, self.scheduler.timesteps[i], traj.latents, return_dict=True)
+            result = self.scheduler.step(out, self.scheduler.timesteps[i], traj.latents, return_dict=True,
+                                         **self._step_noise(traj))
             latents = result.prev_sample
             x0 = getattr(result, "pred_original_sample", None)
             if x0 is None and self.schedule is not None:
@@ -255,7 +260,18 @@ class Sampler:
         if hasattr(self.scheduler, "_step_index") and type(self.scheduler).__name__ in FIRST_ORDER:
             self.scheduler._step_index = i
 
+    def _step_noise(self, traj: Trajectories) -> dict:
+        """The per-row generators a scheduler that draws its own noise takes at this step (as in the pipeline
+        call, tts.sampling.generate): each row's, past the draws of its earlier steps."""
+        seeds = traj.cond.rows.get("step_seed")
+        if seeds is None:
+            return {}
+        return {"generator": step_noise_generators(seeds.tolist(), traj.step, (1, *traj.latents.shape[1:]))}
+
     def _require_schedule(self, what: str) -> Schedule:
+        if getattr(self.family, "STEP_NOISE", False):
+            raise PipelineConfigError(f"{what} is not supported on {type(self.scheduler).__name__}, whose steps draw "
+                                      "fresh noise themselves: use a search that needs neither (eta=0, no renoise)")
         if self.schedule is None or type(self.scheduler).__name__ not in FIRST_ORDER:
             raise PipelineConfigError(f"{what} needs a first-order scheduler; {type(self.scheduler).__name__} is "
                                       "multistep: make the sampler with SamplerOptions(batch_changes=True)")
@@ -266,10 +282,10 @@ class Sampler:
         return z.to(device=like.device, dtype=like.dtype)
 
 
-def _dtype(spec) -> torch.dtype:
+def _dtype(name: str) -> torch.dtype:
     from ..core.torchutil import torch_dtype
 
-    return torch_dtype(spec.dtype)
+    return torch_dtype(name)
 
 
 def _need_seeds(seeds, rows: int, what: str) -> Sequence[int]:
@@ -279,11 +295,14 @@ def _need_seeds(seeds, rows: int, what: str) -> Sequence[int]:
     return seeds
 
 
-def _check_family(family, spec) -> None:
+def _check_family(family, spec, options: SamplerOptions) -> None:
     missing = [n for n in ("prepare", "predict", "decode") if not hasattr(family, n)]
     if missing:
         raise PipelineConfigError(f"pipeline family {family.__name__} has no step-level sampler yet (no "
                                   f"{', '.join(missing)}); use a search that calls the pipeline whole")
+    if options.eta > 0 and getattr(family, "STEP_NOISE", False):
+        raise PipelineConfigError(f"pipeline family {family.__name__} samples stochastically already (its scheduler "
+                                  "draws fresh noise every step): set the search's eta to 0")
     allowed = (*family.ENCODE_KEYS, *getattr(family, "STEP_ARGS", ()))
     unknown = sorted(k for k in spec.call_args if k not in allowed)
     if unknown:
@@ -310,7 +329,8 @@ def _solver(scheduler, options: SamplerOptions):
     why = "rows change between steps" if options.batch_changes else "stochastic steps (eta > 0)"
     fallback = f"{cls.__name__} (first order) instead of {name} (multistep; {why})"
     log.warning("step-level sampler: %s", fallback)
-    return cls.from_config(scheduler.config), fallback
+    shift = scheduler.config.get("flow_shift") if cls is FlowMatchEulerDiscreteScheduler else None
+    return cls.from_config(scheduler.config, **({"shift": shift} if shift else {})), fallback
 
 
 def _schedule(scheduler) -> Schedule | None:
@@ -331,6 +351,8 @@ def _schedule(scheduler) -> Schedule | None:
         ve = scheduler.sigmas.detach().double().cpu()[: n + 1]
         alpha = 1 / torch.sqrt(1 + ve ** 2)
         return Schedule(alpha, ve * alpha, 1 / alpha, config.prediction_type, None)
+    if not hasattr(scheduler, "alphas_cumprod"):  # e.g. SCM (TrigFlow): x0 comes from its own step
+        return None
     cumprod = scheduler.alphas_cumprod.double().cpu()
     ts = scheduler.timesteps.long().cpu()
     last = int(ts[-1]) - config.num_train_timesteps // scheduler.num_inference_steps
