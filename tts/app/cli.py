@@ -33,11 +33,11 @@ from omegaconf import DictConfig, OmegaConf
 from ..core import runfolder as rf
 from ..run import shard as sh
 from . import ttsf
-from ..core.configtree import choices, config_dir  # noqa: F401 - tts.app.cli.config_dir: its old import path
+from ..core.configtree import config_dir
 from .build import build_job, check_secret_interpolation
 from .errors import ConfigError, is_user_error
 from .messages import first_error, format_summary, next_steps, nothing_verified, shell, verified
-from .overrides import check_output_folders, check_overrides, quoted  # noqa: F401 - tts.app.cli's names
+from .overrides import check_output_folders, check_overrides
 
 log = logging.getLogger("tts")
 #: Libraries whose INFO lines are noise on every run (google_genai logs "AFC is enabled ..." per request):
