@@ -10,9 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..core import runfolder as rf
 from ..core.validate import is_int
-from ..pipelines.nfe import nfe_per_image
 from ..run import shard as sh
-from ..search.protocols import kind_problem, make_strategy, traits
 from .errors import ConfigError
 
 
@@ -96,9 +94,10 @@ def positive_int(cfg, key: str, allow_auto: bool = False) -> int | None:
 
 def build_job(cfg: DictConfig, run_dir: Path):
     """Build and validate every component; nothing expensive happens here."""
-    from ..run.loop import SearchJob
     from ..pipelines import PipelineConfigError, PipelineSpec
     from ..prompts import select
+    from ..run.job import SearchJob
+    from ..search.protocols import traits
     from ..verifiers.base import Verifier
 
     pipeline = instantiate(cfg.pipeline, "pipeline")
@@ -125,7 +124,7 @@ def build_job(cfg: DictConfig, run_dir: Path):
         raise ConfigError(str(e)) from None
     factory = instantiate(cfg.search, "search")
     strategy = instantiate_strategy(factory)
-    kind = traits(strategy)
+    kind = traits(strategy)  # what the strategy is and its budget, read once
     if pipeline.server and (kind.in_loop or kind.budget.nfe):
         what = "steps the denoiser itself" if kind.in_loop else "counts NFEs per image"
         raise ConfigError(f"search={cfg.search.get('_target_', '').rsplit('.', 1)[-1]} {what}: it needs the pipeline "
@@ -165,6 +164,8 @@ def _shard_settings(cfg, factory) -> tuple[sh.Shard, bool]:
     mode = (cfg.get("shard") or {}).get("manifest", "shared")
     if mode not in MANIFEST_MODES:
         raise ConfigError(f"shard.manifest must be one of {', '.join(MANIFEST_MODES)}, got {mode!r}")
+    from ..search.protocols import traits
+
     if shard.count > 1 and traits(instantiate_strategy(factory)).asks_a_person:
         raise ConfigError(f"this search asks a person (search=human-preference): run it in one process "
                           f"(shard.count=1, no torchrun), not as {shard.label}")
@@ -183,6 +184,9 @@ def _collages(cfg, shard: sh.Shard) -> bool:
 def _check_budget_pays_for_an_image(strategy, pipeline) -> None:
     """``search.nfe_budget`` below one image's NFEs (steps x passes, as tts-plan estimates them) would search
     nothing: refused before the model loads."""
+    from ..pipelines.nfe import nfe_per_image
+    from ..search.protocols import traits
+
     budget = traits(strategy).budget
     if budget.limited:
         problem = budget.shortfall(*nfe_per_image(pipeline), pipeline.name)
@@ -192,6 +196,8 @@ def _check_budget_pays_for_an_image(strategy, pipeline) -> None:
 
 def instantiate_strategy(factory):
     """One strategy from the factory, only validated (no prompt, no run folder): one line if it cannot be built."""
+    from ..search.protocols import kind_problem, make_strategy
+
     try:
         strategy = make_strategy(factory)
     except (TypeError, ValueError) as e:

@@ -26,8 +26,6 @@ from omegaconf import DictConfig
 from ..core import runfolder as rf
 from ..core.validate import MAX_CANDIDATES, is_number
 from .errors import PlanError
-from ..pipelines.nfe import nfe_per_image
-from ..search.protocols import traits
 
 PLAN_VERSION = 1
 #: Characters per text token, the providers' rule of thumb (Gemini API docs, "Understand and count tokens").
@@ -50,6 +48,8 @@ class _Parts:
 
 def make_plan(cfg: DictConfig, job=None) -> dict:
     """The plan of the run ``cfg`` describes (``job``: its components, when already built)."""
+    from ..pipelines.nfe import nfe_per_image
+
     parts = _parts(cfg, job)
     settings = cfg.get("plan") or {}
     pilot = _pilot(settings.get("from_run"), cfg) if settings.get("from_run") else None
@@ -111,6 +111,8 @@ def candidates_per_prompt(factory, nfe: float | None = None) -> tuple[int, int]:
     in-loop strategy (particles, tts.sampling.particles): the whole images its ``nfe_budget`` pays for (what it spends
     is at most that; 1 without a budget, which the plan cannot bound). With ``nfe_budget``, the most is capped
     by what the budget pays for."""
+    from ..search.protocols import traits
+
     strategy = factory(seed_fn=lambda r, i, purpose: 1000 * r + i)
     kind = traits(strategy)
     budget = kind.budget.nfe
