@@ -113,7 +113,7 @@ def to_overrides(config: dict, config_dir: Path, where: str = "ttsf_config") -> 
 def _verifier(args: dict, where: str, config_dir: Path) -> list[str]:
     """tt-scale-flux's graders keep every key; any other tts verifier (e.g. ``shapes``, offline) takes only a
     metric of its own: a grader's metric (the JSON's ``overall_score``) falls back to that verifier's default."""
-    from .verifiers.grading import METRICS as GRADER_METRICS
+    from ..verifiers.grading import METRICS as GRADER_METRICS
 
     _take(args, ("name", *_VERIFIER_KEYS), where)
     name = args.get("name")
