@@ -129,7 +129,7 @@ def build_job(cfg: DictConfig, run_dir: Path):
         what = "steps the denoiser itself" if kind.in_loop else "counts NFEs per image"
         raise ConfigError(f"search={cfg.search.get('_target_', '').rsplit('.', 1)[-1]} {what}: it needs the pipeline "
                           "in this process; drop pipeline.server (or search.nfe_budget)")
-    _check_budget_pays_for_an_image(strategy, pipeline)
+    _check_budget_pays_for_an_image(kind.budget, pipeline)
     source = instantiate(cfg.prompts, "prompts")
     prompts = select(source, cfg.num_prompts)
     for p in prompts:
@@ -137,7 +137,7 @@ def build_job(cfg: DictConfig, run_dir: Path):
     seed = cfg.get("seed")
     if not is_int(seed) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
-    shard, per_shard = _shard_settings(cfg, factory)
+    shard, per_shard = _shard_settings(cfg, kind.asks_a_person)
     return SearchJob(pipeline=pipeline, verifier=verifier, search_factory=factory, prompts=prompts, run_dir=run_dir,
                      seed=seed, batch_size=positive_int(cfg, "batch_size"),
                      verify_concurrency=positive_int(cfg, "verify_concurrency", allow_auto=True),
@@ -155,7 +155,7 @@ def _safety(cfg, pipeline):
     return from_config(cfg.get("safety"), pipeline)
 
 
-def _shard_settings(cfg, factory) -> tuple[sh.Shard, bool]:
+def _shard_settings(cfg, asks_a_person: bool) -> tuple[sh.Shard, bool]:
     """This process's shard (config and launcher rank) and whether it writes a manifest of its own."""
     try:
         shard = sh.from_config(cfg)
@@ -164,9 +164,7 @@ def _shard_settings(cfg, factory) -> tuple[sh.Shard, bool]:
     mode = (cfg.get("shard") or {}).get("manifest", "shared")
     if mode not in MANIFEST_MODES:
         raise ConfigError(f"shard.manifest must be one of {', '.join(MANIFEST_MODES)}, got {mode!r}")
-    from ..search.protocols import traits
-
-    if shard.count > 1 and traits(instantiate_strategy(factory)).asks_a_person:
+    if shard.count > 1 and asks_a_person:
         raise ConfigError(f"this search asks a person (search=human-preference): run it in one process "
                           f"(shard.count=1, no torchrun), not as {shard.label}")
     return shard, mode == "per-shard"
@@ -181,13 +179,11 @@ def _collages(cfg, shard: sh.Shard) -> bool:
     return value
 
 
-def _check_budget_pays_for_an_image(strategy, pipeline) -> None:
+def _check_budget_pays_for_an_image(budget, pipeline) -> None:
     """``search.nfe_budget`` below one image's NFEs (steps x passes, as tts-plan estimates them) would search
     nothing: refused before the model loads."""
     from ..pipelines.nfe import nfe_per_image
-    from ..search.protocols import traits
 
-    budget = traits(strategy).budget
     if budget.limited:
         problem = budget.shortfall(*nfe_per_image(pipeline), pipeline.name)
         if problem:
