@@ -29,7 +29,7 @@ from .verify import Pending, verify_and_record, write_round_best  # noqa: F401 -
 log = logging.getLogger(__name__)
 
 # The old private names tts.run.inloop imports (public now in tts.run.verify): kept until it imports them there.
-_Pending, _PromptRun = Pending, PromptRun
+_Pending = Pending
 __all__ = ["SearchJob", "PromptRun", "run_search", "search_prompt", "finish", "summarise", "unfinished",
            "verify_and_record", "write_round_best"]
 
