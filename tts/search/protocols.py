@@ -42,7 +42,7 @@ class AsksAPerson(Protocol):
 def is_in_loop(strategy) -> bool:
     """# IN-LOOP DISPATCH: the one test of "steps the denoiser itself" (tts.run.inloop); the in-loop strategies'
     protocol (step requests) replaces this body with its own isinstance check."""
-    return bool(getattr(strategy, "in_loop", False)) and hasattr(strategy, "search")
+    return bool(getattr(strategy, "in_loop", False))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +90,7 @@ def traits(strategy) -> Traits:
 
 def kind_problem(strategy) -> str | None:
     """Why a built object is no strategy (neither ask/tell nor in-loop), or None."""
-    if isinstance(strategy, AskTellStrategy) or is_in_loop(strategy):
+    if isinstance(strategy, AskTellStrategy) or (is_in_loop(strategy) and hasattr(strategy, "search")):
         return None
     return f"a {type(strategy).__name__} without ask()/tell() (or in_loop and search(engine)); see tts/search"
 
