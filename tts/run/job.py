@@ -87,7 +87,6 @@ class Progress:
         self.bar.close()
 
 
-
 @dataclasses.dataclass
 class PromptRun:
     """One prompt's search in progress: where it writes, what it reuses, its bar."""
