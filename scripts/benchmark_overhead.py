@@ -25,7 +25,8 @@ sys.path.insert(0, str(ROOT))
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from tts.app.cli import build_job, config_dir, run  # noqa: E402
-from tts.core.noise import derive_seed, make_noise  # noqa: E402
+from tts.core.noise import make_noise  # noqa: E402
+from tts.search.protocols import make_strategy  # noqa: E402
 from tts.core.runfolder import prompt_hash  # noqa: E402
 
 
@@ -34,7 +35,7 @@ def bare_loop(job, out: Path) -> None:
     pipe, spec = loaded.pipe, job.pipeline
     shape = loaded.family.latent_shape(pipe, spec.height, spec.width)
     for prompt in job.prompts:
-        strategy = job.search_factory(seed_fn=lambda r, i, p: derive_seed(job.seed, prompt_hash(prompt.text), r, i, p))
+        strategy = make_strategy(job.search_factory, job.seed, prompt_hash(prompt.text))
         while noises := strategy.ask():
             for s in range(0, len(noises), job.batch_size):
                 chunk = noises[s:s + job.batch_size]

@@ -41,7 +41,7 @@ from tts.app.cli import build_job, config_dir  # noqa: E402
 from tts.sampling.generate import make_generator  # noqa: E402
 from tts.run.loop import run_search  # noqa: E402
 from tts.verifiers.loopback import LoopbackGrader  # noqa: E402
-from tts.core.noise import derive_seed  # noqa: E402
+from tts.search.protocols import make_strategy  # noqa: E402
 from tts.core.records import MetricScore  # noqa: E402
 from tts.search import Candidate  # noqa: E402
 from tts.verifiers.base import Verifier  # noqa: E402
@@ -94,7 +94,7 @@ def after_generation(job) -> None:
     job.verifier.setup()
     for prompt in job.prompts:
         phash = rf.prompt_hash(prompt.text)
-        strategy = job.search_factory(seed_fn=lambda r, i, p: derive_seed(job.seed, phash, r, i, p))
+        strategy = make_strategy(job.search_factory, job.seed, phash)
         round_ = 0
         while noises := strategy.ask():
             round_ += 1

@@ -45,7 +45,7 @@ def headless_chromium(width: int = 1000, height: int = 900, console_log: bool = 
 
 def compose(overrides=()):
     from hydra import compose as hydra_compose, initialize_config_dir
-    from tts.app.cli import config_dir
+    from tts.core.configtree import config_dir
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
         return hydra_compose(config_name="config", overrides=list(overrides))

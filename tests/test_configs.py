@@ -7,7 +7,9 @@ from types import SimpleNamespace
 import pytest
 from conftest import PARTI, compose, needs_shared
 
-from tts.app.cli import ConfigError, build_job, choices, config_dir
+from tts.app.build import build_job
+from tts.app.errors import ConfigError
+from tts.core.configtree import choices, config_dir
 from tts.pipelines import PipelineSpec
 from tts.verifiers.base import Verifier
 

@@ -185,7 +185,7 @@ def test_call_args_that_shape_the_prompt_encoding_reach_it(twins_root):
 
 def test_every_pipeline_preset_has_a_twin():
     """Adding a preset (configs/pipeline/*.yaml) means naming the twin of its family in tests/twins.py."""
-    from tts.app.cli import choices
+    from tts.core.configtree import choices
 
     twinned = {preset for _, preset, _ in TWINS.values()} | set(PRESET_TWINS) | set(EMBEDDED_PRESETS) | set(OTHER_TWINS)
     assert set(choices("pipeline")) == twinned

@@ -11,7 +11,9 @@ import pytest
 from conftest import PARTI, compose, needs_shared, run_tts
 
 from tts.core import runfolder as rf
-from tts.app.cli import ConfigError, build_job, check_overrides
+from tts.app.build import build_job
+from tts.app.errors import ConfigError
+from tts.app.overrides import check_overrides
 
 CLI = [sys.executable, "-c", "from tts.app.cli import main; main()"]
 FAST = ["pipeline.num_inference_steps=2", "batch_size=2"]

@@ -34,7 +34,9 @@ def test_answer_grammar():
 
 
 def test_bad_settings_fail_before_loading(tmp_path):
-    from tts.app.cli import ConfigError, build_job, check_overrides
+    from tts.app.build import build_job
+    from tts.app.errors import ConfigError
+    from tts.app.overrides import check_overrides
     from conftest import compose
 
     for override, match in (("search.step_degrees=120", "step_degrees"),

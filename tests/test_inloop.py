@@ -11,7 +11,7 @@ import pytest
 from conftest import TESTS, run_tts
 
 from tts.core import runfolder as rf
-from tts.app.cli import config_dir
+from tts.core.configtree import config_dir
 from tts.app.replay import replay
 from tts.core.runfolder import read_manifest
 
@@ -126,7 +126,8 @@ def test_kill_9_mid_search_then_rerun_gives_the_uninterrupted_folder(tmp_path):
 def test_a_budget_below_one_image_is_refused_before_loading(tmp_path):
     from conftest import compose
 
-    from tts.app.cli import ConfigError, build_job
+    from tts.app.build import build_job
+    from tts.app.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"search.nfe_budget=5 pays for less than one image \(10 NFEs per image"):
         build_job(compose(["search=smc", "search.nfe_budget=5"]), tmp_path)

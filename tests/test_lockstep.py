@@ -3,7 +3,7 @@ from functools import partial
 
 from tts.sampling.generate import make_generator
 from tts.run.lockstep import LockstepStudy, search_lockstep
-from tts.core.noise import derive_seed
+from tts.search.protocols import make_strategy
 from tts.pipelines import PipelineSpec
 from tts.core.runfolder import prompt_hash
 from tts.search.random import RandomSearch
@@ -36,5 +36,5 @@ def test_random_pools_are_the_noises_tts_search_asks_for():
     random = partial(RandomSearch, rounds=1, schedule="constant", per_round=4)
     pools, _ = search_lockstep(_generator(), LockstepStudy(PROMPTS[:1], random, _score, "criteria_met", seed=3), 4, 8)
     phash = prompt_hash(PROMPTS[0])
-    asked = random(seed_fn=lambda r, i, purpose: derive_seed(3, phash, r, i, purpose)).ask()
+    asked = make_strategy(random, 3, phash).ask()
     assert [c["noise"] for c in pools[0]] == asked and all(set(c) >= {"correct", "criteria_met"} for c in pools[0])

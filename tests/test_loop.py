@@ -203,7 +203,7 @@ def test_multirun_sweep_from_the_shell(tmp_path):
 def test_partiprompts_file(tmp_path):
     from conftest import PARTI
 
-    from tts.app.cli import build_job
+    from tts.app.build import build_job
 
     job = build_job(compose(["verifier=compressibility", "prompts=file", f"prompts.path={PARTI}",
                              "prompts.column=Prompt", "num_prompts=5"]), tmp_path)
@@ -211,7 +211,7 @@ def test_partiprompts_file(tmp_path):
 
 
 def test_prompt_sources(tmp_path):
-    from tts.app.cli import build_job
+    from tts.app.build import build_job
 
     (tmp_path / "p.jsonl").write_text('{"prompt": "a", "k": 1}\n{"prompt": "b"}\n')
     (tmp_path / "p.csv").write_text("id,text\n1,hello\n2,world\n")

@@ -12,7 +12,9 @@ import pytest
 from conftest import TESTS, compose
 
 from tts.core import threads as th
-from tts.app.cli import ConfigError, build_job, check_overrides, quoted
+from tts.app.build import build_job
+from tts.app.errors import ConfigError
+from tts.app.overrides import check_overrides, quoted
 
 ROOT = TESTS.parent
 BAD_VERIFIER = '''

@@ -16,7 +16,7 @@ import pytest
 from conftest import TESTS, compose, run_tts
 
 from tts.core import runfolder as rf
-from tts.app.cli import build_job
+from tts.app.build import build_job
 from tts.prompts import PromptSourceError
 from tts.core.records import SCHEMA_VERSION, CandidateRecord
 

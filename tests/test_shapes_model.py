@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from tts.app.cli import config_dir
+from tts.core.configtree import config_dir
 from tts.pipelines import resolve_model_path
 from tts.verifiers.shapes import ShapesVerifier
 from tts.world.pipeline import ShapesPipeline

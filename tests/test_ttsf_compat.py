@@ -12,7 +12,7 @@ import pytest
 from conftest import PARTI, needs_shared, run_tts
 
 from tts.core import runfolder as rf
-from tts.app.cli import config_dir
+from tts.core.configtree import config_dir
 from tts.app.ttsf import TtsfConfigError, to_overrides
 
 #: tt-scale-flux's process_results.py pattern for round JSONs.
@@ -147,7 +147,7 @@ def test_the_migration_table_names_real_keys():
     tt-scale-flux key in it is one that ttsf_config maps."""
     from pathlib import Path
 
-    from tts.app.cli import check_overrides
+    from tts.app.overrides import check_overrides
 
     section = (Path(__file__).parents[1] / "docs" / "migrating.md").read_text()
     rows = [line.split("|")[1:3] for line in section.splitlines() if line.startswith("| `")]

@@ -4,7 +4,7 @@ loopback server with the real clients."""
 import pytest
 from conftest import compose, run_tts
 
-from tts.app.cli import build_job
+from tts.app.build import build_job
 from tts.verifiers.loopback import LoopbackGrader
 
 KEY = "sk-test-Zq8xVt3LmN0pRs7Ku2Wy"

@@ -207,7 +207,9 @@ def _strategy(strategy, options: dict) -> tuple[Callable, dict]:
         given = dict(strategy.keywords) if isinstance(strategy, functools.partial) else {}
         factory = functools.partial(func, **(given | options))
         return factory, {"_target_": f"{func.__module__}.{func.__qualname__}", "_partial_": True, **given, **options}
-    if hasattr(strategy, "ask") or hasattr(strategy, "search"):
+    from .search.protocols import AskTellStrategy, is_in_loop
+
+    if isinstance(strategy, AskTellStrategy) or is_in_loop(strategy):
         raise ValueError(f"pass the strategy's class (or functools.partial of it), not a built {type(strategy).__name__}: "
                          "tts builds one per prompt with that prompt's seeds")
     raise ValueError(f"strategy must be a name ({', '.join(configtree.choices('search'))}) or a strategy class; got "
@@ -384,7 +386,7 @@ def search(pipeline, prompt: str | Sequence[str], *, verifier="shapes", strategy
     factory, search_node = _strategy(strategy, opts)
     _check_run_settings(seed, batch_size)
     pipe = pipeline if isinstance(pipeline, Pipeline) else load_pipeline(pipeline)
-    _check_components(ver, factory, pipe.spec)
+    budget = _check_components(ver, factory, pipe.spec)
     prompts_node = ({"_target_": "tts.prompts.SinglePrompt", "text": texts[0]} if isinstance(prompt, str)
                     else {"_target_": "tts.prompts.ListPrompts", "texts": texts})
     prompts = select(ListPrompts(texts), "all")
@@ -399,7 +401,8 @@ def search(pipeline, prompt: str | Sequence[str], *, verifier="shapes", strategy
         folder.mkdir(parents=True, exist_ok=True)
         job = SearchJob(pipeline=pipe.spec, verifier=ver, search_factory=factory, prompts=prompts, run_dir=folder,
                         seed=seed, batch_size=batch_size, safety=safety_from_config(settings["settings"].get("safety"),
-                                                                                    pipe.spec), progress=progress)
+                                                                                    pipe.spec), progress=progress,
+                        budget=budget)
         from .run.runjob import run_job
 
         try:
@@ -426,27 +429,27 @@ def _check_run_settings(seed, batch_size) -> None:
 
 def _check_components(verifier: Verifier, factory, spec) -> None:
     """What tts-search checks before loading anything: the verifier can run here, the factory builds a strategy,
-    and a budget pays for at least one image."""
-    from .app.plan import nfe_per_candidate
+    and a budget pays for at least one image. Returns the strategy's budget."""
+    from .pipelines.nfe import nfe_per_image
+    from .search.protocols import kind_problem, make_strategy, traits
 
     try:
         verifier.check()
     except ImportError as e:
         raise ValueError(str(e)) from None
     try:
-        strategy = factory(seed_fn=lambda r, i, purpose: 0)
+        strategy = make_strategy(factory)
     except TypeError as e:
         raise ValueError(f"cannot build the strategy: {e}") from None
-    if not (hasattr(strategy, "ask") and hasattr(strategy, "tell")) and not (
-            getattr(strategy, "in_loop", False) and hasattr(strategy, "search")):
+    if kind_problem(strategy):
         raise ValueError(f"strategy {type(strategy).__name__} has no ask()/tell() (or in_loop and search(engine)); "
                          "see tts/search")
-    budget = getattr(strategy, "nfe_budget", None)
-    if budget is not None:
-        nfe, how = nfe_per_candidate(spec)
-        if budget < nfe:
-            raise ValueError(f"nfe_budget={budget:g} pays for less than one image ({nfe:g} NFEs per image on "
-                             f"{spec.name}: {how.removeprefix('estimated: ')}); raise it to {nfe:g} or more")
+    budget = traits(strategy).budget
+    if budget.limited:
+        problem = budget.shortfall(*nfe_per_image(spec), spec.name, key="nfe_budget")
+        if problem:
+            raise ValueError(problem)
+    return budget
 
 
 def _plain(config: dict) -> dict:

@@ -26,16 +26,13 @@ from omegaconf import DictConfig
 
 from ..core import runfolder as rf
 from ..core.validate import MAX_CANDIDATES, is_number
+from .errors import PlanError
 
 PLAN_VERSION = 1
 #: Characters per text token, the providers' rule of thumb (Gemini API docs, "Understand and count tokens").
 CHARS_PER_TOKEN = 4
 #: An answer of six metrics, each a short explanation and a score, in JSON.
 OUTPUT_TOKENS = 400
-
-
-class PlanError(ValueError):
-    """Plan settings tts cannot use (the message names the fix)."""
 
 
 @dataclasses.dataclass
@@ -52,10 +49,12 @@ class _Parts:
 
 def make_plan(cfg: DictConfig, job=None) -> dict:
     """The plan of the run ``cfg`` describes (``job``: its components, when already built)."""
+    from ..pipelines.nfe import nfe_per_image
+
     parts = _parts(cfg, job)
     settings = cfg.get("plan") or {}
     pilot = _pilot(settings.get("from_run"), cfg) if settings.get("from_run") else None
-    nfe, nfe_source = nfe_per_candidate(parts.pipeline)
+    nfe, nfe_source = nfe_per_image(parts.pipeline)
     low, high = candidates_per_prompt(parts.search_factory, nfe)
     s_per_nfe, throughput_source = settings.get("s_per_nfe"), "given (plan.s_per_nfe)"
     if pilot:
@@ -89,7 +88,8 @@ def make_plan(cfg: DictConfig, job=None) -> dict:
 def _parts(cfg: DictConfig, job) -> _Parts:
     if job is not None:
         return _Parts(job.pipeline, job.verifier, job.search_factory, job.prompts, job.shard.count, job.batch_size)
-    from .cli import ConfigError, _instantiate, _positive_int
+    from .build import instantiate, instantiate_strategy, positive_int
+    from .errors import ConfigError
     from ..prompts import select
     from ..run.shard import ShardError, from_config
 
@@ -97,13 +97,11 @@ def _parts(cfg: DictConfig, job) -> _Parts:
         shard = from_config(cfg)
     except ShardError as e:
         raise ConfigError(str(e)) from None
-    from .cli import _instantiate_strategy
-
-    prompts = select(_instantiate(cfg.prompts, "prompts"), cfg.num_prompts)
-    factory = _instantiate(cfg.search, "search")
-    _instantiate_strategy(factory)  # its settings checked (sizes bounded) before it is simulated: one line if not
-    return _Parts(_instantiate(cfg.pipeline, "pipeline"), _instantiate(cfg.verifier, "verifier"),
-                  factory, prompts, shard.count, _positive_int(cfg, "batch_size"))
+    prompts = select(instantiate(cfg.prompts, "prompts"), cfg.num_prompts)
+    factory = instantiate(cfg.search, "search")
+    instantiate_strategy(factory)  # its settings checked (sizes bounded) before it is simulated: one line if not
+    return _Parts(instantiate(cfg.pipeline, "pipeline"), instantiate(cfg.verifier, "verifier"),
+                  factory, prompts, shard.count, positive_int(cfg, "batch_size"))
 
 
 # -- candidates and NFEs ------------------------------------------------------------------------------------
@@ -115,12 +113,15 @@ def candidates_per_prompt(factory, nfe: float | None = None) -> tuple[int, int]:
     in-loop strategy (particles, tts.sampling.particles): the whole images its ``nfe_budget`` pays for (what it spends
     is at most that; 1 without a budget, which the plan cannot bound). With ``nfe_budget``, the most is capped
     by what the budget pays for."""
+    from ..search.protocols import traits
+
     strategy = factory(seed_fn=lambda r, i, purpose: 1000 * r + i)
-    budget = getattr(strategy, "nfe_budget", None)
+    kind = traits(strategy)
+    budget = kind.budget.nfe
     cap = max(1, int(budget // nfe)) if budget and nfe else None
-    if getattr(strategy, "in_loop", False):
+    if kind.in_loop:
         return (cap, cap) if cap else (1, 1)
-    if hasattr(strategy, "frontend"):
+    if kind.asks_a_person:
         per_round = getattr(strategy, "per_round", 1)
         return (per_round, strategy.rounds * per_round) if cap is None else (min(per_round, cap), min(
             strategy.rounds * per_round, cap))
@@ -141,24 +142,6 @@ def _simulate(factory, improving: bool, cap: int = MAX_CANDIDATES) -> int:
             raise PlanError(f"the search asks for more than {cap:,} candidates a prompt (more than tts allows): "
                             "lower its rounds or sizes, or bound it with search.nfe_budget")
     return total
-
-
-def nfe_per_candidate(spec) -> tuple[float, str]:
-    """Steps x denoiser passes per step (tts.pipelines.passes_per_step: 2 with classifier-free guidance; 1 where
-    guidance is distilled into the denoiser, as Flux's, FLUX.2's and Sana-Sprint's; Flux and Qwen-Image 2 only with
-    true CFG; Z-Image 2 whenever guidance_scale > 0). The family comes from the checkpoint's model_index.json when it
-    can be read here, else is guessed from the model id."""
-    from ..pipelines import PipelineConfigError, family_by_model_id, family_for, locate, passes_per_step
-
-    try:
-        family = family_for(locate(spec.model_id).index.get("_class_name", ""))
-    except (PipelineConfigError, OSError, ValueError):
-        family = family_by_model_id(spec.model_id)
-    name = family.__name__.rsplit(".", 1)[-1] if family is not None else "unknown family"
-    passes = passes_per_step(family, spec.guidance_scale, spec.call_args) if family is not None else (
-        2 if spec.guidance_scale > 1 else 1)
-    return float(spec.num_inference_steps * passes), (f"estimated: {spec.num_inference_steps} steps x {passes} "
-                                                      f"pass{'es' if passes > 1 else ''} ({name})")
 
 
 def weights_in_memory(spec) -> float | None:
@@ -375,10 +358,10 @@ def plan_line(plan: dict) -> str:
 def _plan_overrides(argv: list[str]) -> list[str]:
     """The command line's config overrides: Hydra's own flags and hydra.* settings dropped, and a swept
     ``shard.index`` (one plan covers every shard) left out."""
-    from .cli import _overrides
+    from .overrides import command_overrides
 
     out = []
-    for arg in _overrides(argv):
+    for arg in command_overrides(argv):
         key, _, value = arg.lstrip("+~").partition("=")
         if key.startswith("hydra") or (key == "shard.index" and ("," in value or "(" in value)):
             continue
@@ -393,7 +376,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from . import ttsf
     from ..core.configtree import config_dir
-    from .cli import ConfigError, _is_user_error, check_overrides
+    from .errors import ConfigError, is_user_error
+    from .overrides import check_overrides
 
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):
@@ -408,7 +392,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
         sys.exit(2)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
-        if not (_is_user_error(e) or isinstance(e, PlanError)):
+        if not is_user_error(e):
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -13,9 +13,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Sequence
 
-from ..core.noise import derive_seed
 from ..core.runfolder import prompt_hash
 from ..search import Candidate
+from ..search.protocols import make_strategy
 
 #: ``score(prompt, images) -> one dict of metric values per image``
 ScoreFn = Callable[[str, list], list[dict]]
@@ -66,9 +66,7 @@ def search_lockstep(generator, study: LockstepStudy, max_candidates: int, batch_
 
 
 def _strategy(study: LockstepStudy, prompt: str):
-    phash = prompt_hash(prompt)
-    return study.search_factory(seed_fn=lambda r, i, purpose: derive_seed(study.seed, phash, r, i, purpose),
-                                context=None)
+    return make_strategy(study.search_factory, study.seed, prompt_hash(prompt))
 
 
 def _score_and_tell(study: LockstepStudy, strategies, pools, asks, images) -> None:

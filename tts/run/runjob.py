@@ -38,8 +38,9 @@ def run_job(job, config: dict, plan: dict) -> dict | None:
 def resumable_keys(job) -> frozenset[str]:
     """Keys a rerun of a folder may change: those the strategy declares (``resume_keys``, e.g. ``rounds``
     for strategies that can be extended)."""
-    strategy = getattr(job.search_factory, "func", job.search_factory)
-    return frozenset(f"search.{k}" for k in getattr(strategy, "resume_keys", ()))
+    from ..search.protocols import resume_keys
+
+    return frozenset(f"search.{k}" for k in resume_keys(job.search_factory))
 
 
 def version() -> str:

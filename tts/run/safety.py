@@ -8,7 +8,8 @@ largest value at most ``black_max`` (:func:`is_black`; defaults 4 and 32: a flag
 while a dark but real scene has highlights above 32). A blocked candidate is recorded with
 ``status: "blocked"`` and its reason, is never verified (no API cost) and never becomes a best.
 
-Optionally, blocked candidates are regenerated from the same noise (:meth:`Safety.generate`):
+The screen wraps the search's generator (:meth:`Safety.wrap` returns a :class:`Screened` generator, which the
+loop generates through). Optionally, blocked candidates are regenerated from the same noise (:meth:`Safety.generate`):
 
 1. ``rewrite``: once the share of a prompt's candidates blocked so far reaches ``rewrite_share``, the prompt
    is rewritten by a small instruct LLM (:class:`Rewriter`, through transformers; the instruction is the
@@ -75,6 +76,45 @@ class Shot:
     def blocked(self) -> str | None:
         """Why the candidate is blocked ("nsfw", "black", "nsfw, black"), or None."""
         return self.safety.blocked
+
+
+SHOT_KEY = "tts.shot"  # an image's screening (SafetyRecord, NFEs, seconds), set by Screened.generate
+
+
+def shots_of(images: list, nfe: float, seconds: float) -> list[Shot]:
+    """A batch a generator returned, one Shot per image: what the safety screen (:class:`Screened`) recorded in
+    each image, else the batch's NFEs per image, an equal share of its seconds and no safety record."""
+    out = []
+    for image in images:
+        held = image.info.pop(SHOT_KEY, None) if hasattr(image, "info") else None
+        out.append(Shot(image, held[1], held[2], held[0]) if held else Shot(image, nfe, seconds / len(images), None))
+    return out
+
+
+class Screened:
+    """A generator behind the safety screen: the Generator interface (``latent_shape``, ``generate``, ``close``,
+    tts.sampling.ImageGenerator) around another one. Each batch is generated and screened, blocked candidates
+    regenerated as :class:`Safety` says (rewritten prompt, fallback pipeline); each returned image carries its
+    screening, read back with :func:`shots_of`."""
+
+    def __init__(self, inner, safety: "Safety", pipeline_name: str):
+        self.inner, self.safety, self.pipeline_name = inner, safety, pipeline_name
+
+    @property
+    def latent_shape(self):
+        return self.inner.latent_shape
+
+    def generate(self, prompt: str, lineages: list[dict]):
+        """(images, mean NFEs per candidate, seconds) of one screened batch; per image figures ride in the images."""
+        shots = self.safety.generate(self.inner, prompt, lineages, self.pipeline_name)
+        for shot in shots:
+            shot.image.info[SHOT_KEY] = (shot.safety, shot.nfe, shot.seconds)
+        return ([s.image for s in shots], sum(s.nfe for s in shots) / max(1, len(shots)),
+                sum(s.seconds for s in shots))
+
+    def close(self) -> None:
+        """The screen's own models (rewriter, fallback pipeline); the wrapped generator is closed by its owner."""
+        self.safety.close()
 
 
 # -- the rewriter ----------------------------------------------------------------------------------------
@@ -223,6 +263,10 @@ class Safety:
                 raise SafetyConfigError(f"safety.fallback_pipeline={self.fallback_pipeline} is the search's own "
                                         "pipeline: name another preset")
             self._fallback_spec.check()
+
+    def wrap(self, generator, pipeline_name: str) -> Screened:
+        """``generator`` behind this screen: a generator whose batches are screened and regenerated."""
+        return Screened(generator, self, pipeline_name)
 
     def generate(self, generator, prompt: str, lineages: list[dict], pipeline_name: str) -> list[Shot]:
         """One batch: 1. generate and screen, 2. regenerate blocked ones from a rewritten prompt (if on and the

@@ -7,8 +7,9 @@ folder, the latent shape; None when a config is only being validated) tells it w
 round after round:
 
 * ``ask() -> list[dict]``: the noise lineages (tts.core.noise) to generate this round; ``[]`` when done;
-* ``tell(candidates: list[Candidate])``: the same candidates, in order, with their scores
-  (``score is None`` for a candidate whose verification failed);
+* ``tell(candidates: list[Candidate])``: the same candidates, in order, with their scores oriented so that larger
+  is better (:meth:`Candidate.of`; ``score is None`` for a candidate whose verification failed;
+  ``Candidate.metric_score`` is the score as the verifier gave it);
 * ``best``: the best candidate seen so far (the global best, across rounds and restarts);
 * ``independent_rounds`` (optional, default False): True when ``ask()`` never depends on ``tell()``
   (random search), so the loop generates the next round while the previous one is being verified;
@@ -18,7 +19,8 @@ round after round:
 
 Strategies compare candidates only through :meth:`Candidate.beats`, which follows the verifier's
 declared direction (``Verifier.higher_is_better``), so no strategy assumes that larger is better.
-A new strategy is one module here plus one YAML in configs/search/.
+A new strategy is one module here plus one YAML in configs/search/. The contract (protocols, traits, the budget,
+how a strategy is built for a prompt) is :mod:`tts.search.protocols`.
 
 **In-loop strategies** (``in_loop = True``: prune, smc, paths, beam, evolution) act inside the denoising loop
 instead: built the same way, they have ``eta`` (the sampler they need: 0 deterministic, > 0 stochastic steps,
@@ -63,7 +65,28 @@ class Candidate:
     noise: dict
     score: float | None
     record: Any = None  # the CandidateRecord, for strategies that want more than the score
-    higher_is_better: bool = True  # the verifier's direction for the chosen metric
+    higher_is_better: bool = True  # the direction ``score`` is in (True once oriented, as the loop tells them)
+    #: the verifier's direction for the chosen metric (None: ``higher_is_better``), to show the score as it was given
+    metric_higher_is_better: bool | None = None
+
+    @classmethod
+    def of(cls, record, higher_is_better: bool = True) -> "Candidate":
+        """A recorded candidate (tts.core.records.CandidateRecord) as the loop tells it to a strategy: its score
+        oriented once here, so larger is better whatever the metric's direction (None unless verified ``ok``)."""
+        score = record.score if record.status == "ok" else None
+        return cls(record.round, record.index, record.noise, None if score is None else oriented(score, higher_is_better),
+                   record, True, higher_is_better)
+
+    @property
+    def metric_score(self) -> float | None:
+        """The score as the verifier gave it (not oriented)."""
+        same = self.metric_higher_is_better is None or self.metric_higher_is_better == self.higher_is_better
+        return self.score if self.score is None or same else -self.score
+
+    @property
+    def metric_direction(self) -> bool:
+        """True when the verifier's metric is larger-is-better."""
+        return self.higher_is_better if self.metric_higher_is_better is None else self.metric_higher_is_better
 
     def beats(self, other: "Candidate | None") -> bool:
         """A scored candidate beats no candidate, a failed one, and one with a worse score."""

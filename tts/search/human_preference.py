@@ -153,9 +153,9 @@ class HumanPreferenceSearch:
 
     def _ask_person(self, candidates: list[Candidate]) -> Choice:
         ctx = self.context
-        items = [ShownItem(number=k + 1, image=ctx.run_dir / c.record.image, seed=c.record.seed, score=c.score,
-                           metric=c.record.choice_of_metric, explore=self.shown[k][1],
-                           higher_is_better=c.higher_is_better)
+        items = [ShownItem(number=k + 1, image=ctx.run_dir / c.record.image, seed=c.record.seed,
+                           score=c.metric_score, metric=c.record.choice_of_metric, explore=self.shown[k][1],
+                           higher_is_better=c.metric_direction)
                  for k, c in enumerate(candidates)]
         choice = self.frontend.present(self.round, ctx.prompt, items, ctx.run_dir)
         self.feedback.append(Answer(
