@@ -1,0 +1,88 @@
+"""The field's rewards rebuilt on current libraries, each proved equal to its reference implementation on the
+same random weights: golden values in tests/golden/, made by scripts/*_golden.py in a separate environment."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import imagereward_twin
+from conftest import run_tts
+from tts.core.runfolder import read_manifest
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+STEPS = ["pipeline.num_inference_steps=2", "search.rounds=2"]
+
+
+@pytest.fixture(scope="module")
+def imagereward_dir(tmp_path_factory):
+    return imagereward_twin.save_imagereward_twin(tmp_path_factory.mktemp("imagereward"))
+
+
+def imagereward(folder, **kw):
+    from tts.verifiers.imagereward import ImageRewardVerifier
+
+    v = ImageRewardVerifier(model_name=str(folder), tokenizer_name=str(folder / "tokenizer"), device="cpu", **kw)
+    v.setup()
+    return v
+
+
+def test_imagereward_equals_the_reference_package_on_the_same_weights(imagereward_dir):
+    """scripts/imagereward_golden.py ran image-reward 1.5 (ImageReward.score, one pair at a time) on this very
+    checkpoint; ours scores all 25 pairs in one batch."""
+    from tts.verifiers.imagereward import preprocess
+
+    golden = json.loads((GOLDEN / "imagereward.json").read_text())
+    state = torch.load(imagereward_dir / "ImageReward.pt", weights_only=True)
+    assert imagereward_twin.weights_checksum(state) == pytest.approx(golden["weights_checksum"], rel=1e-12)
+    images = imagereward_twin.golden_images()
+    assert [float(preprocess(im).double().sum()) for im in images] == pytest.approx(golden["pixel_sums"], abs=1e-6)
+    v = imagereward(imagereward_dir)
+    tokens = v._tok(golden["prompts"], padding="max_length", truncation=True, max_length=35)["input_ids"]
+    assert tokens == golden["token_ids"]
+    prompts = [p for p in golden["prompts"] for _ in images]
+    scores = [s["imagereward"].score for s in v.score(prompts, images * len(golden["prompts"]))]
+    expected = [x for row in golden["scores"] for x in row]
+    assert max(abs(a - b) for a, b in zip(scores, expected)) < 1e-4
+    assert max(expected) - min(expected) > 0.5  # the weights matter: a wrong mapping cannot hide in a flat score
+
+
+def test_imagereward_reward_is_differentiable_in_the_image(imagereward_dir):
+    from tts.verifiers.imagereward import preprocess
+
+    v = imagereward(imagereward_dir)
+    x = preprocess(imagereward_twin.golden_images()[0]).unsqueeze(0).requires_grad_(True)
+    r = v.reward(["a photo of a cat"], x)
+    (grad,) = torch.autograd.grad(r.sum(), x)
+    d = torch.randn_like(x)
+    eps = 1e-3
+    with torch.no_grad():
+        fd = (v.reward(["a photo of a cat"], x + eps * d) - v.reward(["a photo of a cat"], x - eps * d)) / (2 * eps)
+    assert float((grad * d).sum()) == pytest.approx(float(fd), rel=1e-2, abs=1e-4)
+
+
+def test_imagereward_steers_a_search_and_records_its_scores(imagereward_dir, tmp_path):
+    run_tts(["verifier=imagereward", f"verifier.model_name={imagereward_dir}",
+             f"verifier.tokenizer_name={imagereward_dir / 'tokenizer'}", *STEPS], tmp_path)
+    records = read_manifest(tmp_path)
+    assert len(records) == 6 and all(r.status == "ok" for r in records)
+    v = imagereward(imagereward_dir)
+    again = v.score([r.prompt for r in records], [Image.open(tmp_path / r.image) for r in records])
+    assert [r.score for r in records] == pytest.approx([s["imagereward"].score for s in again], abs=1e-4)
+    assert len({r.score for r in records}) > 1
+
+
+def test_imagereward_refuses_a_folder_without_the_original_files(imagereward_dir, tmp_path):
+    from tts.verifiers.imagereward import ImageRewardVerifier, build_model
+
+    (tmp_path / "ImageReward.pt").write_bytes((imagereward_dir / "ImageReward.pt").read_bytes())
+    with pytest.raises(FileNotFoundError, match="lacks med_config.json"):
+        ImageRewardVerifier(model_name=str(tmp_path), device="cpu").setup()
+    state = torch.load(imagereward_dir / "ImageReward.pt", weights_only=True)
+    config = json.loads((imagereward_dir / "med_config.json").read_text())
+    with pytest.raises(ValueError, match="unexpected keys.*vision_model"):
+        build_model({**state, "vision_model.foo": torch.zeros(1)}, config)
+    del state["blip.visual_encoder.blocks.1.attn.qkv.weight"]
+    with pytest.raises(ValueError, match="missing.*layers.1.self_attn.qkv.weight"):
+        build_model(state, config)
