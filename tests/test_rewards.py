@@ -86,3 +86,72 @@ def test_imagereward_refuses_a_folder_without_the_original_files(imagereward_dir
     del state["blip.visual_encoder.blocks.1.attn.qkv.weight"]
     with pytest.raises(ValueError, match="missing.*layers.1.self_attn.qkv.weight"):
         build_model(state, config)
+
+
+@pytest.fixture(scope="module")
+def hpsv2_dir(tmp_path_factory):
+    import hpsv2_twin
+
+    return hpsv2_twin.save_hpsv2_twin(tmp_path_factory.mktemp("hpsv2"))
+
+
+def hpsv2(folder, **kw):
+    from tts.verifiers.hpsv2 import HPSv2Verifier
+
+    v = HPSv2Verifier(checkpoint=str(folder / "HPS_v2.1_compressed.pt"), tokenizer_name=str(folder / "tokenizer"),
+                      vision_heads=2, text_heads=4, device="cpu", **kw)
+    v.setup()
+    return v
+
+
+def test_hpsv2_equals_the_reference_package_on_the_same_weights(hpsv2_dir):
+    """scripts/hpsv2_golden.py ran hpsv2 1.2.0's img_score.score (its vendored open_clip, one pair at a time) on
+    this very checkpoint; ours (transformers' CLIPModel, keys mapped) scores all 25 pairs in one batch."""
+    import hpsv2_twin
+    from tts.verifiers.hpsv2 import clean, preprocess
+
+    golden = json.loads((GOLDEN / "hpsv2.json").read_text())
+    state = torch.load(hpsv2_dir / "HPS_v2.1_compressed.pt", weights_only=True)["state_dict"]
+    assert hpsv2_twin.weights_checksum(state) == pytest.approx(golden["weights_checksum"], rel=1e-12)
+    images = hpsv2_twin.golden_images()
+    assert [float(preprocess(im).double().sum()) for im in images] == pytest.approx(golden["pixel_sums"], abs=1e-6)
+    v = hpsv2(hpsv2_dir)
+    assert v._tok([clean(p) for p in golden["prompts"]], truncation=True, max_length=77)["input_ids"] == golden["token_ids"]
+    prompts = [p for p in golden["prompts"] for _ in images]
+    scores = [s["hps"].score for s in v.score(prompts, images * len(golden["prompts"]))]
+    expected = [x for row in golden["scores"] for x in row]
+    assert max(abs(a - b) for a, b in zip(scores, expected)) < 1e-4
+    assert max(expected) - min(expected) > 0.3
+
+
+def test_hpsv2_steers_a_search_and_names_its_versions(hpsv2_dir, tmp_path):
+    from tts.verifiers.base import VerifierError
+    from tts.verifiers.hpsv2 import HPSv2Verifier, build_model
+
+    run_tts(["verifier=hpsv2", f"verifier.checkpoint={hpsv2_dir / 'HPS_v2.1_compressed.pt'}",
+             f"verifier.tokenizer_name={hpsv2_dir / 'tokenizer'}", "verifier.vision_heads=2", "verifier.text_heads=4",
+             *STEPS], tmp_path)
+    records = read_manifest(tmp_path)
+    assert len(records) == 6 and all(r.status == "ok" for r in records)
+    again = hpsv2(hpsv2_dir).score([r.prompt for r in records], [Image.open(tmp_path / r.image) for r in records])
+    assert [r.score for r in records] == pytest.approx([s["hps"].score for s in again], abs=1e-4)
+    assert HPSv2Verifier(version="v2.0").version == "v2.0"
+    with pytest.raises(VerifierError, match="did you mean 'v2.1'"):
+        HPSv2Verifier(version="2.1")
+    with pytest.raises(ValueError, match="not an open_clip CLIP state dict"):
+        build_model({"foo": torch.zeros(1)}, 2, 4)
+    with pytest.raises(FileNotFoundError, match="verifier.checkpoint '/nowhere/HPS.pt' not found"):
+        HPSv2Verifier(checkpoint="/nowhere/HPS.pt", device="cpu").setup()
+
+
+def test_hpsv2_reward_is_differentiable_in_the_image(hpsv2_dir):
+    import hpsv2_twin
+    from tts.verifiers.hpsv2 import preprocess
+
+    v = hpsv2(hpsv2_dir)
+    x = preprocess(hpsv2_twin.golden_images()[1]).unsqueeze(0).requires_grad_(True)
+    (grad,) = torch.autograd.grad(v.reward(["a red car"], x).sum(), x)
+    d, eps = torch.randn_like(x), 1e-3
+    with torch.no_grad():
+        fd = (v.reward(["a red car"], x + eps * d) - v.reward(["a red car"], x - eps * d)) / (2 * eps)
+    assert float((grad * d).sum()) == pytest.approx(float(fd), rel=1e-2, abs=1e-4)
