@@ -155,3 +155,44 @@ def test_hpsv2_reward_is_differentiable_in_the_image(hpsv2_dir):
     with torch.no_grad():
         fd = (v.reward(["a red car"], x + eps * d) - v.reward(["a red car"], x - eps * d)) / (2 * eps)
     assert float((grad * d).sum()) == pytest.approx(float(fd), rel=1e-2, abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def qwen_dir(tmp_path_factory):
+    from twins import save_qwen
+
+    return save_qwen(tmp_path_factory.mktemp("qwen"))
+
+
+def test_vqascore_is_the_next_token_probability_of_yes_batched_as_alone(qwen_dir):
+    from tts.verifiers.vqascore import VQAScoreVerifier
+
+    v = VQAScoreVerifier(model_name=str(qwen_dir), device="cpu", max_side=64)
+    v.setup()
+    images = imagereward_twin.golden_images()[:3]
+    prompts = ["a photo of a cat", "a red car and a blue bench on the moon, seen from far away", "two dogs"]
+    batched = [s["vqascore"].score for s in v.score(prompts, images)]
+    alone = [v.score([p], [im])[0]["vqascore"].score for p, im in zip(prompts, images)]
+    assert batched == pytest.approx(alone, abs=1e-5) and all(0 < s < 1 for s in batched)
+    assert len(set(batched)) == 3
+    # the same number from the model's own forward on the chat text, as t2v_metrics reads it
+    from tts.verifiers.qwen import _with_format
+
+    text = v._proc.apply_chat_template([{"role": "user", "content": [
+        {"type": "image"}, {"type": "text", "text": f'Does this figure show "{prompts[1]}"? Please answer yes or no.'}]}],
+        tokenize=False, add_generation_prompt=True)
+    inputs = v._proc(text=[text], images=[_with_format(images[1], 64)], return_tensors="pt")
+    with torch.no_grad():
+        probs = v._model(**inputs).logits[0, -1].float().softmax(-1)
+    assert batched[1] == pytest.approx(float(probs[v._proc.tokenizer.encode("Yes")[0]]), abs=1e-6)
+
+
+def test_vqascore_steers_a_search_and_refuses_a_question_without_the_prompt(qwen_dir, tmp_path):
+    from tts.verifiers.base import VerifierError
+    from tts.verifiers.vqascore import VQAScoreVerifier
+
+    run_tts(["verifier=vqascore", f"verifier.model_name={qwen_dir}", "verifier.max_side=64", *STEPS], tmp_path)
+    records = read_manifest(tmp_path)
+    assert len(records) == 6 and all(r.status == "ok" and 0 < r.score < 1 for r in records)
+    with pytest.raises(VerifierError, match="must contain {prompt}"):
+        VQAScoreVerifier(question="Is this good?")
