@@ -7,11 +7,12 @@ Run it in a separate environment, never in tts's own (the package pins old proto
     pip install torch torchvision && pip install hpsv2 --no-deps
     pip install ftfy regex tqdm numpy pillow huggingface_hub clint requests
     pip download open-clip-torch --no-deps -d /tmp/oc && unzip -o -j /tmp/oc/open_clip_torch-*.whl \
-        'open_clip/bpe_simple_vocab_16e6.txt.gz' -d "$(python -c 'import hpsv2, os; print(os.path.dirname(hpsv2.__file__))')/src/open_clip"
+        'open_clip/bpe_simple_vocab_16e6.txt.gz' -d "$(python -c 'import importlib.util as u, os; \
+        print(os.path.dirname(u.find_spec("hpsv2").origin))')/src/open_clip"
     python scripts/hpsv2_golden.py
 
 The wheel lacks its BPE vocabulary (its tokenizer module builds one at import), so open_clip's own file is put
-where it looks, as the last command does. Offline and at the twin's sizes: ``score`` is called as the package
+where it looks, as the unzip command does. Offline and at the twin's sizes: ``score`` is called as the package
 has it, with ``create_model_and_transforms`` bound to the twin's open_clip model config (``pretrained=None``
 instead of downloading laion2B weights; every other argument as the package passes it) and the tokenizer's
 module-level ``_tokenizer`` replaced by open_clip's ``SimpleTokenizer`` on the twin's BPE merges; the
