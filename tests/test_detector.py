@@ -88,3 +88,13 @@ def test_bad_prompts_and_settings_fail_before_loading():
         v.check_prompt("an astronaut riding a horse")
     with pytest.raises(VerifierError, match="threshold must lie in"):
         DetectorVerifier(threshold=0)
+
+
+def test_a_prompt_outside_the_templates_stops_the_run_before_anything_loads(tmp_path):
+    from conftest import compose
+    from tts.app.cli import _is_user_error, build_job
+
+    with pytest.raises(geneval_rules.PromptError) as e:
+        build_job(compose(["verifier=detector", "prompt='a red cube'"]), tmp_path)
+    assert _is_user_error(e.value) and "not a GenEval prompt: 'a red cube'" in str(e.value)
+    assert not list(tmp_path.iterdir())

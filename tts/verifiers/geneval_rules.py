@@ -19,6 +19,8 @@ import dataclasses
 import math
 import re
 
+from ..world import grammar
+
 COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white")
 NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
            "ten": 10}
@@ -31,8 +33,11 @@ IRREGULAR = {"people": "person", "mice": "mouse", "knives": "knife", "skis": "sk
              "leaves": "leaf", "shelves": "shelf", "wolves": "wolf", "sheep": "sheep", "fish": "fish"}
 
 
-class PromptError(ValueError):
-    pass
+class PromptError(grammar.PromptError):
+    """A prompt outside GenEval's templates (a prompt error the front ends report in one line)."""
+
+    def __init__(self, message: str):
+        ValueError.__init__(self, message)
 
 
 @dataclasses.dataclass(frozen=True)
