@@ -81,6 +81,7 @@ def test_imagereward_refuses_a_folder_without_the_original_files(imagereward_dir
         ImageRewardVerifier(model_name=str(tmp_path), device="cpu").setup()
     state = torch.load(imagereward_dir / "ImageReward.pt", weights_only=True)
     config = json.loads((imagereward_dir / "med_config.json").read_text())
+    build_model({**state, "blip.image_queue": torch.zeros(2)}, config)  # other BLIP parts are not the reward's
     with pytest.raises(ValueError, match="unexpected keys.*vision_model"):
         build_model({**state, "vision_model.foo": torch.zeros(1)}, config)
     del state["blip.visual_encoder.blocks.1.attn.qkv.weight"]

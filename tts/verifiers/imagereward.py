@@ -35,7 +35,7 @@ VISION_KEYS = [(r"^cls_token$", "embeddings.class_embedding"), (r"^pos_embed$", 
                (r"^blocks\.(\d+)\.attn\.qkv\.", r"encoder.layers.\1.self_attn.qkv."),
                (r"^blocks\.(\d+)\.attn\.proj\.", r"encoder.layers.\1.self_attn.projection."),
                (r"^blocks\.(\d+)\.mlp\.", r"encoder.layers.\1.mlp.")]
-UNUSED = ("blip.vision_proj.", "blip.text_proj.", "blip.text_encoder.embeddings.position_ids")
+UNUSED = ("blip.text_encoder.embeddings.position_ids",)
 
 
 class ImageRewardModel(torch.nn.Module):
@@ -141,7 +141,7 @@ def split_state(state: dict[str, torch.Tensor]) -> tuple[dict, dict, dict]:
             text[key.removeprefix("blip.text_encoder.")] = value
         elif key.startswith("mlp.layers."):
             head[key.removeprefix("mlp.")] = value
-        else:
+        elif not key.startswith("blip."):  # other BLIP parts (projections, queues) play no part in the reward
             unknown.append(key)
     if unknown or not vision or not text or not head:
         raise ValueError(f"not an ImageReward state dict (ImageReward.pt): unexpected keys {unknown[:5]}"
