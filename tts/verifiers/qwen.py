@@ -53,36 +53,13 @@ class QwenVerifier(Verifier):
                 __import__(module)
             except ImportError:
                 raise ImportError(f"verifier=qwen needs {module}: {hint}") from None
-        if self.load_in_4bit:
-            import torch
-
-            try:
-                import bitsandbytes  # noqa: F401
-            except ImportError:
-                raise ImportError(f"verifier.load_in_4bit=true needs bitsandbytes: {install_hint('quant')}") from None
-            if not torch.cuda.is_available():
-                raise ValueError("verifier.load_in_4bit=true needs a CUDA GPU (bitsandbytes NF4)")
+        check_4bit(self.load_in_4bit)
 
     def setup(self) -> None:
         import outlines
-        from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
-        device = resolve_device(self.device)
-        dtype = resolve_dtype(self.dtype, device, on_cuda="bf16")
-        kwargs = {"dtype": dtype}
-        if self.attn_implementation:
-            kwargs["attn_implementation"] = self.attn_implementation
-        if self.load_in_4bit:
-            from transformers import BitsAndBytesConfig
-
-            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                               bnb_4bit_compute_dtype=dtype)
-            kwargs["device_map"] = {"": device.index or 0}
-        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(self.model_name, **kwargs).eval()
-        if not self.load_in_4bit:
-            model = model.to(device)
-        tokenizer = AutoTokenizer.from_pretrained(self.model_name)
-        processor = image_only_processor(_image_processor(self.model_name), tokenizer)
+        model, processor = load_qwen(self.model_name, self.device, self.dtype, self.load_in_4bit,
+                                     self.attn_implementation)
         self._generator = outlines.Generator(outlines.from_transformers(model, processor), self._answer_model())
 
     def _answer_model(self) -> type[BaseModel]:
@@ -122,6 +99,44 @@ class QwenVerifier(Verifier):
             return self._generator(chat, max_new_tokens=self.max_new_tokens, do_sample=False)
         except ValueError as e:
             return e
+
+
+def check_4bit(load_in_4bit: bool) -> None:
+    """verifier.load_in_4bit=true needs bitsandbytes and a CUDA GPU (NF4); a clear error otherwise."""
+    if not load_in_4bit:
+        return
+    import torch
+
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ImportError(f"verifier.load_in_4bit=true needs bitsandbytes: {install_hint('quant')}") from None
+    if not torch.cuda.is_available():
+        raise ValueError("verifier.load_in_4bit=true needs a CUDA GPU (bitsandbytes NF4)")
+
+
+def load_qwen(model_name: str, device: str, dtype: str, load_in_4bit: bool = False,
+              attn_implementation: str | None = None):
+    """(model in eval mode on its device, image-only processor) of a Qwen2.5-VL checkpoint (hub id or folder);
+    ``dtype`` auto: bf16 on CUDA, fp32 elsewhere; ``load_in_4bit``: NF4 through bitsandbytes (CUDA)."""
+    from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev, on_cuda="bf16")
+    kwargs = {"dtype": torch_dtype}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                           bnb_4bit_compute_dtype=torch_dtype)
+        kwargs["device_map"] = {"": dev.index or 0}
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_name, **kwargs).eval()
+    if not load_in_4bit:
+        model = model.to(dev)
+    tokenizer = AutoTokenizer.from_pretrained(model_name)
+    return model, image_only_processor(_image_processor(model_name), tokenizer)
 
 
 def _with_format(image, max_side: int):
