@@ -607,9 +607,10 @@ def _is_user_error(e: Exception) -> bool:
     from .plan import PlanError
     from ..prompts import PromptSourceError
     from ..world.grammar import PromptError
+    from ..run.judge import JudgeError  # judges (tts.run.judge)
 
     return isinstance(e, (ConfigError, PipelineConfigError, PromptSourceError, PromptError, rf.RunFolderError,
-                          sh.ShardError, PlanError))
+                          sh.ShardError, PlanError, JudgeError))
 
 
 def _remove_if_empty(run_dir: Path, output_root: Path) -> None:
@@ -737,7 +738,8 @@ def main() -> None:
         plan_main([a for a in sys.argv[1:] if a != "--plan"])
         return
     try:
-        argv = check_overrides(ttsf.expand_config_args(sys.argv[1:]))
+        from .judge import spelled  # judges=[...] is judges.use=[...] (tts.run.judge)
+        argv = check_overrides(spelled(ttsf.expand_config_args(sys.argv[1:])))
         check_output_folders(argv)
         if not _folder_given(argv):
             _RUN_UID, _START = sh.agree_on_launch(_RUN_UID, _START)
