@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 from PIL import Image
-from conftest import run_tts
+from conftest import headless_chromium, needs_browser, run_tts
 
 from tts.app import judge as judge_app
 from tts.app.judge import spelled
@@ -220,3 +220,31 @@ def test_the_report_shows_judges_beside_steering(steered, tmp_path):
     page = write_report(run).read_text()
     assert "id='judges'" in page and "judge shapes" in page
     assert "criteria_met" in page.split("id='judges'")[1]
+
+
+@needs_browser
+def test_the_judges_view_in_headless_chromium(steered, tmp_path):
+    """The page as a person sees it: the judges table, and each judge's panel beside the steering metric's."""
+    from test_report import coloured_pixels, open_page, texts
+
+    from tts.views.report import write_report
+
+    run = copy(steered, tmp_path)
+    assert judge(run, "judges=[shapes]", "judges.scope=all") == 0
+    driver = headless_chromium(1300, 1000, console_log=True)
+    try:
+        open_page(driver, write_report(run))
+        cells = driver.execute_script(
+            "return [...document.querySelectorAll('table.judges tbody td')].map(c => c.innerText)")
+        expected = json.loads((run / rf.SUMMARY).read_text())["judges"]["shapes"]
+        assert cells[1] == "judge shapes\nshapes" and cells[2] == "criteria_met ↑"
+        assert cells[3] == f"{expected['groups']['all']['criteria_met']:.2f} n=4"
+        assert cells[6] == "24" and cells[7] == "0"
+        titles = texts(driver, "#scores svg text")
+        assert "proxy_score" in titles and "judge shapes / criteria_met" in titles
+        shot = tmp_path / "judges.png"
+        assert coloured_pixels(driver, shot, "scores") > 1000  # the lines are drawn
+        coloured_pixels(driver, tmp_path / "table.png", "judges")
+        print(f"screenshots: {shot}, {tmp_path / 'table.png'}")
+    finally:
+        driver.quit()
