@@ -343,6 +343,17 @@ def _means(judgements: list[JudgeRecord]) -> dict:
     return {"n": len(judgements)} | {m: statistics.fmean(v) for m, v in sorted(values.items())}
 
 
+def summary_lines(summary: dict) -> list[str]:
+    """One line per judge of a summary: its mean over the kept candidates."""
+    out = []
+    for label, s in (summary.get("judges") or {}).items():
+        g, metric = (s.get("groups") or {}).get("all") or {}, s.get("choice_of_metric")
+        mean = f"{g[metric]:.4f}" if metric in g else "—"
+        out.append(f"judge {label}: {metric} mean {mean} over {g.get('n', 0)} kept candidates "
+                   f"({s.get('judged', 0)} judged, {s.get('failed', 0)} failed)")
+    return out
+
+
 def refresh_summary(path: Path | str) -> dict:
     """Put the folder's judges (judges.jsonl) into summary.json's ``judges``; the updated summary."""
     data = rf.read_run(Path(path))

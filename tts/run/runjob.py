@@ -39,6 +39,8 @@ def run_job(job, config: dict, plan: dict) -> dict | None:
     verified = summary is not None and summary["candidates"] - summary["failed"] - summary.get("blocked", 0) > 0
     if verified and (judges or (job.run_dir / rf.JUDGES).exists()):
         summary = judge.judge_run(job.run_dir, judges).summary if judges else judge.refresh_summary(job.run_dir)
+        for line in judge.summary_lines(summary):
+            log.info("%s", line)
     return summary
 
 
