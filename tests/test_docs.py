@@ -5,7 +5,7 @@ An HTML comment on the line before a block says what to do with it (docs/develop
 - ``<!-- docs-test: run -->``: a shell block's commands run for real (quick, CPU, offline);
 - ``<!-- docs-test: compose (reason) -->``, the default for shell blocks: ``tts-search`` and ``tts-serve``
   commands are composed as ``--cfg job`` would (they need a GPU, a key, a network or minutes); commands that
-  load no model (``tts-plan``, ``tts-collage``, ``tts-report``, ``tts-replay``) run for real either way;
+  load no model (``tts-plan``, ``tts-collage``, ``tts-report``, ``tts-replay``, ``tts-judge``) run for real either way;
 - ``<!-- docs-test: skip (reason) -->``: not run, for the reason given;
 - ``<!-- docs-test: file NAME -->``: the block is a file (a verifier module, a config) written to NAME in the
   page's working folder before its other blocks run; Python files are run, YAML files parsed.
@@ -44,7 +44,7 @@ SCRIPTS = dict(re.findall(r'^(tts-[\w-]+) = "([\w.:]+)"$',
                           (ROOT / "pyproject.toml").read_text().partition("[project.scripts]")[2], re.M))
 #: Commands that set up an environment or run the suite: CI runs them (.ci/run), not this test.
 SETUP = (("python3", "-m", "venv"), (".",), ("source",), ("pip",), ("python", "-m", "pytest"), ("bash", ".ci/run"))
-NO_MODEL = {"tts-plan", "tts-collage", "tts-report", "tts-replay"}
+NO_MODEL = {"tts-plan", "tts-collage", "tts-report", "tts-replay", "tts-judge"}
 TIMEOUT_S = 600
 
 

@@ -250,7 +250,8 @@ def main() -> None:
         plan_main([a for a in sys.argv[1:] if a != "--plan"])
         return
     try:
-        argv = check_overrides(ttsf.expand_config_args(sys.argv[1:]))
+        from .judge import spelled  # judges=[...] is judges.use=[...] (tts.run.judge)
+        argv = check_overrides(spelled(ttsf.expand_config_args(sys.argv[1:])))
         check_output_folders(argv)
         if not _folder_given(argv):
             _RUN_UID, _START = sh.agree_on_launch(_RUN_UID, _START)

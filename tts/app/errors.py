@@ -18,6 +18,7 @@ def is_user_error(e: Exception) -> bool:
     from ..run.shard import ShardError
     from ..prompts import PromptSourceError
     from ..world.grammar import PromptError
+    from ..run.judge import JudgeError
 
     return isinstance(e, (ConfigError, PipelineConfigError, PromptSourceError, PromptError, rf.RunFolderError,
-                          ShardError, PlanError))
+                          ShardError, PlanError, JudgeError))

@@ -100,6 +100,31 @@ class SearchRecord(BaseModel):
     worker: str = ""
 
 
+class JudgeRecord(BaseModel):
+    """One line of ``judges.jsonl``: a judge (a verifier that does not steer) scoring one saved candidate after the
+    search (tts.run.judge; ``tts-judge``). Keyed by the candidate's image (its id in the folder) and the judge's
+    label; ``status`` "failed" (``error`` says why) is retried by the next ``tts-judge`` of the folder."""
+
+    schema_version: int = SCHEMA_VERSION
+    judge: str  # the label: the verifier config's name (``clip``), or the label given (``{name:clip,label:clip-b}``)
+    verifier: str  # the verifier's own name
+    config: dict[str, Any] = Field(default_factory=dict)  # the judge's settings (operational keys left out)
+    choice_of_metric: str
+    higher_is_better: bool = True
+    image: str
+    prompt: str
+    prompt_hash: str
+    round: int
+    index: int
+    status: Literal["ok", "failed"]
+    error: str | None = None
+    score: float | None = None
+    scores: dict[str, MetricScore] = Field(default_factory=dict)
+    usage: Usage | None = None
+    verify_s: float = 0.0
+    worker: str = ""
+
+
 class CandidateRecord(BaseModel):
     """One line of ``manifest.jsonl``: a generated (and, if status == "ok", verified) candidate; a "blocked"
     one (``error`` says why) was never verified."""
@@ -126,6 +151,8 @@ class CandidateRecord(BaseModel):
     usage: Usage | None = None
     safety: SafetyRecord | None = None  # flags, rewritten prompt, fallback (absent before tts.run.safety)
     path: PathRecord | None = None  # in-loop strategies: the candidate's whole path (absent for noise searches)
+    #: judges' scores of this candidate by judge label (judges.jsonl, attached by read_run; never in the manifest)
+    judges: dict[str, JudgeRecord] = Field(default_factory=dict, exclude=True)
 
     @property
     def key(self) -> tuple[str, int, int]:

@@ -37,6 +37,14 @@ class AestheticVerifier(_clip.ClipVerifier):
         return [{"aesthetic": MetricScore(score=v, explanation="LAION aesthetic predictor v2 (1-10 scale)")}
                 for v in values]
 
+    def score_tensor(self, prompts, images):
+        """The aesthetic score of a (B, 3, H, W) tensor in [0, 1], differentiable (base.DifferentiableVerifier)."""
+        if self._model is None:
+            self.setup()
+        emb = _clip.embed_pixels(self._model, self._proc, images, self._dev, self._dtype)
+        head_dtype = next(self._head.parameters()).dtype
+        return self._head(emb.to(head_dtype)).squeeze(-1)
+
 
 def read_state_dict(head_path: str) -> dict:
     path = Path(head_path).expanduser()

@@ -23,3 +23,10 @@ class CLIPScoreVerifier(ClipVerifier):
         return [{"clip_score": MetricScore(score=self.w * max(c, 0.0), explanation=f"{self.w} * max(cos, 0)"),
                  "cosine": MetricScore(score=c, explanation="cosine of CLIP image and text embeddings")}
                 for c in (img * txt).sum(-1).tolist()]
+
+    def score_tensor(self, prompts, images):
+        """The chosen metric of a (B, 3, H, W) tensor in [0, 1], differentiable (base.DifferentiableVerifier);
+        ``clip_score``'s max(cos, 0) has no gradient where the cosine is negative."""
+        img, txt = self.embed_tensor(prompts, images)
+        cos = (img * txt.to(img.dtype)).sum(-1)
+        return cos if self.choice_of_metric == "cosine" else self.w * cos.clamp(min=0.0)

@@ -22,3 +22,8 @@ class PickScoreVerifier(ClipVerifier):
         scale = float(self._model.logit_scale.detach().exp())
         return [{"pickscore": MetricScore(score=scale * float(c), explanation=f"{scale:.1f} * cos(image, prompt)")}
                 for c in (img * txt).sum(-1).tolist()]
+
+    def score_tensor(self, prompts, images):
+        """PickScore of a (B, 3, H, W) tensor in [0, 1], differentiable (base.DifferentiableVerifier)."""
+        img, txt = self.embed_tensor(prompts, images)
+        return self._model.logit_scale.detach().exp().to(img.dtype) * (img * txt.to(img.dtype)).sum(-1)

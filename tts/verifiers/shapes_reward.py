@@ -54,3 +54,20 @@ class ShapesRewardVerifier(Verifier):
         return [{"reward": MetricScore(score=m, explanation=f"predicted criteria_met (p_correct {c:.2f})"),
                  "p_correct": MetricScore(score=c, explanation="predicted probability that the image is correct")}
                 for m, c in zip(met, correct)]
+
+    def score_tensor(self, prompts, images):
+        """The chosen metric (``reward``: predicted criteria_met; ``p_correct``) of a (B, 3, H, W) tensor in
+        [0, 1] (final images), differentiable (base.DifferentiableVerifier)."""
+        import torch
+
+        from ..world.reward import encode_prompts
+
+        if self._model is None:
+            self.setup()
+        model = self._model
+        dtype = next(model.parameters()).dtype
+        pixels = images.to(model.device, dtype) * 2.0 - 1.0  # tts.world.reward.to_pixels: [-1, 1]
+        groups, relation = encode_prompts(list(prompts))
+        logits = model(pixels, groups.to(model.device), relation.to(model.device),
+                       torch.zeros(len(prompts), device=model.device, dtype=dtype)).sigmoid()
+        return logits[:, 0 if self.choice_of_metric == "reward" else 1]

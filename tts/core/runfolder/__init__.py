@@ -13,7 +13,7 @@ at any moment loses no finished candidate; a rerun of the folder resumes.
 
 The package: ``paths`` (file names), ``files`` (atomic writes, temporary files, writer liveness), ``locks``,
 ``manifest`` (appending and reading records), ``claims`` (prompts claimed by a writer), ``identity`` (what a
-resume may change), ``redaction`` (no secret reaches disk), ``reader`` (the one reader of run folders:
+resume may change), ``redaction`` (no secret reaches disk), ``judgements`` (judges.jsonl), ``reader`` (the one reader of run folders:
 ``read_run``), and here :class:`RunFolder`, the folder a run writes. Every name is also here (``rf.<name>``).
 """
 from __future__ import annotations
@@ -34,10 +34,11 @@ from .errors import RunFolderError, RunFolderMismatch
 from .files import (CLAIM_STALE_S, _age, _pid_alive, _proc_stat, _tmp_name, atomic_write_bytes, atomic_write_json,
                     clean_stale_temp_files, disk_full, image_ok, process_start, save_image)
 from .identity import RUN_OPERATIONAL_KEYS, config_differences, operational_paths, target_class
+from .judgements import append_judgement, attach_judgements, read_judgements
 from .locks import _NO_LOCKS, _try_lock, lock
 from .manifest import (ManifestTail, _read_shared, _read_text_lines, append_line, final_records, manifest_files,
                        parse_lines, read_manifest, read_searches, readable_line)
-from .paths import (CLAIMS, CONFIG, LOCK, MANIFEST, MANIFESTS, PLAN, PREVIEWS, ROUND_JSON, SEARCHES, SUMMARY,
+from .paths import (CLAIMS, CONFIG, JUDGES, LOCK, MANIFEST, MANIFESTS, PLAN, PREVIEWS, ROUND_JSON, SEARCHES, SUMMARY,
                     candidate_image_name, image_name, prompt_hash, prompt_stem, round_json_name, run_file)
 from .reader import (IMAGE, ROUND_JSON_FILE, Candidate, RoundJsonPrompt, RunData, find_runs, has_manifest, is_run, metric_direction,
                      read_json, read_previews, read_round_jsons, read_run, read_run_config, records_for_image,

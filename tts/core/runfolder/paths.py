@@ -14,6 +14,7 @@ CLAIMS = ".claims"
 MANIFESTS = "manifests"
 PLAN = "plan.json"
 PREVIEWS = "previews.jsonl"  # in-loop strategies' preview scores (never final scores)
+JUDGES = "judges.jsonl"  # judges' scores of saved candidates (records.JudgeRecord; tts.run.judge, tts-judge)
 SEARCHES = "searches.jsonl"  # one line per prompt whose in-loop search is complete (records.SearchRecord)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..records import CandidateRecord, MetricScore, SearchRecord
+from .judgements import attach_judgements, read_judgements
 from .manifest import final_records, read_manifest, read_searches
 from .paths import CONFIG, MANIFEST, MANIFESTS, PLAN, PREVIEWS, SUMMARY, prompt_hash, run_file
 
@@ -248,10 +249,14 @@ def read_run(path: Path | str, written: list[CandidateRecord] | None = None, war
         written = read_manifest(path)
     extra = {"previews": read_previews(path, warn), "summary": read_json(path / SUMMARY),
              "plan": read_json(path / PLAN), "searches": read_searches(path)}
+    judged = read_judgements(path, warn)
     if written is None:
         records = round_json_records(path, config, warn)
+        attach_judgements(records, judged)
         return RunData(path, records, records, config, "round JSONs", **extra)
-    return RunData(path, final_records(written), written, config, "manifest", **extra)
+    records = final_records(written)
+    attach_judgements(records, judged)
+    return RunData(path, records, written, config, "manifest", **extra)
 
 
 def read_run_config(run: Path) -> dict:

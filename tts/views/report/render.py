@@ -13,7 +13,7 @@ from ...core import runfolder as rf
 from .page import Images, page_data
 from .plots import MAX_PROMPT_LINES, previews_figure, scores_figure
 from .runs import Run, label_runs
-from .stats import group_means, overview
+from .stats import group_means, judge_rows, overview
 
 ASSETS = Path(__file__).resolve().parents[1] / "report_assets"
 MAX_PROBLEMS_LISTED = 200
@@ -88,6 +88,30 @@ def groups_table(runs: list[Run]) -> str | None:
     return "".join(out)
 
 
+def judges_table(runs: list[Run]) -> str | None:
+    """Per run and judge (tts.run.judge; judges.jsonl): the judge's metric and direction, its mean over each
+    prompt's kept candidate beside the steering metric's mean over the same candidates, its mean over every
+    candidate it judged, how many it judged and failed, and what it cost."""
+    rows = [(run, row) for run in runs for row in judge_rows(run)]
+    if not rows:
+        return None
+    head = ("run", "judge", "metric", "mean of kept", "steering mean of kept", "mean of all judged", "judged",
+            "failed", "cost (USD)")
+    out = ["<div class='wide'><table class='judges'><thead><tr>", *(f"<th>{h}</th>" for h in head),
+           "</tr></thead><tbody>"]
+    for run, row in rows:
+        arrow = "&uarr;" if row["higher_is_better"] else "&darr;"
+        fmt = lambda v: "—" if v is None else collage.fmt(v)  # noqa: E731
+        cells = [f"<span class='chip' style='background:{run.colour}'></span>{esc(run.label)}",
+                 f"judge {esc(row['judge'])}<br><small>{esc(row['verifier'])}</small>",
+                 f"{esc(row['metric'])} {arrow}", f"{fmt(row['kept_mean'])} <small>n={row['kept_n']}</small>",
+                 f"{fmt(row['steering_mean'])}<br><small>{esc(run.metric)}</small>", fmt(row["all_mean"]),
+                 _num(row["judged"]), _num(row["failed"]), "—" if row["cost"] is None else f"{row['cost']:.4f}"]
+        out += ["<tr>", *(f"<td>{c}</td>" for c in cells), "</tr>"]
+    out.append("</tbody></table></div>")
+    return "".join(out)
+
+
 def problems_table(runs: list[Run], images: Images) -> str:
     """Failed and blocked candidates (every status but ok) with their reasons, at most MAX_PROBLEMS_LISTED a run."""
     out, total = [], 0
@@ -128,6 +152,7 @@ def render(root: Path, runs: list[Run], page_dir: Path, per_page: int = 20, embe
     images = Images(page_dir, embed)
     rows = [overview(r, root) for r in runs]
     scores, previews, groups = scores_figure(runs), previews_figure(runs), groups_table(runs)
+    judges = judges_table(runs)
     data = page_data(runs, images) | {"perPage": per_page}
     title = title or f"tts report · {root.resolve().name}"
     n_prompts = len(data["prompts"])
@@ -140,12 +165,17 @@ def render(root: Path, runs: list[Run], page_dir: Path, per_page: int = 20, embe
         f"{'s' if len(runs) != 1 else ''} · {n_prompts} prompt{'s' if n_prompts != 1 else ''} · "
         f"{sum(r['candidates'] for r in rows):,} candidates · made {time.strftime('%Y-%m-%d %H:%M')}</p>",
         "<nav><a href='#runs'>runs</a>", "<a href='#groups'>groups</a>" if groups else "",
-        "<a href='#scores'>scores</a>" if scores else "", "<a href='#previews'>previews</a>" if previews else "",
+        "<a href='#judges'>judges</a>" if judges else "", "<a href='#scores'>scores</a>" if scores else "", "<a href='#previews'>previews</a>" if previews else "",
         "<a href='#prompts'>prompts</a><a href='#problems'>failed and blocked</a></nav></header><main>",
         f"<section id='runs'><h2>Runs</h2>{runs_table(runs, rows)}</section>",
         f"<section id='groups'><h2>Groups</h2><p class='note'>Mean of each prompt's best by the run's searched "
         f"metric (n prompts); every metric on hover.</p>{groups}</section>" if groups else "",
     ]
+    if judges:
+        parts.append("<section id='judges'><h2>Judges</h2><p class='note'>Verifiers that scored the saved candidates "
+                     "without steering the search (tts-judge, judges=[...]): each judge's mean over each prompt's "
+                     "kept candidate beside the steering metric's mean over the same candidates (&uarr; higher is "
+                     f"better, &darr; lower).</p>{judges}</section>")
     if scores:
         parts.append(
             "<section id='scores'><h2>Score against NFEs</h2><figure class='plot'>" + scores +
@@ -153,7 +183,8 @@ def render(root: Path, runs: list[Run], page_dir: Path, per_page: int = 20, embe
             "each round, against NFEs spent on the prompt: thin lines per prompt (bands: middle half of prompts, "
             f"beyond {MAX_PROMPT_LINES} prompts), thick lines the mean. Solid: the metric the run searched on; "
             "dashed: other metrics of the same images, so a dashed line falling while a solid one rises is "
-            "verifier hacking." + (f" Not plotted (no NFEs recorded): {esc(', '.join(no_nfe))}." if no_nfe else "")
+            "verifier hacking. Panels named 'judge ...': a judge's score of the same incumbents (it did not steer; "
+            "with judges.scope=best only each prompt's kept candidate is judged, the last point)." + (f" Not plotted (no NFEs recorded): {esc(', '.join(no_nfe))}." if no_nfe else "")
             + "</figcaption></figure></section>")
     if previews:
         parts.append("<section id='previews'><h2>In-loop previews</h2><figure class='plot'>" + previews +

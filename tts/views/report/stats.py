@@ -131,14 +131,52 @@ MetricId = tuple[str, str]
 
 
 
+#: A judge's curve is named ``judge <label>`` (tts.run.judge): scores of the same images by a verifier that did not steer.
+JUDGE = "judge "
+
+
 def metric_ids(run: Run) -> list[MetricId]:
-    """Every (verifier, metric) in the run's scores, the searched one first."""
+    """Every (verifier, metric) in the run's scores, the searched one first, then each judge's metric."""
     ids = {(run.verifier, run.metric): None}
     for r in run.records:
         for v, metrics in r.scores.items():
             for m in metrics:
                 ids.setdefault((v, m))
+    for r in run.records:
+        for label, j in r.judges.items():
+            if j.status == "ok":
+                ids.setdefault((JUDGE + label, j.choice_of_metric))
     return list(ids)
+
+
+def judge_values(record: CandidateRecord) -> dict[MetricId, float]:
+    """The judges' scores of a candidate, each judge's chosen metric."""
+    return {(JUDGE + label, j.choice_of_metric): j.score for label, j in record.judges.items()
+            if j.status == "ok" and j.score is not None}
+
+
+def judge_rows(run: Run) -> list[dict[str, Any]]:
+    """Per judge of a run: its metric and direction, candidates judged and failed, its mean over each prompt's
+    kept candidate and over every judged candidate, the steering metric's mean over the same kept candidates,
+    and what an API judge cost."""
+    kept = [b for recs in run.prompts().values() if (b := best(recs, run.higher_is_better)) is not None]
+    labels = sorted({label for r in run.records for label in r.judges})
+    rows = []
+    for label in labels:
+        judged = [r.judges[label] for r in run.records if label in r.judges]
+        ok = [j for j in judged if j.status == "ok" and j.score is not None]
+        on_kept = [(b, b.judges[label]) for b in kept if label in b.judges and b.judges[label].status == "ok"]
+        used = [j.usage for j in judged if j.usage is not None]
+        rows.append({
+            "judge": label, "verifier": judged[0].verifier, "metric": judged[0].choice_of_metric,
+            "higher_is_better": judged[0].higher_is_better, "judged": len(ok), "failed": len(judged) - len(ok),
+            "kept_n": len(on_kept),
+            "kept_mean": statistics.fmean(j.score for _, j in on_kept) if on_kept else None,
+            "all_mean": statistics.fmean(j.score for j in ok) if ok else None,
+            "steering_mean": statistics.fmean(b.score for b, _ in on_kept) if on_kept else None,
+            "cost": sum(u.cost_usd for u in used) if used else None,
+        })
+    return rows
 
 
 def prompt_curve(records: list[CandidateRecord], higher_is_better: bool = True
@@ -157,6 +195,7 @@ def prompt_curve(records: list[CandidateRecord], higher_is_better: bool = True
         if incumbent is not None:
             values = {(v, m): s.score for v, ms in incumbent.scores.items() for m, s in ms.items()}
             values.setdefault((incumbent.verifier, incumbent.choice_of_metric), incumbent.score)
+            values |= judge_values(incumbent)
             points.append((spent, values))
     return points
 
@@ -184,5 +223,5 @@ def metric_names(runs: list[Run]) -> dict[MetricId, str]:
         for mid in metric_ids(run):
             ids.setdefault(mid)
     counts = collections.Counter(m for _, m in ids)
-    return {(v, m): m if counts[m] == 1 else f"{v} / {m}" for v, m in ids}
+    return {(v, m): m if counts[m] == 1 and not v.startswith(JUDGE) else f"{v} / {m}" for v, m in ids}
 
