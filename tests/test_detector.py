@@ -92,7 +92,8 @@ def test_bad_prompts_and_settings_fail_before_loading():
 
 def test_a_prompt_outside_the_templates_stops_the_run_before_anything_loads(tmp_path):
     from conftest import compose
-    from tts.app.cli import _is_user_error, build_job
+    from tts.app.build import build_job
+    from tts.app.errors import is_user_error as _is_user_error
 
     with pytest.raises(geneval_rules.PromptError) as e:
         build_job(compose(["verifier=detector", "prompt='a red cube'"]), tmp_path)
