@@ -1,5 +1,8 @@
-"""One prompt's in-loop search in a run folder: the strategy drives particles (tts.sampling.particles), the loop keeps
-what it returns.
+"""In-loop searches in a run folder: the strategy says what to do with particles (tts.sampling.particles), the
+engine does it, the loop keeps what it returns. With ``batch_size`` > 1 the pending prompts of a study are
+searched together (:func:`search_prompts_in_loop`: their steps stacked into shared denoiser calls by
+tts.sampling.batching, each prompt's finals recorded as soon as its search ends); otherwise one at a time.
+Per prompt:
 
 1. the prompt is skipped when ``searches.jsonl`` says its search is complete (a prompt interrupted before that
    line is redone from the start: every seed derives from the run seed, so it gives the same candidates);
@@ -11,11 +14,14 @@ what it returns.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
 
 from ..core import runfolder as rf
+from ..core.noise import derive_seed
+from ..sampling.batching import StepDriver
 from ..sampling.particles import Engine, Final, PreviewInfo, sampler_options
 from ..core.records import PathRecord, SearchRecord, Usage
 from ..sampling.sampler import Sampler
@@ -64,18 +70,106 @@ class PreviewLog:
 
 def search_prompt_in_loop(run, strategy) -> None:
     """Steps 1-5 of the module docstring for one prompt (``run``: tts.run.loop's _PromptRun)."""
+    if _searched(run):
+        return
+    search = _start(run, strategy)
+    try:
+        result = strategy.search(search.engine)
+    finally:
+        search.engine.sampler.close()
+    _record(search, result, time.perf_counter() - search.started)
+
+
+def search_prompts_in_loop(shared, mine: list) -> None:
+    """Every pending prompt of ``mine`` ((index, Prompt) pairs of tts.run.loop) that this process can claim,
+    searched together when the strategy is in-loop: their steps stacked into denoiser calls of ``batch_size``
+    rows (tts.sampling.batching), each prompt's finals recorded as soon as its search ends. Prompts already
+    searched, and ones another process holds, are left to the one-prompt-at-a-time loop (which skips the first
+    and waits for the second)."""
+    from .loop import _PromptRun, _Progress
+
+    job, folder = shared.job, shared.folder
+    if not _in_loop(job):
+        return
+    runs = []
+    try:
+        shared.index.update()  # what other writers finished since this process last looked
+        searched = rf.read_searches(folder.root)
+        for i, prompt in mine:
+            phash = rf.prompt_hash(prompt.text)
+            if phash in searched or folder.claim(phash) is not None:
+                continue
+            runs.append(_PromptRun(job, folder, shared.generator, shared.pool, i, prompt,
+                                   shared.index.resume(phash, job.safety.regenerates),
+                                   _Progress(prompt.text, not job.progress, False, job.per_prompt_total)))
+        if runs:
+            _search_together(runs, job.batch_size)
+    finally:
+        for run in runs:
+            run.progress.close()
+            folder.release(run.phash)
+
+
+def _search_together(runs: list, batch_size: int) -> None:
+    searches = [_start(run, _strategy(run)) for run in runs if not _searched(run)]
+    started = time.perf_counter()
+
+    def done(k: int, result) -> None:  # the wall time is shared equally among the prompts searched together
+        searches[k].engine.sampler.close()
+        _record(searches[k], result, (time.perf_counter() - started) / len(searches))
+
+    try:
+        StepDriver(batch_size).run([(s.engine, s.strategy.requests(s.engine)) for s in searches], done)
+    finally:
+        for s in searches:
+            s.engine.sampler.close()
+
+
+@dataclasses.dataclass
+class _InLoop:
+    """One prompt's in-loop search in progress: its run, strategy, engine, preview log, start time."""
+
+    run: object
+    strategy: object
+    engine: Engine
+    previews: PreviewLog
+    started: float
+
+
+def _in_loop(job) -> bool:
+    probe = job.search_factory(seed_fn=lambda r, i, purpose: 0, context=None)
+    return bool(getattr(probe, "in_loop", False)) and hasattr(probe, "requests")
+
+
+def _strategy(run):
+    """The prompt's strategy, built as tts.run.loop.search_prompt builds it (same seeds, same context)."""
+    from .loop import _context
+
+    job, phash = run.job, run.phash
+    return job.search_factory(seed_fn=lambda r, i, purpose: derive_seed(job.seed, phash, r, i, purpose),
+                              context=_context(run))
+
+
+def _searched(run) -> bool:
+    """Whether ``searches.jsonl`` says the prompt's search is complete (its bar then counts its candidates)."""
     searches = rf.read_searches(run.folder.root)
     if run.phash in searches:
         run.progress.generated(searches[run.phash].candidates)
-        return
+        return True
+    return False
+
+
+def _start(run, strategy) -> _InLoop:
     previews = PreviewLog(run.job.verifier, run.prompt.text, run.phash)
-    engine, started = _engine(run, strategy, previews), time.perf_counter()
-    try:
-        finals = engine.finish(strategy.search(engine))
-    finally:
-        engine.sampler.close()
+    return _InLoop(run, strategy, _engine(run, strategy, previews), previews, time.perf_counter())
+
+
+def _record(search: _InLoop, result, seconds: float) -> None:
+    """Steps 3-5 of the module docstring: previews, finals (images, verification, records), round JSON, search line."""
+    run, strategy, engine, previews = search.run, search.strategy, search.engine, search.previews
+    finals = engine.finish(result)
     run.folder.write_previews(run.phash, previews.lines)
-    records = _record_finals(run, strategy, engine, finals, (time.perf_counter() - started) / len(finals))
+    records = _record_finals(run, strategy, engine, finals, seconds / len(finals))
     best = None
     for r in records:
         c = Candidate(r.round, r.index, r.noise, r.score if r.status == "ok" else None, r,
