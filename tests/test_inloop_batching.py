@@ -185,3 +185,36 @@ def test_tts_search_batches_the_prompts_of_an_in_loop_study_with_the_same_record
     again = folder(tmp_path / "batched")
     run_tts(overrides + ["batch_size=8"], tmp_path / "batched")  # a rerun of a finished study does nothing
     assert folder(tmp_path / "batched") == again and drivers == [3]
+
+
+@pytest.mark.slow
+def test_kill_9_mid_batched_study_then_rerun_gives_the_uninterrupted_records(tmp_path):
+    """Killed after the first of three prompts searched together was recorded; the rerun searches the other two
+    together (a prompt half-recorded keeps its records) and ends with the uninterrupted run's records."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import TESTS
+
+    env = dict(os.environ, PYTHONPATH=f"{TESTS / 'plugins'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    base = [sys.executable, "-c", "from tts.app.cli import main; main()", *FAST, "search=smc", "search.nfe_budget=24",
+            "batch_size=8", "verifier._target_=tts_test_plugins.SleepyVerifier", "~verifier.choice_of_metric"]
+    subprocess.run([*base, f"hydra.run.dir={tmp_path / 'whole'}"], env=env, check=True, capture_output=True,
+                   timeout=600)
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([*base, f"hydra.run.dir={run}"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(rf.read_searches(run)) < 1:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(rf.read_searches(run)) == 1  # the others were being verified (0.3 s a batch) when killed
+    subprocess.run([*base, f"hydra.run.dir={run}"], env=env, check=True, capture_output=True, timeout=600)
+    killed, whole = folder(run), folder(tmp_path / "whole")
+    assert killed[0] == whole[0] and killed[2] == whole[2]
+    assert np.allclose(killed[1], whole[1], rtol=0, atol=1.0)  # brightness: a mean of pixel levels
+    assert len(rf.read_manifest(run)) == len(rf.read_manifest(tmp_path / "whole"))  # nothing recorded twice
