@@ -55,7 +55,8 @@ class StepDriver:
             on_done: Callable[[int, object], None] | None = None) -> list:
         """What each generator returns (its kept particles), in order; ``on_done(k, result)`` is called as soon as
         search k finishes (e.g. to record its finals while the others go on). An exception in one search (a
-        strategy bug, BudgetExceeded) is raised at its yield and, unhandled there, stops the driver."""
+        strategy bug, BudgetExceeded, a scorer error) is raised at its yield and, unhandled there, stops the driver
+        (wrap a generator to keep the others going, as scripts/benchmark_strategies.py does)."""
         live = [_Search(engine, steps) for engine, steps in searches]
         for k, s in enumerate(live):
             self._resume(k, s, None, on_done)
@@ -76,14 +77,13 @@ class StepDriver:
                 if on_done is not None:
                     on_done(k, s.result)
                 return
-            error = None
-            if not isinstance(request, Advance):
-                answer = respond(s.engine, request)  # Score: this prompt's own scorer; a wrong type raises here
-                continue
             try:
-                until = s.engine.check_advance(request.p, request.until)
-            except Exception as e:  # noqa: BLE001 - raised into the strategy at its yield, as engine.advance would
-                error = e
+                if not isinstance(request, Advance):
+                    answer, error = respond(s.engine, request), None  # Score: this prompt's own scorer
+                    continue
+                until, error = s.engine.check_advance(request.p, request.until), None
+            except Exception as e:  # noqa: BLE001 - raised into the strategy at its yield, as drive() raises it
+                answer, error = None, e
                 continue
             if until == request.p.step:
                 answer = request.p

@@ -116,14 +116,18 @@ Steps = Generator[StepRequest, object, object]
 
 def drive(steps: Steps, engine: Engine):
     """Run one prompt's step requests on its engine, one at a time; returns what the generator returns (the
-    kept particles). tts.sampling.batching drives several prompts' generators together instead."""
-    answer = None
+    kept particles). A request that fails (BudgetExceeded, a scorer error) raises at the strategy's yield, where
+    a strategy may catch it. tts.sampling.batching drives several prompts' generators together instead."""
+    answer, error = None, None
     while True:
         try:
-            request = steps.send(answer)
+            request = steps.throw(error) if error is not None else steps.send(answer)
         except StopIteration as done:
             return done.value
-        answer = respond(engine, request)
+        try:
+            answer, error = respond(engine, request), None
+        except Exception as e:  # noqa: BLE001 - raised into the strategy at its yield
+            answer, error = None, e
 
 
 def respond(engine: Engine, request: StepRequest):
