@@ -1,8 +1,12 @@
 """Particles for search inside the denoising loop: trajectories with their paths, an NFE budget, preview scores.
 
 An in-loop strategy (tts.search: ``in_loop = True``) gets an :class:`Engine` for one prompt and returns the
-finished :class:`Particles` it keeps; the loop decodes, verifies and records them. The engine wraps the
-step-level sampler (tts.sampling.sampler) and adds what every such strategy needs, so none re-implements it:
+finished :class:`Particles` it keeps; the loop decodes, verifies and records them. It says what to do and the
+engine does it: its ``requests(engine)`` generator yields :class:`Advance` and :class:`Score` requests
+(:func:`drive` answers them one prompt alone; tts.sampling.batching answers several prompts' together, their
+steps in shared denoiser calls) and calls the cheap ``start``, ``select`` and ``renoise`` directly. The engine
+wraps the step-level sampler (tts.sampling.sampler) and adds what every such strategy needs, so none
+re-implements it:
 
 * **Paths.** Each row carries the list of operations that made it, so ``tts-replay`` regenerates any final
   image from its record alone (:func:`replay_path`):
