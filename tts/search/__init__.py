@@ -26,7 +26,8 @@ tts.sampling.sampler) and ``requests(engine)``, a generator that says what to do
 :class:`tts.sampling.particles.Engine`'s particles and lets the engine do it (``Advance`` them, ``Score`` their x0
 previews with the run's verifier; start, select, duplicate and re-noise are direct calls) and returns the finished
 particles it keeps (protocol: ``tts.search._steps.InLoopStrategy``; ``search(engine)`` drives it for one prompt,
-tts.sampling.batching drives several prompts' together in shared denoiser calls); the loop decodes, verifies and records them
+tts.sampling.batching drives several prompts' together in shared denoiser calls); the loop decodes, verifies and
+records them
 (round 1, one record per particle, each with its path so tts-replay regenerates it). A prompt's in-loop
 search is one unit of work: a rerun redoes a prompt that was interrupted, and skips a finished one.
 

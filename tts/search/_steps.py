@@ -17,7 +17,8 @@ import math
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
 from ..core.validate import is_int, is_number
-from ..sampling.particles import Advance, Engine, Particles, Score, StepRequest, Steps, drive  # noqa: F401 - for the strategies
+# the step requests and their one-prompt driver, for the strategies (which import only this module and the package)
+from ..sampling.particles import Advance, Engine, Particles, Score, StepRequest, Steps, drive  # noqa: F401
 
 
 @runtime_checkable

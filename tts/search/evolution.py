@@ -33,7 +33,7 @@ import math
 from ..core.noise import fresh, neighbor
 from ..core.validate import check_number
 from . import SearchContext, SeedFn, check_budget, check_size, check_total
-from ._steps import Advance, Score, check_image_budget, drive, check_step, resolve_step
+from ._steps import Advance, Score, check_image_budget, check_step, drive, resolve_step
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,8 @@ from __future__ import annotations
 from ..core.noise import fresh
 from ..core.validate import is_int
 from . import SearchContext, SeedFn, check_budget, check_size
-from ._steps import Advance, Score, check_image_budget, drive, check_step, largest_fitting, plan_budget, ranked, resolve_step
+from ._steps import (Advance, Score, check_image_budget, check_step, drive, largest_fitting, plan_budget,
+                     ranked, resolve_step)
 
 
 class PathsSearch:

@@ -22,7 +22,8 @@ from typing import Sequence
 from ..core.noise import fresh
 from ..core.validate import check_number
 from . import SearchContext, SeedFn, check_budget, check_size
-from ._steps import Advance, Score, check_image_budget, drive, check_steps, largest_fitting, plan_budget, ranked, resolve_steps
+from ._steps import (Advance, Score, check_image_budget, check_steps, drive, largest_fitting, plan_budget,
+                     ranked, resolve_steps)
 
 
 class PruneSearch:
