@@ -56,7 +56,8 @@ from tts.app.cli import config_dir  # noqa: E402
 from tts.sampling.generate import make_generator  # noqa: E402
 from tts.run.inloop import PreviewLog  # noqa: E402
 from tts.core.noise import derive_seed  # noqa: E402
-from tts.sampling.particles import Engine, sampler_options  # noqa: E402
+from tts.sampling.batching import StepDriver  # noqa: E402
+from tts.sampling.particles import Engine, drive, sampler_options  # noqa: E402
 from tts.pipelines import PipelineSpec  # noqa: E402
 from tts.core.runfolder import prompt_hash  # noqa: E402
 from tts.sampling.sampler import Sampler  # noqa: E402
@@ -171,33 +172,80 @@ def in_loop_factory(cfg, budget: int):
     return hydra.utils.instantiate(cfg, nfe_budget=budget)
 
 
-def run_in_loop(make_sampler: Callable[[float], Sampler], cfg, name: str, steer: str, budget: int, index: int,
-                text: str, seed: int) -> Outcome:
-    """1. build the strategy (refusing the budget is an outcome), 2. search on an engine, previews scored by
-    the steering verifier, 3. score the finals, keep the best (first wins ties), 4. judge it exactly."""
-    start, phash = time.perf_counter(), prompt_hash(text)
+@dataclasses.dataclass
+class InLoopJob:
+    """One prompt's in-loop search, built and ready to be driven: its engine, strategy, steering verifier."""
+
+    base: Outcome
+    text: str
+    strategy: object
+    verifier: object
+    gen: object
+    engine: Engine | None = None
+    start: float = 0.0
+
+    def ready(self) -> InLoopJob:
+        """The job with its engine (a sampler on the pipeline, its previews scored by the steering verifier)."""
+        text, phash = self.text, prompt_hash(self.text)
+        engine = Engine(Sampler(self.gen, sampler_options(self.strategy.eta)), text,
+                        PreviewLog(self.verifier, text, phash), self.base.budget)
+        return dataclasses.replace(self, engine=engine, start=time.perf_counter())
+
+
+@dataclasses.dataclass(frozen=True)
+class Failed:
+    """What a search that raised returns under :func:`guarded` (the error becomes its outcome)."""
+
+    error: str
+
+
+def guarded(steps):
+    """A search's step requests, its exception (a strategy bug, e.g. BudgetExceeded) returned as :class:`Failed`
+    so the other prompts driven with it go on."""
+    try:
+        return (yield from steps)
+    except Exception as e:  # noqa: BLE001 - reported as the prompt's outcome, not fatal
+        return Failed(f"{type(e).__name__}: {e}")
+
+
+def in_loop_job(gen, cfg, name: str, steer: str, budget: int, index: int, text: str, seed: int) -> InLoopJob | Outcome:
+    """1. build the strategy (refusing the budget is an outcome); 2. :meth:`InLoopJob.ready` adds its engine."""
+    phash = prompt_hash(text)
     base = Outcome(name, steer, budget, index)
     try:
         strategy = in_loop_factory(cfg, budget)(
             seed_fn=lambda r, i, purpose: derive_seed(seed, phash, r, i, purpose), context=None)
     except ValueError as e:
         return dataclasses.replace(base, error=str(e))
-    verifier = steer_verifier(steer)
-    sampler = make_sampler(strategy.eta)
-    engine = Engine(sampler, text, PreviewLog(verifier, text, phash), budget)
-    try:
-        finals = engine.finish(strategy.search(engine))
-    except Exception as e:  # noqa: BLE001 - a strategy bug (e.g. BudgetExceeded) is reported, not fatal
-        return dataclasses.replace(base, error=f"{type(e).__name__}: {e}", nfe=engine.spent)
-    finally:
-        sampler.close()
-    images = [f.image for f in finals]
-    scores = final_scores(verifier, text, images)
+    return InLoopJob(base, text, strategy, steer_verifier(steer), gen)
+
+
+def in_loop_outcome(job: InLoopJob, result) -> Outcome:
+    """3. score the finals, keep the best (first wins ties), 4. judge it exactly."""
+    engine = job.engine
+    engine.sampler.close()
+    if isinstance(result, Failed):
+        return dataclasses.replace(job.base, error=result.error, nfe=engine.spent)
+    images = [f.image for f in engine.finish(result)]
+    scores = final_scores(job.verifier, job.text, images)
     best = keep_best(scores)
-    judged = EXACT.score([text], [images[best]])[0]
-    return dataclasses.replace(base, correct=judged["correct"].score, criteria_met=judged["criteria_met"].score,
+    judged = EXACT.score([job.text], [images[best]])[0]
+    return dataclasses.replace(job.base, correct=judged["correct"].score, criteria_met=judged["criteria_met"].score,
                                steer_score=scores[best], nfe=engine.spent, preview_scores=engine.preview_scores,
-                               final_scores=len(images), seconds=time.perf_counter() - start)
+                               final_scores=len(images), seconds=time.perf_counter() - job.start)
+
+
+def run_in_loop_jobs(jobs: list, step_rows: int | None) -> list[Outcome]:
+    """Every job's search: driven together (tts.sampling.batching, ``step_rows`` rows per denoiser call), or one
+    prompt at a time (``step_rows`` None), exactly as tts-search runs them."""
+    if step_rows is None:  # one engine at a time: each engine's sampler hooks the denoiser while it lives
+        done = iter([in_loop_outcome(j, drive(guarded(j.strategy.requests(j.engine)), j.engine))
+                     for j in (j.ready() for j in jobs if isinstance(j, InLoopJob))])
+    else:
+        live = [j.ready() for j in jobs if isinstance(j, InLoopJob)]
+        results = StepDriver(step_rows).run([(j.engine, guarded(j.strategy.requests(j.engine))) for j in live])
+        done = iter([in_loop_outcome(j, r) for j, r in zip(live, results)])
+    return [next(done) if isinstance(j, InLoopJob) else j for j in jobs]
 
 
 def final_scores(verifier, text: str, images: list) -> list:
@@ -273,7 +321,7 @@ def pool_outcome(name, steer, budget, index, head, nfe_per_image, seconds) -> Ou
 
 
 def run_in_loop_strategies(gen, plan: Plan, args, saved: "Saved", progress: Callable[[str], None]) -> list[Outcome]:
-    """Each (strategy, steer, budget) cell not saved yet: its prompts' searches in lockstep (:class:`StepBatcher`),
+    """Each (strategy, steer, budget) cell not saved yet: its prompts' searches in lockstep (tts.sampling.batching),
     wall time shared equally among them; the bar's budgets first, so a cut-short run still answers it."""
     out = []
     order = lambda b: (PRIORITY.index(b) if b in PRIORITY else len(PRIORITY), b)  # noqa: E731
@@ -282,10 +330,8 @@ def run_in_loop_strategies(gen, plan: Plan, args, saved: "Saved", progress: Call
             if saved.has(name, steer, budget):
                 continue
             start = time.perf_counter()
-            jobs = [partial(run_in_loop, cfg=cfg, name=name, steer=steer, budget=budget, index=i,
-                            text=plan.prompts[i].text, seed=args.seed) for i in idx]
-            got = (StepBatcher(gen, args.step_rows).run(jobs) if args.lockstep else
-                   [job(lambda eta: Sampler(gen, sampler_options(eta))) for job in jobs])
+            jobs = [in_loop_job(gen, cfg, name, steer, budget, i, plan.prompts[i].text, args.seed) for i in idx]
+            got = run_in_loop_jobs(jobs, args.step_rows if args.lockstep else None)
             per = (time.perf_counter() - start) / len(idx)
             out += saved.add([dataclasses.replace(o, seconds=per) for o in got])
             progress(f"{name} steered by {steer} at {budget} NFEs: {len(idx)} prompts, {per * len(idx):.0f} s")
@@ -321,139 +367,6 @@ class Saved:
             with self.path.open("a") as f:
                 f.writelines(json.dumps(dataclasses.asdict(o)) + "\n" for o in outcomes)
         return outcomes
-
-
-@dataclasses.dataclass
-class _StepRequest:
-    traj: object
-    seeds: object
-    eta: float
-    result: object = None
-    error: BaseException | None = None
-
-
-class StepBatcher:
-    """Several prompts' in-loop searches advanced together, their denoiser steps batched into one call.
-
-    Each search runs in its own thread, but only one thread runs at a time (the coordinator hands a baton to
-    each in turn, in a fixed order), so nothing runs concurrently and the order is deterministic. A search's
-    sampler posts each step (its rows at step i) and waits; when every search is waiting or done, the
-    coordinator runs the posted steps at the same step index as one batch (prompts mixed, one per row, as
-    tts.run.lockstep mixes them in pipeline calls) and hands each search its rows back. Previews, scores and
-    everything else stay each search's own. A batched call may differ from a per-prompt one in the last
-    float bits (other batch shapes), so an image can differ by a pixel level from tts-search's."""
-
-    def __init__(self, gen, max_rows: int = 32):
-        self.gen, self.executors, self.max_rows = gen, {}, max_rows
-
-    def run(self, jobs: list[Callable]) -> list:
-        import threading
-
-        n, results = len(jobs), [None] * len(jobs)
-        go, back = [threading.Event() for _ in jobs], threading.Event()
-        posted: dict[int, _StepRequest] = {}
-        done: set[int] = set()
-
-        def worker(k: int) -> None:
-            go[k].wait()
-            go[k].clear()
-            try:
-                results[k] = jobs[k](
-                    lambda eta: _PostingSampler(self.gen, sampler_options(eta), k, posted, go[k], back))
-            finally:
-                done.add(k)
-                back.set()
-
-        threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(n)]
-        for t in threads:
-            t.start()
-        runnable = list(range(n))
-        while len(done) < n:
-            for k in runnable:  # one at a time: each runs until it posts a step or finishes
-                back.clear()
-                go[k].set()
-                back.wait()
-            runnable = self._execute(posted)
-        for t in threads:
-            t.join()
-        for ex in self.executors.values():
-            ex.close()
-        return results
-
-    def _execute(self, posted: dict) -> list[int]:
-        """Run every posted step, grouped by (step index, eta); returns the searches to resume."""
-        groups = collections.defaultdict(list)
-        for k, req in sorted(posted.items()):
-            groups[req.traj.step, req.eta].append(k)
-        for (_, eta), ks in groups.items():
-            for chunk in self._chunks(ks, posted):
-                try:
-                    for k, out in zip(chunk, self._step([posted[k] for k in chunk], eta)):
-                        posted[k].result = out
-                except Exception as e:  # noqa: BLE001 - handed to the searches, which report it
-                    for k in chunk:
-                        posted[k].error = e
-        resume = sorted(posted)
-        posted.clear()
-        return resume
-
-    def _chunks(self, ks: list[int], posted: dict) -> list[list[int]]:
-        """Consecutive requests of at most ``max_rows`` rows together (one request may be larger): on the CPU a
-        small denoiser is fastest per row at a few dozen rows, slower at hundreds (caches)."""
-        chunks, rows = [[]], 0
-        for k in ks:
-            n = len(posted[k].traj)
-            if chunks[-1] and rows + n > self.max_rows:
-                chunks.append([])
-                rows = 0
-            chunks[-1].append(k)
-            rows += n
-        return chunks
-
-    def _step(self, reqs: list[_StepRequest], eta: float) -> list:
-        """One batched step of every request's rows (all at one step index), split back per request."""
-        if eta not in self.executors:
-            self.executors[eta] = ex = Sampler(self.gen, sampler_options(eta))
-            ex.start("a red circle", [{"kind": "fresh", "seed": 0}])  # prepares its scheduler's timesteps
-        trajs = [r.traj for r in reqs]
-        cond = trajs[0].cond
-        rows = {key: torch.cat([t.cond.rows[key] for t in trajs], dim=cond.batch_dims.get(key, 0)) for key in cond.rows}
-        merged = dataclasses.replace(trajs[0], latents=torch.cat([t.latents for t in trajs]),
-                                     cond=dataclasses.replace(cond, rows=rows), nfe=torch.cat([t.nfe for t in trajs]),
-                                     x0=None, spent=0.0, shared=None)
-        seeds = None if eta == 0 else [s for r in reqs for s in r.seeds]
-        out = self.executors[eta].step(merged, seeds)
-        per_row = out.spent / len(merged)
-        results, a = [], 0
-        for t in trajs:
-            b = a + len(t)
-            results.append(dataclasses.replace(t, latents=out.latents[a:b], x0=None if out.x0 is None else out.x0[a:b],
-                                               step=out.step, nfe=out.nfe[a:b], spent=t.spent + per_row * len(t)))
-            a = b
-        return results
-
-
-class _PostingSampler(Sampler):
-    """A search's sampler under a :class:`StepBatcher`: each step is posted to the coordinator, which runs it
-    batched with the other searches' steps."""
-
-    def __init__(self, gen, options, key: int, posted: dict, go, back):
-        super().__init__(gen, options)
-        self.key, self.posted, self.go, self.back = key, posted, go, back
-
-    def step(self, traj, seeds=None):
-        if traj.step >= self.num_steps:
-            raise IndexError(f"the trajectories are done ({self.num_steps} steps)")
-        if self.options.eta > 0 and (seeds is None or len(seeds) != len(traj)):
-            raise ValueError(f"step needs one noise seed per row ({len(traj)}), got {seeds!r}")
-        req = _StepRequest(traj, None if self.options.eta == 0 else list(seeds), self.options.eta)
-        self.posted[self.key] = req
-        self.back.set()
-        self.go.wait()
-        self.go.clear()
-        if req.error is not None:
-            raise req.error
-        return req.result
 
 
 @dataclasses.dataclass(frozen=True)

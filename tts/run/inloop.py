@@ -1,5 +1,8 @@
-"""One prompt's in-loop search in a run folder: the strategy drives particles (tts.sampling.particles), the loop keeps
-what it returns.
+"""In-loop searches in a run folder: the strategy says what to do with particles (tts.sampling.particles), the
+engine does it, the loop keeps what it returns. With ``batch_size`` > 1 the pending prompts of a study are
+searched together (:func:`search_prompts_in_loop`: their steps stacked into shared denoiser calls by
+tts.sampling.batching, each prompt's finals recorded as soon as its search ends); otherwise one at a time.
+Per prompt:
 
 1. the prompt is skipped when ``searches.jsonl`` says its search is complete (a prompt interrupted before that
    line is redone from the start: every seed derives from the run seed, so it gives the same candidates);
@@ -11,16 +14,20 @@ what it returns.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
 
 from ..core import runfolder as rf
+from ..sampling.batching import StepDriver
 from ..sampling.particles import Engine, Final, PreviewInfo, sampler_options
 from ..core.records import PathRecord, SearchRecord, Usage
 from ..sampling.sampler import Sampler
 from ..search import Candidate, oriented
+from ..search.protocols import make_strategy
 from ..verifiers.base import as_verdict
+from .verify import write_round_best
 
 log = logging.getLogger(__name__)
 ROUND = 1  # an in-loop search is one round: its candidates are the particles it keeps
@@ -64,25 +71,111 @@ class PreviewLog:
 
 def search_prompt_in_loop(run, strategy) -> None:
     """Steps 1-5 of the module docstring for one prompt (``run``: tts.run.loop's _PromptRun)."""
+    if _searched(run):
+        return
+    search = _start(run, strategy)
+    try:
+        result = strategy.search(search.engine)
+    finally:
+        search.engine.sampler.close()
+    _record(search, result, time.perf_counter() - search.started)
+
+
+def search_prompts_in_loop(shared, mine: list) -> None:
+    """Every pending prompt of ``mine`` ((index, Prompt) pairs of tts.run.loop) that this process can claim,
+    searched together when the strategy is in-loop: their steps stacked into denoiser calls of ``batch_size``
+    rows (tts.sampling.batching), each prompt's finals recorded as soon as its search ends. Prompts already
+    searched, and ones another process holds, are left to the one-prompt-at-a-time loop (which skips the first
+    and waits for the second)."""
+    from .job import Progress, PromptRun
+
+    job, folder = shared.job, shared.folder
+    if not _in_loop(job):
+        return
+    runs = []
+    try:
+        shared.index.update()  # what other writers finished since this process last looked
+        searched = rf.read_searches(folder.root)
+        for i, prompt in mine:
+            phash = rf.prompt_hash(prompt.text)
+            if phash in searched or folder.claim(phash) is not None:
+                continue
+            runs.append(PromptRun(job, folder, shared.generator, shared.screened, shared.pool, i, prompt,
+                                   shared.index.resume(phash, job.safety.regenerates),
+                                   Progress(prompt.text, not job.progress, False, job.per_prompt_total)))
+        if runs:
+            _search_together(runs, job.batch_size)
+    finally:
+        for run in runs:
+            run.progress.close()
+            folder.release(run.phash)
+
+
+def _search_together(runs: list, batch_size: int) -> None:
+    searches = [_start(run, _strategy(run)) for run in runs if not _searched(run)]
+    started = time.perf_counter()
+
+    def done(k: int, result) -> None:  # the wall time is shared equally among the prompts searched together
+        searches[k].engine.sampler.close()
+        _record(searches[k], result, (time.perf_counter() - started) / len(searches))
+
+    try:
+        StepDriver(batch_size).run([(s.engine, s.strategy.requests(s.engine)) for s in searches], done)
+    finally:
+        for s in searches:
+            s.engine.sampler.close()
+
+
+@dataclasses.dataclass
+class _InLoop:
+    """One prompt's in-loop search in progress: its run, strategy, engine, preview log, start time."""
+
+    run: object
+    strategy: object
+    engine: Engine
+    previews: PreviewLog
+    started: float
+
+
+def _in_loop(job) -> bool:
+    """Whether the job's strategy yields step requests (tts.search._steps.InLoopStrategy), so prompts can share
+    denoiser calls; other in-loop strategies (a plugin with only ``search(engine)``) run one prompt at a time."""
+    from ..search._steps import InLoopStrategy
+
+    return isinstance(make_strategy(job.search_factory), InLoopStrategy)
+
+
+def _strategy(run):
+    """The prompt's strategy, built as tts.run.loop.search_prompt builds it (same seeds, same context)."""
+    from .rounds import context
+
+    return make_strategy(run.job.search_factory, run.job.seed, run.phash, context(run))
+
+
+def _searched(run) -> bool:
+    """Whether ``searches.jsonl`` says the prompt's search is complete (its bar then counts its candidates)."""
     searches = rf.read_searches(run.folder.root)
     if run.phash in searches:
         run.progress.generated(searches[run.phash].candidates)
-        return
+        return True
+    return False
+
+
+def _start(run, strategy) -> _InLoop:
     previews = PreviewLog(run.job.verifier, run.prompt.text, run.phash)
-    engine, started = _engine(run, strategy, previews), time.perf_counter()
-    try:
-        finals = engine.finish(strategy.search(engine))
-    finally:
-        engine.sampler.close()
+    return _InLoop(run, strategy, _engine(run, strategy, previews), previews, time.perf_counter())
+
+
+def _record(search: _InLoop, result, seconds: float) -> None:
+    """Steps 3-5 of the module docstring: previews, finals (images, verification, records), round JSON, search line."""
+    run, strategy, engine, previews = search.run, search.strategy, search.engine, search.previews
+    finals = engine.finish(result)
     run.folder.write_previews(run.phash, previews.lines)
-    records = _record_finals(run, strategy, engine, finals, (time.perf_counter() - started) / len(finals))
+    records = _record_finals(run, strategy, engine, finals, seconds / len(finals))
     best = None
     for r in records:
-        c = Candidate(r.round, r.index, r.noise, r.score if r.status == "ok" else None, r,
-                      run.job.verifier.higher_is_better())
+        c = Candidate.of(r, run.job.verifier.higher_is_better())
         best = c if c.beats(best) else best
-    from .loop import write_round_best
-
     write_round_best(run, ROUND, records, best, sum(r.nfe for r in records))
     run.folder.append_search(SearchRecord(
         prompt=run.prompt.text, prompt_hash=run.phash, strategy=_name(strategy), candidates=len(records),
@@ -96,19 +189,19 @@ def _engine(run, strategy, previews: PreviewLog) -> Engine:
         raise rf.RunFolderError(f"search={_name(strategy)} steps the denoiser itself: it needs the pipeline in this "
                                 "process; drop pipeline.server")
     sampler = Sampler(generator, sampler_options(strategy.eta))
-    return Engine(sampler, run.prompt.text, previews, getattr(strategy, "nfe_budget", None))
+    return Engine(sampler, run.prompt.text, previews, run.job.budget.nfe)
 
 
 def _record_finals(run, strategy, engine: Engine, finals: list[Final], seconds: float) -> list:
     """Save each final image, verify them in batches, append a record each (with its path)."""
-    from .loop import _Pending, verify_and_record
+    from .verify import Pending, verify_and_record
 
     pending = []
     for index, f in enumerate(finals):
         path = run.folder.root / rf.candidate_image_name(run.prompt.text, ROUND, index)
         rf.save_image(path, f.image)
         safety = run.job.safety.flags(f.image, run.job.pipeline.name, None)  # blocked: recorded, never verified
-        pending.append(_Pending(run.index, run.prompt, ROUND, index, f.noise, path, f.nfe, seconds, safety,
+        pending.append(Pending(run.index, run.prompt, ROUND, index, f.noise, path, f.nfe, seconds, safety,
                                 path_record=PathRecord(strategy=_name(strategy), eta=engine.eta,
                                                        fallback=engine.sampler.fallback, particle=f.id,
                                                        parent=f.parent, ops=f.path, nfe_path=f.nfe_path,

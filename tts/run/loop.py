@@ -28,8 +28,6 @@ from .verify import Pending, verify_and_record, write_round_best  # noqa: F401 -
 
 log = logging.getLogger(__name__)
 
-# The old private names tts.run.inloop imports (public now in tts.run.verify): kept until it imports them there.
-_Pending = Pending
 __all__ = ["SearchJob", "PromptRun", "run_search", "search_prompt", "finish", "summarise", "unfinished",
            "verify_and_record", "write_round_best"]
 
@@ -83,6 +81,10 @@ def _search_all(shared: Shared, mine: list[tuple[int, Prompt]]) -> None:
     that process, or taken over once its holder dies or (another host) stops its heartbeat, as when a
     preempted job is requeued on another node while its old claim still looks alive."""
     job, many = shared.job, len(mine) > 1
+    if many and job.batch_size > 1:  # an in-loop strategy's prompts searched together (tts.run.inloop)
+        from .inloop import search_prompts_in_loop
+
+        search_prompts_in_loop(shared, mine)
     held = [(i, p) for i, p in tqdm(mine, desc="prompts", unit="prompt", disable=not many or not job.progress)
             if not _claim_and_search(shared, i, p, many)]
     if held:

@@ -1,8 +1,12 @@
 """Particles for search inside the denoising loop: trajectories with their paths, an NFE budget, preview scores.
 
 An in-loop strategy (tts.search: ``in_loop = True``) gets an :class:`Engine` for one prompt and returns the
-finished :class:`Particles` it keeps; the loop decodes, verifies and records them. The engine wraps the
-step-level sampler (tts.sampling.sampler) and adds what every such strategy needs, so none re-implements it:
+finished :class:`Particles` it keeps; the loop decodes, verifies and records them. It says what to do and the
+engine does it: its ``requests(engine)`` generator yields :class:`Advance` and :class:`Score` requests
+(:func:`drive` answers them one prompt alone; tts.sampling.batching answers several prompts' together, their
+steps in shared denoiser calls) and calls the cheap ``start``, ``select`` and ``renoise`` directly. The engine
+wraps the step-level sampler (tts.sampling.sampler) and adds what every such strategy needs, so none
+re-implements it:
 
 * **Paths.** Each row carries the list of operations that made it, so ``tts-replay`` regenerates any final
   image from its record alone (:func:`replay_path`):
@@ -29,7 +33,7 @@ step-level sampler (tts.sampling.sampler) and adds what every such strategy need
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Callable, Generator, Sequence, Union
 
 from ..core.noise import derive_seed
 from .sampler import Sampler, SamplerOptions, Trajectories
@@ -91,6 +95,54 @@ class Final:
     nfe: float
 
 
+@dataclasses.dataclass(frozen=True)
+class Advance:
+    """A strategy's request: step every row of ``p`` to step ``until`` (None: the end); answered with the
+    advanced :class:`Particles`."""
+
+    p: Particles
+    until: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+    """A strategy's request: score the rows' previews (labelled ``label``); answered with one score per row
+    (larger is better, None: failed)."""
+
+    p: Particles
+    label: str = ""
+
+
+#: what an in-loop strategy's ``steps(engine)`` generator yields; it returns the particles it keeps
+StepRequest = Union[Advance, Score]
+Steps = Generator[StepRequest, object, object]
+
+
+def drive(steps: Steps, engine: Engine):
+    """Run one prompt's step requests on its engine, one at a time; returns what the generator returns (the
+    kept particles). A request that fails (BudgetExceeded, a scorer error) raises at the strategy's yield, where
+    a strategy may catch it. tts.sampling.batching drives several prompts' generators together instead."""
+    answer, error = None, None
+    while True:
+        try:
+            request = steps.throw(error) if error is not None else steps.send(answer)
+        except StopIteration as done:
+            return done.value
+        try:
+            answer, error = respond(engine, request), None
+        except Exception as e:  # noqa: BLE001 - raised into the strategy at its yield
+            answer, error = None, e
+
+
+def respond(engine: Engine, request: StepRequest):
+    """What one step request asks for, done by ``engine`` alone (its ``advance`` or ``score``)."""
+    if isinstance(request, Advance):
+        return engine.advance(request.p, request.until)
+    if isinstance(request, Score):
+        return engine.score(request.p, request.label)
+    raise TypeError(f"an in-loop strategy yields Advance or Score requests, got {type(request).__name__}")
+
+
 class Engine:
     """One prompt's in-loop search: the sampler, the budget, the preview scorer, what was spent."""
 
@@ -137,19 +189,27 @@ class Engine:
 
     def advance(self, p: Particles, until: int | None = None) -> Particles:
         """Every row stepped to step ``until`` (default: the end); raises BudgetExceeded before overspending."""
+        until = self.check_advance(p, until)
+        if until == p.step:
+            return p
+        seeds = (lambda i: [step_seed(s, i) for s in p.seeds]) if self.eta > 0 else None
+        return self.advanced(p, self.sampler.run(p.traj, until=until, seeds=seeds))
+
+    def check_advance(self, p: Particles, until: int | None) -> int:
+        """The step an advance of ``p`` goes to (``until``, default the end), checked against the budget."""
         until = self.steps if until is None else int(until)
         if not p.step <= until <= self.steps:
             raise ValueError(f"advance goes forward to a step in [{p.step}, {self.steps}], got {until}")
-        if until == p.step:
-            return p
-        if not self.affordable(len(p), until - p.step):
+        if until > p.step and not self.affordable(len(p), until - p.step):
             raise BudgetExceeded(f"{len(p)} rows x {until - p.step} steps x {self.row_step_cost} NFEs exceed what is "
                                  f"left of search.nfe_budget={self.budget:g} ({self.remaining:g})")
-        before = p.traj.spent
-        seeds = (lambda i: [step_seed(s, i) for s in p.seeds]) if self.eta > 0 else None
-        traj = self.sampler.run(p.traj, until=until, seeds=seeds)
-        self.spent += traj.spent - before
-        paths = [_extend_run(path, until, seed) for path, seed in zip(p.paths, p.seeds)]
+        return until
+
+    def advanced(self, p: Particles, traj: Trajectories) -> Particles:
+        """``p`` with its rows' trajectories stepped on to ``traj`` (by :meth:`advance`, or by a driver that
+        stepped them batched with other prompts' rows): what it cost charged, the paths extended."""
+        self.spent += traj.spent - p.traj.spent
+        paths = [_extend_run(path, traj.step, seed) for path, seed in zip(p.paths, p.seeds)]
         return dataclasses.replace(p, traj=traj, paths=paths)
 
     def select(self, p: Particles, rows: Sequence[int], event: str, seeds: Sequence[int] | None = None) -> Particles:

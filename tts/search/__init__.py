@@ -24,9 +24,12 @@ how a strategy is built for a prompt) is :mod:`tts.search.protocols`.
 
 **In-loop strategies** (``in_loop = True``: prune, smc, paths, beam, evolution) act inside the denoising loop
 instead: built the same way, they have ``eta`` (the sampler they need: 0 deterministic, > 0 stochastic steps,
-tts.sampling.sampler) and ``search(engine) -> Particles``, which drives a :class:`tts.sampling.particles.Engine` for one prompt
-(start particles from noise lineages, advance them, score their x0 previews with the run's verifier, select,
-duplicate, re-noise) and returns the finished particles it keeps; the loop decodes, verifies and records them
+tts.sampling.sampler) and ``requests(engine)``, a generator that says what to do with a
+:class:`tts.sampling.particles.Engine`'s particles and lets the engine do it (``Advance`` them, ``Score`` their x0
+previews with the run's verifier; start, select, duplicate and re-noise are direct calls) and returns the finished
+particles it keeps (protocol: ``tts.search._steps.InLoopStrategy``; ``search(engine)`` drives it for one prompt,
+tts.sampling.batching drives several prompts' together in shared denoiser calls); the loop decodes, verifies and
+records them
 (round 1, one record per particle, each with its path so tts-replay regenerates it). A prompt's in-loop
 search is one unit of work: a rerun redoes a prompt that was interrupted, and skips a finished one.
 

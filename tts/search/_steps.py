@@ -1,14 +1,39 @@
-"""What the in-loop strategies (prune, paths, beam, smc, evolution) share: step options given as a step or a
-fraction of the pipeline's steps, ranking previews, and sizing a search to ``search.nfe_budget``.
+"""What the in-loop strategies (prune, paths, beam, smc, evolution) share: the :class:`InLoopStrategy` protocol
+and its step requests, step options given as a step or a fraction of the pipeline's steps, ranking previews, and
+sizing a search to ``search.nfe_budget``.
+
+An in-loop strategy says what to do and the engine does it: ``requests(engine)`` is a generator that yields
+``Advance(p, until)`` (answered with the advanced particles) and ``Score(p, label)`` (answered with one preview
+score per row, larger is better) and returns the particles it keeps; the cheap operations (``engine.start``,
+``select``, ``renoise``) it calls directly. ``search(engine)`` drives that generator for one prompt
+(:func:`drive`); tts.sampling.batching drives several prompts' generators together, their steps stacked into
+shared denoiser calls.
 
 A helper module, not a strategy: strategies import it, never each other.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 from ..core.validate import is_int, is_number
+# the step requests and their one-prompt driver, for the strategies (which import only this module and the package)
+from ..sampling.particles import Advance, Engine, Particles, Score, StepRequest, Steps, drive  # noqa: F401
+
+
+@runtime_checkable
+class InLoopStrategy(Protocol):
+    """A search inside the denoising loop (module docstring)."""
+
+    in_loop: bool  # True
+    eta: float  # the sampler's stochasticity (0: deterministic steps)
+
+    def requests(self, engine: Engine) -> Steps:
+        """The search's step requests for one prompt; returns the kept (finished) particles."""
+
+    def search(self, engine: Engine) -> Particles | list[Particles]:
+        """The search on one prompt, its requests answered by ``engine`` alone: ``drive(self.requests(engine),
+        engine)``."""
 
 
 def ranked(scores: Sequence[float | None]) -> list[int]:

@@ -20,7 +20,8 @@ from __future__ import annotations
 from ..core.noise import fresh
 from ..core.validate import check_number
 from . import SearchContext, SeedFn, check_budget, check_size
-from ._steps import check_image_budget, check_steps, largest_fitting, plan_budget, ranked, resolve_steps
+from ._steps import (Advance, Score, check_image_budget, check_steps, drive, largest_fitting, plan_budget,
+                     ranked, resolve_steps)
 
 
 class BeamSearch:
@@ -37,14 +38,17 @@ class BeamSearch:
         self.seed_fn = seed_fn
 
     def search(self, engine):
+        return drive(self.requests(engine), engine)
+
+    def requests(self, engine):
         w, b = self.size(engine)                                                 # 1. width, branching
         p = engine.start([fresh(self.seed_fn(0, i, "fresh")) for i in range(w * b)])  # 2. the root's children
         for k, step in enumerate(resolve_steps("search.branch_at", self.branch_at, engine.steps), 1):
-            p = engine.advance(p, step)                                          # 3. to the branching step
-            beams = ranked(engine.score(p, f"beam {k}"))[:w]                     # 4. the top W
+            p = yield Advance(p, step)                                           # 3. to the branching step
+            beams = ranked((yield Score(p, f"beam {k}")))[:w]                    # 4. the top W
             seeds = [self.seed_fn(k, j, "branch") for j in range(w * b)]
             p = engine.select(p, [r for r in beams for _ in range(b)], "branch", seeds)  # 5. b children each
-        return engine.advance(p)                                                 # 6. the last children finish
+        return (yield Advance(p))                                                # 6. the last children finish
 
     def size(self, engine) -> tuple[int, int]:
         """(W, b): ``width`` and ``branching``, or with a budget the largest W such that W x b whole images fit

@@ -33,7 +33,7 @@ import math
 from ..core.noise import fresh, neighbor
 from ..core.validate import check_number
 from . import SearchContext, SeedFn, check_budget, check_size, check_total
-from ._steps import check_image_budget, check_step, resolve_step
+from ._steps import Advance, Score, check_image_budget, check_step, drive, resolve_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,11 +133,17 @@ class EvolutionSearch:
 
     def search(self, engine):
         """1. size the search; 2. evaluate generation after generation on previews; 3. finish the best."""
+        return drive(self.requests(engine), engine)
+
+    def requests(self, engine):
+        """:meth:`search` as step requests."""
         self.plan = self.size(engine)
         self.history = []
         for g in range(self.plan.generations):
-            self.history.append(self._evaluate(engine, g, self._noises(g)))
-        return self._finish(engine)
+            noises = self._noises(g)
+            p = yield Advance(engine.start(noises), self.at)
+            self.history.append(Generation(g, p, noises, list((yield Score(p, f"evolution generation {g}")))))
+        return (yield from self._finish(engine))
 
     def size(self, engine) -> Plan:
         """The preview step on this pipeline, then the plan: the options, or the budget's (module docstring)."""
@@ -161,16 +167,12 @@ class EvolutionSearch:
             children.append(neighbor(self.history[gi].noises[row], self.seed_fn(g, j, "mutate"), self.threshold))
         return children + [fresh(self.seed_fn(g, j, "fresh")) for j in range(n_fresh)]
 
-    def _evaluate(self, engine, g: int, noises: list[dict]) -> Generation:
-        p = engine.advance(engine.start(noises), self.at)
-        return Generation(g, p, noises, list(engine.score(p, f"evolution generation {g}")))
-
-    def _finish(self, engine) -> list:
+    def _finish(self, engine):
         """The ``finals`` best previews, each run on from its generation's set to the last step."""
         best = ranked(self.history)[:self.plan.finals]
         sets = []
         for g in self.history:
             rows = [row for gi, row in best if gi == g.index]
             if rows:
-                sets.append(engine.advance(engine.select(g.particles, rows, "keep")))
+                sets.append((yield Advance(engine.select(g.particles, rows, "keep"))))
         return sets

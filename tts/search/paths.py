@@ -21,7 +21,8 @@ from __future__ import annotations
 from ..core.noise import fresh
 from ..core.validate import is_int
 from . import SearchContext, SeedFn, check_budget, check_size
-from ._steps import check_image_budget, check_step, largest_fitting, plan_budget, ranked, resolve_step
+from ._steps import (Advance, Score, check_image_budget, check_step, drive, largest_fitting, plan_budget,
+                     ranked, resolve_step)
 
 
 class PathsSearch:
@@ -48,21 +49,23 @@ class PathsSearch:
         self.seed_fn = seed_fn
 
     def search(self, engine):
+        return drive(self.requests(engine), engine)
+
+    def requests(self, engine):
         start, plan = self.steps(engine.steps)[0], self.iterations(engine.steps)
         n, m = self.size(engine)                                                 # 1. how many paths, branches
         p = engine.start([fresh(self.seed_fn(0, i, "fresh")) for i in range(n)])
-        p = engine.advance(p, start)                                             # 2. to noise level sigma
+        p = yield Advance(p, start)                                              # 2. to noise level sigma
         for k, (back_to, until) in enumerate(plan, 1):
-            p = self.branch(engine, p, m, k, back_to, until)                      # 3. M branches per path
+            p = yield Advance(self.branch(engine, p, m, k, back_to), until)      # 3. M branches per path
             if until < engine.steps:
-                p = engine.select(p, ranked(engine.score(p, f"paths {k}"))[:n], "keep")  # 4. keep the top N
+                p = engine.select(p, ranked((yield Score(p, f"paths {k}")))[:n], "keep")  # 4. keep the top N
         return p                                                                  # 5. the last branches
 
-    def branch(self, engine, p, m: int, k: int, back_to: int, until: int):
-        """Every path's ``m`` branches, re-noised back to ``back_to`` with fresh seeds, denoised to ``until``."""
+    def branch(self, engine, p, m: int, k: int, back_to: int):
+        """Every path's ``m`` branches, re-noised back to ``back_to`` with fresh seeds (then denoised on)."""
         p = engine.select(p, [r for r in range(len(p)) for _ in range(m)], "branch")
-        p = engine.renoise(p, back_to, [self.seed_fn(k, j, "renoise") for j in range(len(p))])
-        return engine.advance(p, until)
+        return engine.renoise(p, back_to, [self.seed_fn(k, j, "renoise") for j in range(len(p))])
 
     def steps(self, steps: int) -> tuple[int, int, int]:
         """(start step, forward, backward) in steps on a pipeline of ``steps`` denoising steps."""

@@ -40,8 +40,9 @@ class AsksAPerson(Protocol):
 
 
 def is_in_loop(strategy) -> bool:
-    """# IN-LOOP DISPATCH: the one test of "steps the denoiser itself" (tts.run.inloop); the in-loop strategies'
-    protocol (step requests) replaces this body with its own isinstance check."""
+    """The one test of "steps the denoiser itself" (tts.run.inloop): the declared ``in_loop = True`` of every
+    in-loop strategy. Those that also yield step requests (tts.search._steps.InLoopStrategy) share denoiser
+    calls across prompts; a plugin with only ``search(engine)`` runs one prompt at a time."""
     return bool(getattr(strategy, "in_loop", False))
 
 

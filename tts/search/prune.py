@@ -22,7 +22,8 @@ from typing import Sequence
 from ..core.noise import fresh
 from ..core.validate import check_number
 from . import SearchContext, SeedFn, check_budget, check_size
-from ._steps import check_image_budget, check_steps, largest_fitting, plan_budget, ranked, resolve_steps
+from ._steps import (Advance, Score, check_image_budget, check_steps, drive, largest_fitting, plan_budget,
+                     ranked, resolve_steps)
 
 
 class PruneSearch:
@@ -40,14 +41,17 @@ class PruneSearch:
         self.seed_fn = seed_fn
 
     def search(self, engine):
+        return drive(self.requests(engine), engine)
+
+    def requests(self, engine):
         n = self.size(engine)                                                   # 1. how many noises
         p = engine.start([fresh(self.seed_fn(0, i, "fresh")) for i in range(n)])  # 2. start them
         for k, step in enumerate(self.points(engine.steps), 1):                 # 3. prune on previews
-            p = engine.advance(p, step)
+            p = yield Advance(p, step)
             keep = kept_rows(len(p), self.keep)
             if keep < len(p):
-                p = engine.select(p, ranked(engine.score(p, f"prune {k}"))[:keep], "prune")
-        return engine.advance(p)                                                  # 4. finish the survivors
+                p = engine.select(p, ranked((yield Score(p, f"prune {k}")))[:keep], "prune")
+        return (yield Advance(p))                                                 # 4. finish the survivors
 
     def size(self, engine) -> int:
         """``num_particles``, or with a budget the largest N whose schedule fits it."""

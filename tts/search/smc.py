@@ -46,7 +46,7 @@ import numpy as np
 from ..core.noise import fresh
 from ..core.validate import check_number, is_int
 from . import SearchContext, SeedFn, check_budget, check_positive_int, check_size
-from ._steps import check_image_budget
+from ._steps import Advance, Score, check_image_budget, drive
 
 POTENTIALS = ("max", "diff", "add", "rt")
 RESAMPLERS = ("systematic", "multinomial")
@@ -168,14 +168,18 @@ class SMCSearch:
     def search(self, engine):
         """1. size k from the budget; 2. start k fresh particles; 3. at each scoring step: advance, weigh,
         maybe resample; 4. finish every particle."""
+        return drive(self.requests(engine), engine)
+
+    def requests(self, engine):
+        """:meth:`search` as step requests."""
         k = self.size(engine)
         p = engine.start([fresh(self.seed_fn(0, i, "fresh")) for i in range(k)])
         pop = Population(np.zeros(k), initial_stat(self.potential, k))
         self.log = []
         for step in self.scoring_steps(engine.steps):
-            p = engine.advance(p, step)
-            p, pop = self._weigh_and_resample(engine, p, pop)
-        return engine.advance(p)
+            p = yield Advance(p, step)
+            p, pop = self._weigh_and_resample(engine, p, pop, (yield Score(p, f"smc step {step}")))
+        return (yield Advance(p))
 
     def size(self, engine) -> int:
         """k: ``num_particles``, or as many whole trajectories as the budget pays for."""
@@ -195,10 +199,9 @@ class SMCSearch:
                              f"pipeline runs {steps} steps), got {list(self.window)}; use null for either end")
         return list(range(first, last + 1, self.resample_interval))
 
-    def _weigh_and_resample(self, engine, p, pop: Population):
-        """Score the previews, multiply in the potential, resample when the ESS is low."""
+    def _weigh_and_resample(self, engine, p, pop: Population, scores: list):
+        """Multiply the previews' potential in, resample when the ESS is low."""
         step = p.step
-        scores = engine.score(p, f"smc step {step}")
         rewards = worst_filled(scores)
         if rewards is not None:  # every preview failed: no information, weights unchanged
             lam = temperature(self.temperature, self.lmbda, step, engine.steps)
