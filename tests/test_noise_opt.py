@@ -93,3 +93,17 @@ def test_the_plan_counts_what_the_run_spent(run):
 
     plan = planning.make_plan(compose([*BASE, "search.nfe_budget=100"]))
     assert plan["candidates"] == 4 and plan["nfe"] == pytest.approx(rf.read_searches(run).popitem()[1].nfe)
+
+
+def test_a_rerun_of_the_folder_skips_the_finished_search(run):
+    before = rf.read_manifest(run)
+    run_tts([*BASE, "search.nfe_budget=100"], run)
+    assert len(rf.read_manifest(run)) == len(before) and len(rf.read_searches(run)) == 1
+
+
+def test_the_python_api_refuses_a_non_differentiable_verifier_before_loading():
+    import tts
+
+    with pytest.raises(ValueError, match="needs a differentiable verifier") as e:
+        tts.search("shapes", "a big square", verifier="shapes", strategy="noise-opt", nfe_budget=40)
+    assert "\n" not in str(e.value)
