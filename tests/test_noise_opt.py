@@ -107,3 +107,39 @@ def test_the_python_api_refuses_a_non_differentiable_verifier_before_loading():
     with pytest.raises(ValueError, match="needs a differentiable verifier") as e:
         tts.search("shapes", "a big square", verifier="shapes", strategy="noise-opt", nfe_budget=40)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("family", ["shapes", "sd15"])
+def test_the_differentiable_render_equals_the_sampler_and_reaches_the_noise(family, twins_root):
+    """tts.sampling.gradient: the same final image as the sampler's (what tts-replay makes), with a gradient that
+    reaches the initial noise (the shapes model, and the SD family's VAE on its twin: sd-turbo's family)."""
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_sampler import make_spec
+
+    from tts.sampling.generate import Generator
+    from tts.sampling.gradient import Differentiable
+    from tts.sampling.particles import sampler_options
+    from tts.sampling.sampler import Sampler
+
+    spec = make_spec(family, twins_root, steps=2)
+    gen = Generator(spec.load(), spec)
+    sampler = Sampler(gen, sampler_options(0.0))
+    try:
+        lineage = fresh(5)
+        noise = make_noise(lineage, gen.latent_shape)[None].clone().requires_grad_(True)
+        latents, pixels, forwards = Differentiable(sampler, "a big square").images(noise, lineage)
+        pixels.mean().backward()
+        assert forwards == 2 * (2 if spec.guidance_scale > 1 else 1) and float(noise.grad.abs().sum()) > 0
+        with torch.no_grad():
+            plain = sampler.run(sampler.start("a big square", [lineage]))
+        assert torch.equal(latents.detach(), plain.latents)
+        image = np.asarray(sampler.decode(plain.latents)[0], dtype=np.float32) / 255
+        assert np.abs(pixels.detach()[0].permute(1, 2, 0).numpy() - image).max() < 1 / 255 + 1e-6
+    finally:
+        sampler.close()
+        gen.close()
