@@ -66,13 +66,13 @@ def search_prompt_noise_opt(run, strategy) -> None:
         raise rf.RunFolderError("search=noise-opt differentiates the denoiser: it needs the pipeline in this "
                                 "process; drop pipeline.server")
     started = time.perf_counter()
-    iterates = optimise(run, strategy)
+    iterates, fallback = optimise(run, strategy)
     seconds = (time.perf_counter() - started) / len(iterates)
     run.folder.write_previews(run.phash, [
         {"prompt_hash": run.phash, "prompt": run.prompt.text, "step": 0, "noise_level": 0.0, "particle": f"i{k}",
          "metric": run.job.verifier.choice_of_metric, "score": it.score, "label": "score_tensor"}
         for k, it in enumerate(iterates)])
-    records = _record(run, iterates, seconds)
+    records = _record(run, iterates, seconds, fallback)
     up = run.job.verifier.higher_is_better()
     best = None
     for r in records:
@@ -85,8 +85,9 @@ def search_prompt_noise_opt(run, strategy) -> None:
         nfe_budget=strategy.nfe_budget, preview_scores=len(iterates), worker=run.folder.worker))
 
 
-def optimise(run, strategy) -> list[Iterate]:
-    """The iterates of one prompt's optimisation (step 2), within the strategy's steps and budget."""
+def optimise(run, strategy) -> tuple[list[Iterate], str | None]:
+    """The iterates of one prompt's optimisation (step 2), within the strategy's steps and budget, and the
+    sampler's first-order fallback (None: the pipeline's own scheduler)."""
     generator, verifier, prompt = run.generator, run.job.verifier, run.prompt.text
     generator.noise_root = run.folder.root
     sampler = Sampler(generator, sampler_options(0.0))
@@ -109,13 +110,13 @@ def optimise(run, strategy) -> list[Iterate]:
             iterates.append(Iterate(lineage, image, charged(forwards, not last), forwards, sign * float(reward.detach()[0])))
             run.progress.generated(1)
             if last:
-                return iterates
+                return iterates, sampler.fallback
             k += 1
     finally:
         sampler.close()
 
 
-def _record(run, iterates: list[Iterate], seconds: float) -> list:
+def _record(run, iterates: list[Iterate], seconds: float, fallback: str | None) -> list:
     """Save each iterate's image, verify them in batches, append a record each (with its path)."""
     pending = []
     steps = None
@@ -126,7 +127,7 @@ def _record(run, iterates: list[Iterate], seconds: float) -> list:
         steps = steps or run.job.pipeline.num_inference_steps
         ops = [{"op": "start", "noise": it.noise}, {"op": "run", "to": int(steps), "seed": 0}]
         pending.append(Pending(run.index, run.prompt, ROUND, k, it.noise, path, it.nfe, seconds, safety,
-                               path_record=PathRecord(strategy="noise-opt", eta=0.0, particle=f"i{k}",
+                               path_record=PathRecord(strategy="noise-opt", eta=0.0, fallback=fallback, particle=f"i{k}",
                                                       parent=f"i{k - 1}" if k else None, ops=ops,
                                                       nfe_path=it.nfe_path)))
     records = [r for p in pending if (r := _recorded(run, p)) is not None]

@@ -22,13 +22,16 @@ declared direction (``Verifier.higher_is_better``), so no strategy assumes that 
 A new strategy is one module here plus one YAML in configs/search/. The contract (protocols, traits, the budget,
 how a strategy is built for a prompt) is :mod:`tts.search.protocols`.
 
-**In-loop strategies** (``in_loop = True``: prune, smc, paths, beam, evolution) act inside the denoising loop
+**In-loop strategies** (``in_loop = True``: prune, smc, paths, beam, evolution, tree) act inside the denoising loop
 instead: built the same way, they have ``eta`` (the sampler they need: 0 deterministic, > 0 stochastic steps,
 tts.sampling.sampler) and ``search(engine) -> Particles``, which drives a :class:`tts.sampling.particles.Engine` for one prompt
 (start particles from noise lineages, advance them, score their x0 previews with the run's verifier, select,
 duplicate, re-noise) and returns the finished particles it keeps; the loop decodes, verifies and records them
 (round 1, one record per particle, each with its path so tts-replay regenerates it). A prompt's in-loop
 search is one unit of work: a rerun redoes a prompt that was interrupted, and skips a finished one.
+
+**Gradient strategies** (``gradient = True``: noise-opt, tts.search.noise_opt) optimise initial noises by gradients
+of a differentiable verifier through the sampler; tts.run.noiseopt drives them and records every iterate.
 
 Every strategy accepts ``nfe_budget`` (``search.nfe_budget``: denoiser evaluations per prompt, None for no
 limit): ask/tell strategies stop asking when the next candidate would not fit (``SearchContext.nfe_per_image``),
