@@ -35,6 +35,8 @@ def test_every_shipped_config_composes_and_instantiates(group, name, tmp_path):
         strategy = hydra.utils.instantiate(node)(seed_fn=lambda r, i, p: i)
         if getattr(strategy, "in_loop", False):  # runs inside the denoising loop (tests/test_inloop.py runs each)
             assert callable(strategy.search) and 0.0 <= strategy.eta <= 1.0
+        elif getattr(strategy, "gradient", False):  # optimises noises by gradients (tests/test_noise_opt.py runs it)
+            assert strategy.initial()["kind"] == "fresh" and strategy.steps(10) >= 1
         else:
             assert len(strategy.ask()) >= 1
     elif name != "dataset":

@@ -444,6 +444,11 @@ def _check_components(verifier: Verifier, factory, spec) -> None:
     if kind_problem(strategy):
         raise ValueError(f"strategy {type(strategy).__name__} has no ask()/tell() (or in_loop and search(engine)); "
                          "see tts/search")
+    if traits(strategy).gradient:  # search=noise-opt: refused before anything loads, as tts-search does
+        from .run.noiseopt import verifier_problem
+
+        if problem := verifier_problem(verifier):
+            raise ValueError(problem)
     budget = traits(strategy).budget
     if budget.limited:
         problem = budget.shortfall(*nfe_per_image(spec), spec.name, key="nfe_budget")

@@ -129,6 +129,11 @@ def build_job(cfg: DictConfig, run_dir: Path):
         what = "steps the denoiser itself" if kind.in_loop else "counts NFEs per image"
         raise ConfigError(f"search={cfg.search.get('_target_', '').rsplit('.', 1)[-1]} {what}: it needs the pipeline "
                           "in this process; drop pipeline.server (or search.nfe_budget)")
+    if kind.gradient:  # search=noise-opt: a differentiable verifier, refused before anything loads
+        from ..run.noiseopt import verifier_problem
+
+        if problem := verifier_problem(verifier):
+            raise ConfigError(problem)
     _check_budget_pays_for_an_image(kind.budget, pipeline)
     source = instantiate(cfg.prompts, "prompts")
     prompts = select(source, cfg.num_prompts)

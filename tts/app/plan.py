@@ -56,6 +56,10 @@ def make_plan(cfg: DictConfig, job=None) -> dict:
     pilot = _pilot(settings.get("from_run"), cfg) if settings.get("from_run") else None
     nfe, nfe_source = nfe_per_image(parts.pipeline)
     low, high = candidates_per_prompt(parts.search_factory, nfe)
+    if getattr(parts.search_factory(seed_fn=lambda r, i, p: 0), "gradient", False) and nfe:  # noise-opt
+        from ..sampling.gradient import BACKWARD
+
+        nfe, nfe_source = nfe * ((1 + BACKWARD) * (high - 1) + 1) / high, f"{nfe_source}; a gradient step's pass charged 3x"
     s_per_nfe, throughput_source = settings.get("s_per_nfe"), "given (plan.s_per_nfe)"
     if pilot:
         nfe, nfe_source = pilot["nfe_per_candidate"], f"measured in {pilot['run']}"
@@ -119,6 +123,8 @@ def candidates_per_prompt(factory, nfe: float | None = None) -> tuple[int, int]:
     kind = traits(strategy)
     budget = kind.budget.nfe
     cap = max(1, int(budget // nfe)) if budget and nfe else None
+    if kind.gradient:  # noise-opt: the initial noise and one candidate per gradient step (tts.search.noise_opt)
+        return (strategy.steps(nfe) + 1,) * 2 if nfe else (strategy.iterations + 1,) * 2
     if kind.in_loop:
         return (cap, cap) if cap else (1, 1)
     if kind.asks_a_person:

@@ -39,6 +39,7 @@ def replay(run_dir: Path, image: str, out: Path | None = None, device: str | Non
     except (PipelineConfigError, TypeError, ValueError) as e:
         raise SystemExit(f"tts-replay: cannot build the run's pipeline: {e}") from None
     generator = make_generator(spec)
+    generator.noise_root = run_dir  # stored noises (gradient noise optimisation) live in the run folder
     try:
         regenerated = _regenerate(generator, record)
     except (ValueError, KeyError, TypeError, IndexError, OverflowError, RuntimeError) as e:

@@ -58,3 +58,10 @@ def decode(pipe, latents: torch.Tensor, height: int, width: int) -> list:
     image, nsfw = pipe.run_safety_checker(image, latents.device, latents.dtype)
     denormalize = [True] * image.shape[0] if nsfw is None else [not n for n in nsfw]
     return mark_flagged(pipe.image_processor.postprocess(image, output_type="pil", do_denormalize=denormalize), nsfw)
+
+
+def decode_tensor(pipe, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The VAE's decoding as a differentiable (B, 3, H, W) tensor in [0, 1] (gradient search, tts.sampling.gradient);
+    the safety checker does not act here (the candidate's image is decoded by ``decode``)."""
+    image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+    return (image.float() / 2 + 0.5).clamp(0, 1)

@@ -52,3 +52,8 @@ def decode(pipe, latents: torch.Tensor, height: int, width: int) -> list:
 
     arr = (latents / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()
     return [Image.fromarray((a * 255).round().astype(np.uint8)) for a in arr]
+
+
+def decode_tensor(pipe, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pixels in [-1, 1] to a differentiable (B, 3, H, W) tensor in [0, 1] (gradient search, tts.sampling.gradient)."""
+    return (latents / 2 + 0.5).clamp(0, 1)

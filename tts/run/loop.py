@@ -119,6 +119,10 @@ def search_prompt(run: PromptRun) -> None:
     """One prompt's search to its end: in the denoising loop (tts.run.inloop) or ask/tell (tts.run.rounds)."""
     strategy = make_strategy(run.job.search_factory, run.job.seed, run.phash, context(run))
     try:
+        if getattr(strategy, "gradient", False):  # GRADIENT DISPATCH: noise optimisation (tts.run.noiseopt)
+            from .noiseopt import search_prompt_noise_opt
+
+            return search_prompt_noise_opt(run, strategy)
         if is_in_loop(strategy):  # IN-LOOP DISPATCH: particles inside the denoising loop (tts.run.inloop)
             from .inloop import search_prompt_in_loop
 

@@ -82,6 +82,8 @@ class Generator:
         self.models = models or manager()
         self._call_args = {k: v for k, v in spec.call_args.items() if k not in self.family.ENCODE_KEYS}
         self.counter = DenoiserRows(loaded.denoiser)
+        #: the run folder ``stored`` noise lineages are read from (tts.core.noise), set by who knows it
+        self.noise_root = None
 
     def close(self) -> None:
         self.counter.close()
@@ -110,7 +112,7 @@ class Generator:
         return cache[key]
 
     def noise(self, lineages: list[dict]) -> torch.Tensor:
-        return torch.stack([make_noise(n, self.latent_shape) for n in lineages])
+        return torch.stack([make_noise(n, self.latent_shape, self.noise_root) for n in lineages])
 
     def row_embeds(self, prompt: str | list[str | Embeds], batch: int) -> dict:
         """Embeddings for a batch: one prompt repeated, or one prompt per row (each distinct one encoded once)."""

@@ -22,7 +22,7 @@ declared direction (``Verifier.higher_is_better``), so no strategy assumes that 
 A new strategy is one module here plus one YAML in configs/search/. The contract (protocols, traits, the budget,
 how a strategy is built for a prompt) is :mod:`tts.search.protocols`.
 
-**In-loop strategies** (``in_loop = True``: prune, smc, paths, beam, evolution) act inside the denoising loop
+**In-loop strategies** (``in_loop = True``: prune, smc, paths, beam, evolution, tree) act inside the denoising loop
 instead: built the same way, they have ``eta`` (the sampler they need: 0 deterministic, > 0 stochastic steps,
 tts.sampling.sampler) and ``requests(engine)``, a generator that says what to do with a
 :class:`tts.sampling.particles.Engine`'s particles and lets the engine do it (``Advance`` them, ``Score`` their x0
@@ -32,6 +32,9 @@ tts.sampling.batching drives several prompts' together in shared denoiser calls)
 records them
 (round 1, one record per particle, each with its path so tts-replay regenerates it). A prompt's in-loop
 search is one unit of work: a rerun redoes a prompt that was interrupted, and skips a finished one.
+
+**Gradient strategies** (``gradient = True``: noise-opt, tts.search.noise_opt) optimise initial noises by gradients
+of a differentiable verifier through the sampler; tts.run.noiseopt drives them and records every iterate.
 
 Every strategy accepts ``nfe_budget`` (``search.nfe_budget``: denoiser evaluations per prompt, None for no
 limit): ask/tell strategies stop asking when the next candidate would not fit (``SearchContext.nfe_per_image``),

@@ -46,6 +46,11 @@ def is_in_loop(strategy) -> bool:
     return bool(getattr(strategy, "in_loop", False))
 
 
+def is_gradient(strategy) -> bool:
+    """A strategy that optimises noises by gradients through the sampler (search=noise-opt, tts.run.noiseopt)."""
+    return bool(getattr(strategy, "gradient", False))
+
+
 @dataclasses.dataclass(frozen=True)
 class Budget:
     """``search.nfe_budget``: denoiser evaluations per prompt (None: no limit), owned here and read once."""
@@ -74,7 +79,9 @@ class Budget:
 class Traits:
     """What a driver needs to know of a built strategy, read once (:func:`traits`)."""
 
+    #: searches on the loaded pipeline as one unit of work, finished when searches.jsonl says so (in-loop or gradient)
     in_loop: bool = False
+    gradient: bool = False
     asks_a_person: bool = False
     interactive: bool = False
     independent_rounds: bool = False
@@ -83,7 +90,7 @@ class Traits:
 
 def traits(strategy) -> Traits:
     """The strategy's declared traits (the optional attributes of :class:`AskTellStrategy`, defaults when absent)."""
-    return Traits(in_loop=is_in_loop(strategy), asks_a_person=isinstance(strategy, AsksAPerson),
+    return Traits(in_loop=is_in_loop(strategy) or is_gradient(strategy), gradient=is_gradient(strategy), asks_a_person=isinstance(strategy, AsksAPerson),
                   interactive=bool(getattr(strategy, "interactive", False)),
                   independent_rounds=bool(getattr(strategy, "independent_rounds", False)),
                   budget=Budget.of(strategy))
@@ -91,7 +98,8 @@ def traits(strategy) -> Traits:
 
 def kind_problem(strategy) -> str | None:
     """Why a built object is no strategy (neither ask/tell nor in-loop), or None."""
-    if isinstance(strategy, AskTellStrategy) or (is_in_loop(strategy) and hasattr(strategy, "search")):
+    if isinstance(strategy, AskTellStrategy) or (is_in_loop(strategy) and hasattr(strategy, "search")) or (
+            is_gradient(strategy) and hasattr(strategy, "objective")):
         return None
     return f"a {type(strategy).__name__} without ask()/tell() (or in_loop and search(engine)); see tts/search"
 
