@@ -1,0 +1,223 @@
+"""Video: the Wan and LTX-Video families on their tiny twins (tests/twins.py), MP4 outputs, verifiers on videos and
+a video search end to end."""
+import numpy as np
+import pytest
+from test_sampler import LINEAGES, PROMPT, opened  # noqa: F401  (opened is a fixture)
+
+from tts.core.noise import fresh
+from tts.core.video import Video, VideoError, frame_indices, keyframe_strip, parse_frames, read_video, write_mp4
+from tts.pipelines import PipelineConfigError
+
+VIDEO_FAMILIES = ["wan", "ltx"]
+
+
+def frames_of(video) -> np.ndarray:
+    return np.stack([np.asarray(f, dtype=int) for f in video.frames])
+
+
+def video_diff(a, b) -> int:
+    return max(int(np.abs(frames_of(x) - frames_of(y)).max()) for x, y in zip(a, b, strict=True))
+
+
+def noisy_video(count=9, size=(16, 12), fps=8.0, seed=0) -> Video:
+    """A moving gradient with noise: frames that differ, and compress differently."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    frames = []
+    for k in range(count):
+        base = np.linspace(0, 255, w)[None, :, None] * np.ones((h, 1, 3)) * (k + 1) / count
+        frames.append(Image.fromarray(np.clip(base + rng.normal(0, 8 * k, (h, w, 3)), 0, 255).astype("uint8")))
+    return Video(frames, fps)
+
+
+@pytest.mark.parametrize("family", VIDEO_FAMILIES)
+def test_video_sampler_equals_the_pipeline_call(family, opened):
+    """Golden: the step-level sampler's videos are the pipeline call's, frame for frame (<= 1/255), NFEs counted
+    (two passes a step under guidance), num_frames and fps as the spec says, 5-D noise per candidate."""
+    gen, sampler = opened(family)
+    spec = gen.spec
+    golden, nfe, _ = gen.generate(PROMPT, LINEAGES)
+    videos, traj = sampler.generate(PROMPT, LINEAGES)
+    assert len(gen.latent_shape) == 4  # (C, latent frames, h, w)
+    assert all(isinstance(v, Video) and len(v) == spec.num_frames and v.size == (spec.width, spec.height)
+               for v in golden + videos)
+    assert golden[0].fps == videos[0].fps == gen.family.DEFAULT_FPS
+    assert video_diff(videos, golden) <= 1
+    assert nfe == 2 * spec.num_inference_steps and traj.nfe.tolist() == [nfe] * len(LINEAGES)
+    assert sampler.fallback is None and traj.step == sampler.num_steps
+
+
+@pytest.mark.parametrize("family", VIDEO_FAMILIES)
+def test_video_prompt_encoded_once_and_candidates_replay_alone(family, opened):
+    """A second batch of the same prompt runs no text encoder; a candidate alone is the same video as in a batch
+    (its noise comes from its lineage only); another lineage gives another video; rows can be re-selected."""
+    from tts.sampling.sampler import SamplerOptions
+
+    gen, sampler = opened(family, options=SamplerOptions(batch_changes=True))
+    calls = []
+    hook = gen.pipe.text_encoder.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        batch, _, _ = gen.generate(PROMPT, LINEAGES)
+        once = len(calls)
+        alone, _, _ = gen.generate(PROMPT, LINEAGES[1:2])
+        traj = sampler.run(sampler.start(PROMPT, LINEAGES), until=1)
+        picked = sampler.run(traj.select([2, 1]))
+    finally:
+        hook.remove()
+    assert once >= 1 and len(calls) == once
+    assert video_diff(alone, batch[1:2]) <= 1  # batched float arithmetic: within a level
+    assert video_diff(sampler.decode(picked.latents), [batch[2], batch[1]]) <= 1
+    other, _, _ = gen.generate(PROMPT, [fresh(99)])
+    assert (gen.noise([fresh(99)]) - gen.noise(LINEAGES[1:2])).abs().max() > 0
+    assert np.abs(frames_of(other[0]) - frames_of(batch[1])).max() > 0
+
+
+def test_video_settings_are_checked_before_loading(twins_root):
+    from test_sampler import make_spec
+
+    with pytest.raises(PipelineConfigError, match="1 \\+ a multiple of 4 for Wan, got 10: use 9"):
+        make_spec("wan", twins_root, num_frames=10).check()
+    with pytest.raises(PipelineConfigError, match="1 \\+ a multiple of 8 for LTX-Video, got 12: use 9"):
+        make_spec("ltx", twins_root, num_frames=12).check()
+    with pytest.raises(PipelineConfigError, match="pipeline.num_frames is for video pipelines"):
+        make_spec("sd15", twins_root, num_frames=9).check()
+    with pytest.raises(PipelineConfigError, match="use pipeline.num_frames="):
+        make_spec("wan", twins_root, {"num_frames": 9})
+    with pytest.raises(PipelineConfigError, match="use pipeline.fps="):
+        make_spec("ltx", twins_root, {"frame_rate": 24})
+    with pytest.raises(PipelineConfigError, match="pipeline.fps must be"):
+        make_spec("ltx", twins_root, fps=0)
+
+
+def test_ltx_frame_rate_reaches_the_transformer(opened):
+    """pipeline.fps is LTX's frame_rate (rotary positions): another rate gives another video, in the pipeline call
+    and the sampler alike; the MP4's rate follows it."""
+    gen, sampler = opened("ltx", fps=12)
+    slow, _, _ = gen.generate(PROMPT, LINEAGES[:1])
+    stepped, _ = sampler.generate(PROMPT, LINEAGES[:1])
+    fast, _ = opened("ltx")
+    default, _, _ = fast.generate(PROMPT, LINEAGES[:1])
+    assert slow[0].fps == 12.0 and video_diff(slow, stepped) <= 1
+    assert np.abs(frames_of(slow[0]) - frames_of(default[0])).max() > 0
+
+
+def test_mp4_round_trip(tmp_path):
+    """An H.264 MP4 written and read back: frame count, size and rate kept, pixels close (lossy codec)."""
+    video = noisy_video(count=9, size=(32, 16), fps=12.0)
+    path = tmp_path / "clip.mp4"
+    write_mp4(path, video)
+    back = read_video(path)
+    assert len(back) == 9 and back.size == (32, 16) and back.fps == 12.0
+    assert np.abs(frames_of(back) - frames_of(video)).mean() < 20
+    assert path.read_bytes()[4:8] == b"ftyp" and not list(tmp_path.glob(".*tmp*"))
+
+
+def test_keyframes_and_strip():
+    assert frame_indices(9) == [0, 4, 8] and frame_indices(9, "first,last") == [0, 8]
+    assert frame_indices(9, 4) == [0, 3, 5, 8] and frame_indices(9, "1") == [0] and frame_indices(2, 5) == [0, 1]
+    for bad in ("first,end", 0, "", "-2"):
+        with pytest.raises(VideoError, match="verifier.frames"):
+            parse_frames(bad)
+    video = noisy_video(count=9, size=(16, 12))
+    strip = keyframe_strip(video)
+    assert strip.size == (3 * 16 + 2 * 2, 12)
+    assert np.array_equal(np.asarray(strip)[:, 32 + 4:], np.asarray(video.frames[8]))
+    assert video.convert("RGB").size == strip.size  # where a search treats the candidate as an image
+
+
+def test_every_image_verifier_scores_a_video_by_its_frames():
+    """Frames picked, scored as images, reduced per metric (mean, or the worst frame); images pass through."""
+    from tts.verifiers._jpeg import jpeg_kb
+    from tts.verifiers.incompressibility import Incompressibility
+
+    class JpegLoss(Incompressibility):
+        name, metrics, lower_is_better = "jpeg-loss", ("kb",), frozenset({"kb"})
+
+        def score(self, prompts, images):
+            from tts.core.records import MetricScore
+
+            return [{"kb": MetricScore(score=jpeg_kb(im))} for im in images]
+
+    video = noisy_video()
+    plain = Incompressibility()
+    per_frame = [s["incompressibility"].score for s in plain.score(["p"] * 9, video.frames)]
+    mean = Incompressibility(frames="first,last").score(["p", "p"], [video, video.frames[3]])
+    assert mean[0].scores["incompressibility"].score == pytest.approx((per_frame[0] + per_frame[8]) / 2)
+    assert mean[1]["incompressibility"].score == per_frame[3]
+    worst = Incompressibility(frames=3, frame_reduce="min").score(["p"], [video])[0]
+    assert worst.scores["incompressibility"].score == min(per_frame[0], per_frame[4], per_frame[8])
+    # min is the worst frame in the metric's direction: the largest value of a lower-is-better metric
+    kb = [jpeg_kb(video.frames[i]) for i in (0, 4, 8)]
+    assert JpegLoss(frame_reduce="min").score(["p"], [video])[0].scores["kb"].score == pytest.approx(max(kb))
+    assert JpegLoss().score(["p"], [video])[0].scores["kb"].score == pytest.approx(sum(kb) / 3)
+    with pytest.raises(VideoError, match="frame_reduce must be one of mean, min"):
+        Incompressibility(frame_reduce="median")
+
+
+def test_a_failed_frame_fails_the_video():
+    from tts.verifiers.base import Verdict, Verifier
+
+    class Picky(Verifier):
+        name, metrics = "picky", ("m",)
+
+        def score(self, prompts, images):
+            from tts.core.records import MetricScore
+
+            return [Verdict(error="too dark") if np.asarray(im).mean() < 40 else {"m": MetricScore(score=1.0)}
+                    for im in images]
+
+    out = Picky().score(["p"], [noisy_video()])
+    assert out[0].error == "too dark"
+
+
+def test_temporal_verifier_prefers_steady_videos(twins_root):
+    from twins import save_clip
+
+    from tts.verifiers.temporal import TemporalVerifier
+
+    steady = Video([noisy_video(seed=1).frames[4]] * 5, 8.0)
+    jumpy = noisy_video(count=5, seed=2)
+    pixel = TemporalVerifier(backend="pixel")
+    a, b = pixel.score(["p", "p"], [steady, jumpy])
+    assert a["temporal"].score == 1.0 and b["temporal"].score < 0.99
+    assert b["temporal_min"].score <= b["temporal"].score
+    clip = TemporalVerifier(backend="clip", model_name=str(save_clip(twins_root)), device="cpu")
+    clip.setup()
+    c, d = clip.score(["p", "p"], [steady, jumpy])
+    assert c["temporal"].score == pytest.approx(1.0, abs=1e-5) and d["temporal"].score < c["temporal"].score
+    assert "CLIP" in d["temporal"].explanation
+    with pytest.raises(Exception, match="backend=pixel"):
+        TemporalVerifier(backend="clip", model_name="/no/such/clip", device="cpu").setup()
+
+
+@pytest.mark.slow
+def test_video_search_writes_mp4s_and_resumes(twins_root, tmp_path):
+    """tts-search on the Wan twin with random search: every candidate is an MP4 (its frame count and size as the
+    spec) with its keyframe strip PNG, the records carry video, frames and fps, a rerun resumes without
+    regenerating, and the verifier scored the frames it was told to."""
+    from conftest import run_tts
+    from PIL import Image
+    from twins import TWINS, save_twin
+
+    from tts.core.runfolder import read_manifest
+
+    _, preset, call = TWINS["wan"]
+    overrides = [f"pipeline={preset}", f"pipeline.model_id={save_twin('wan', twins_root)}", "pipeline.dtype=fp32",
+                 "pipeline.device=cpu", "verifier=incompressibility", "+verifier.frames=2", "search.rounds=2",
+                 "batch_size=2", "prompt=a red cube on the moon",
+                 *(f"pipeline.{k}={v}" for k, v in call.items())]
+    run_tts(overrides, tmp_path)
+    records = read_manifest(tmp_path)
+    assert len(records) == 2 + 4 and all(r.status == "ok" for r in records)
+    for r in records:
+        assert r.video == r.image.replace(".png", ".mp4") and r.frames == 9 and r.fps == 16.0
+        back = read_video(tmp_path / r.video)
+        assert len(back) == 9 and back.size == (16, 16)
+        assert Image.open(tmp_path / r.image).size == (3 * 16 + 4, 16)
+        assert "mean of 2 frames" in r.scores["incompressibility"]["incompressibility"].explanation
+    mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.mp4")}
+    run_tts(overrides, tmp_path)
+    assert len(read_manifest(tmp_path)) == 6
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.mp4")} == mtimes
