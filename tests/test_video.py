@@ -221,3 +221,32 @@ def test_video_search_writes_mp4s_and_resumes(twins_root, tmp_path):
     run_tts(overrides, tmp_path)
     assert len(read_manifest(tmp_path)) == 6
     assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.mp4")} == mtimes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family,search", [
+    ("wan", ["search=prune", "search.num_particles=3", "search.prune_at=[1]"]),
+    ("ltx", ["search=smc", "search.num_particles=3", "search.resample_interval=1"]),
+    ("ltx", ["search=paths", "search.num_paths=2", "search.num_branches=2", "search.start_step=1", "search.forward=1",
+             "search.backward=2"]),
+    ("wan", ["search=beam", "search.width=2", "search.branching=2", "search.branch_at=[1]"]),
+    ("ltx", ["search=evolution", "search.population=3", "search.generations=2", "search.preview_step=1",
+             "search.finals=2"]),
+    ("wan", ["search=zero-order", "search.rounds=2"])])
+def test_every_strategy_searches_video(family, search, twins_root, tmp_path):
+    """The particle engine steps 5-D (Wan) and packed (LTX) video states, x0 previews decode to videos the verifier
+    scores by their frames; every finished candidate is a playable MP4 of the spec's frame count."""
+    from conftest import run_tts
+    from twins import TWINS, save_twin
+
+    from tts.core.runfolder import read_manifest
+
+    _, preset, call = TWINS[family]
+    overrides = [f"pipeline={preset}", f"pipeline.model_id={save_twin(family, twins_root)}", "pipeline.dtype=fp32",
+                 "pipeline.device=cpu", "verifier=incompressibility", "prompt=a red cube on the moon", *search,
+                 *(f"pipeline.{k}={v}" for k, v in {**call, "num_inference_steps": 3}.items())]
+    run_tts(overrides, tmp_path)
+    records = read_manifest(tmp_path)
+    assert records and all(r.status == "ok" and r.nfe > 0 and r.frames == 9 for r in records)
+    for r in records[:2]:
+        assert len(read_video(tmp_path / r.video)) == 9
