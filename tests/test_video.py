@@ -250,3 +250,24 @@ def test_every_strategy_searches_video(family, search, twins_root, tmp_path):
     assert records and all(r.status == "ok" and r.nfe > 0 and r.frames == 9 for r in records)
     for r in records[:2]:
         assert len(read_video(tmp_path / r.video)) == 9
+
+
+@pytest.mark.parametrize("preset,frames,weights", [("wan2.1-t2v-1.3b", 81, 14.5), ("wan2.1-t2v-14b", 81, 39.7),
+                                                   ("ltx-video", 161, 14.1), ("ltx-video-0.9.1", 161, 14.1)])
+def test_video_presets_plan_offline(preset, frames, weights, monkeypatch):
+    """tts-plan's estimate for each video preset without the checkpoint: the family guessed from the model id, 50
+    steps x 2 guided passes, the weights table; the preset's frames and rate as the model card says."""
+    import hydra
+    from conftest import compose
+
+    from tts.pipelines import family_by_model_id, weights_gb
+    from tts.pipelines.nfe import nfe_per_image
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    spec = hydra.utils.instantiate(compose([f"pipeline={preset}"]).pipeline)
+    family = family_by_model_id(spec.model_id)
+    assert family.VIDEO and spec.num_frames == frames and spec.fps == family.DEFAULT_FPS
+    assert family.frames_problem(spec.num_frames) is None
+    nfe, how = nfe_per_image(spec)
+    assert nfe == 100.0 and "50 steps x 2 passes" in how
+    assert weights_gb(spec.model_id) == weights

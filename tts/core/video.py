@@ -60,6 +60,8 @@ def is_video(item) -> bool:
 def parse_frames(spec: str | int) -> str | int:
     """``verifier.frames``: ``first,middle,last`` (any of them, in order) or a positive count N (evenly spaced);
     one-line error otherwise."""
+    if not isinstance(spec, (str, int)) and hasattr(spec, "__iter__"):  # [first,last] from the command line
+        spec = ",".join(str(s) for s in spec)
     if isinstance(spec, bool):
         raise VideoError(f"verifier.frames must be first,middle,last (any of them) or a positive count, got {spec!r}")
     if isinstance(spec, int) or (isinstance(spec, str) and spec.strip().isdigit()):
