@@ -271,3 +271,70 @@ def test_video_presets_plan_offline(preset, frames, weights, monkeypatch):
     nfe, how = nfe_per_image(spec)
     assert nfe == 100.0 and "50 steps x 2 passes" in how
     assert weights_gb(spec.model_id) == weights
+
+
+@pytest.fixture(scope="module")
+def video_run(tmp_path_factory):
+    """A finished random search on the Wan twin: 2 rounds (2 + 4 videos)."""
+    from conftest import run_tts
+    from twins import TWINS, save_twin
+
+    root = tmp_path_factory.mktemp("video-run")
+    _, preset, call = TWINS["wan"]
+    run_tts([f"pipeline={preset}", f"pipeline.model_id={save_twin('wan', root / 'twins')}", "pipeline.dtype=fp32",
+             "pipeline.device=cpu", "verifier=incompressibility", "search.rounds=2", "batch_size=3",
+             "prompt=a red cube on the moon", *(f"pipeline.{k}={v}" for k, v in call.items())], root / "run")
+    return root / "run"
+
+
+@pytest.mark.slow
+def test_replay_of_a_video_compares_every_frame(video_run, capsys):
+    from tts.app import replay
+    from tts.core.runfolder import read_manifest
+
+    record = read_manifest(video_run)[-1]
+    replay.main([str(video_run), record.image, "--device", "cpu"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("max pixel difference from the original: 0")
+    assert out[1].endswith("9 frames, max pixel difference per frame: " + " ".join(["0"] * 9))
+    assert (video_run / "replay" / record.video).exists()
+    other = noisy_video(count=8, size=(16, 16))
+    assert replay.frame_diffs(read_video(video_run / record.video), other)[-1] == 255  # a frame missing
+
+
+@pytest.mark.slow
+def test_collage_and_report_show_a_video_run(video_run, tmp_path):
+    """tts-collage draws each round's best keyframe strip (best marked); tts-report plays the best MP4 inline in a
+    real headless Chromium (decoded: its size and duration known), the strips beside it, nothing from a network."""
+    import re
+    from pathlib import Path
+
+    from conftest import headless_chromium, needs_browser  # noqa: F401
+    from PIL import Image
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tts.views import collage, report
+
+    collage.main([str(video_run)])
+    [made] = (video_run / "collages").glob("*_rounds.png")
+    assert Image.open(made).size[0] > 2 * 16
+    report.main([str(video_run), "-o", str(tmp_path / "report.html")])
+    page = tmp_path / "report.html"
+    assert not re.search(r"""(src|href)=["']?(https?:|//|/)""", page.read_text())
+    driver = headless_chromium(1300, 1000, console_log=True)
+    try:
+        driver.get(page.resolve().as_uri())
+        WebDriverWait(driver, 30).until(lambda d: d.execute_script(
+            "const v = document.querySelector('.tile.video video'); return v && v.readyState >= 1"))
+        info = driver.execute_script(
+            "const v = document.querySelector('.tile.video video');"
+            " return {w: v.videoWidth, h: v.videoHeight, d: v.duration, src: v.getAttribute('src'),"
+            " cap: v.parentNode.querySelector('figcaption').textContent}")
+        driver.execute_script("document.getElementById('prompts').scrollIntoView()")
+        driver.save_screenshot(str(Path(tmp_path) / "video-report.png"))
+        problems = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    finally:
+        driver.quit()
+    assert (info["w"], info["h"]) == (16, 16) and info["d"] == pytest.approx(9 / 16, abs=0.1)
+    assert info["src"].endswith(".mp4") and info["cap"].startswith("best video")
+    assert not problems, problems
