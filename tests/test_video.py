@@ -338,3 +338,45 @@ def test_collage_and_report_show_a_video_run(video_run, tmp_path):
     assert (info["w"], info["h"]) == (16, 16) and info["d"] == pytest.approx(9 / 16, abs=0.1)
     assert info["src"].endswith(".mp4") and info["cap"].startswith("best video")
     assert not problems, problems
+
+
+@pytest.mark.slow
+def test_a_video_pipeline_served_as_mp4_bytes(twins_root, tmp_path):
+    """tts-serve answers a video pipeline with each candidate's MP4 (and its keyframe strip PNG); a search with
+    pipeline.server writes MP4s of the spec's frame count, whose frames match a local search's within the codec."""
+    import base64
+    import io
+
+    import httpx
+    from conftest import run_tts
+    from PIL import Image
+    from test_serve import start_server, stop
+    from twins import TWINS, save_twin
+
+    from tts.core.runfolder import read_manifest
+    from tts.core.video import video_from_bytes
+
+    _, preset, call = TWINS["wan"]
+    twin = save_twin("wan", twins_root)
+    settings = [f"pipeline.{k}={v}" for k, v in call.items()]
+    proc, url = start_server(tmp_path / "serve.log", "server.port=0", f"pipeline={preset}",
+                             f"pipeline.model_id={twin}", "pipeline.device=cpu", "pipeline.dtype=fp32", *settings)
+    try:
+        r = httpx.post(f"{url}/generate", json={"model": preset, "prompt": "a red cube", "lineages": [fresh(1)],
+                                                "num_frames": 5}, timeout=300)
+        assert r.status_code == 200, r.text
+        [mp4], [png] = r.json()["videos"], r.json()["images"]
+        video = video_from_bytes(base64.b64decode(mp4))
+        assert len(video) == 5 and video.size == (16, 16)
+        assert Image.open(io.BytesIO(base64.b64decode(png))).size == (3 * 16 + 4, 16)
+        common = [f"pipeline={preset}", f"pipeline.model_id={twin}", "pipeline.dtype=fp32", "pipeline.device=cpu",
+                  "verifier=incompressibility", "search.rounds=1", "prompt=a red cube on the moon", *settings]
+        run_tts([*common, f"++pipeline.server={url}"], tmp_path / "remote")
+    finally:
+        stop(proc)
+    run_tts(common, tmp_path / "local")
+    remote, here = read_manifest(tmp_path / "remote"), read_manifest(tmp_path / "local")
+    assert len(remote) == len(here) == 2 and all(r.frames == 9 and r.video for r in remote)
+    for x, y in zip(sorted(remote, key=lambda r: r.index), sorted(here, key=lambda r: r.index)):
+        a, b = read_video(tmp_path / "remote" / x.video), read_video(tmp_path / "local" / y.video)
+        assert x.video == y.video and np.abs(frames_of(a) - frames_of(b)).mean() < 3  # encoded twice vs once

@@ -147,6 +147,25 @@ def read_video(path: Path) -> Video:
     return Video(frames, fps)
 
 
+def mp4_bytes(video: Video) -> bytes:
+    """The video as MP4 file bytes (tts-serve's answer for a video pipeline)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "video.mp4"
+        write_mp4(path, video)
+        return path.read_bytes()
+
+
+def video_from_bytes(data: bytes) -> Video:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "video.mp4"
+        path.write_bytes(data)
+        return read_video(path)
+
+
 def probe(path: Path) -> dict:
     """An MP4's frame count and frame rate (its frames decoded, not kept)."""
     imageio = _imageio()
