@@ -380,3 +380,59 @@ def test_a_video_pipeline_served_as_mp4_bytes(twins_root, tmp_path):
     for x, y in zip(sorted(remote, key=lambda r: r.index), sorted(here, key=lambda r: r.index)):
         a, b = read_video(tmp_path / "remote" / x.video), read_video(tmp_path / "local" / y.video)
         assert x.video == y.video and np.abs(frames_of(a) - frames_of(b)).mean() < 3  # encoded twice vs once
+
+
+WAN_TTSF = {"pretrained_model_name_or_path": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "torch_dtype": "bf16",
+            "pipeline_call_args": {"height": 480, "width": 832, "num_frames": 81, "guidance_scale": 5.0,
+                                   "negative_prompt": "Bright tones, overexposed, static", "num_inference_steps": 50},
+            "verifier_args": {"name": "laion_aesthetic", "choice_of_metric": "laion_aesthetic_score"},
+            "search_args": {"search_method": "random", "search_rounds": 4}, "export_args": {"fps": 15}}
+
+
+def test_tt_scale_flux_video_configs_map_to_the_video_presets():
+    """tt-scale-flux's wan.json / ltx_video.json (its keys as there): the preset, frames, the export fps, the LAION
+    aesthetic predictor as tts's aesthetic verifier, the negative prompt replacing the preset's."""
+    from tts.app.ttsf import TtsfConfigError, to_overrides
+    from tts.core.configtree import config_dir
+
+    over = to_overrides(WAN_TTSF, config_dir())
+    assert {"pipeline=wan2.1-t2v-1.3b", "++pipeline.num_frames=81", "++pipeline.fps=15", "verifier=aesthetic",
+            'verifier.choice_of_metric="aesthetic"', "search.rounds=4",
+            '++pipeline.call_args={negative_prompt:"Bright tones, overexposed, static"}'} <= set(over)
+    ltx = {**WAN_TTSF, "pretrained_model_name_or_path": "a-r-r-o-w/LTX-Video-0.9.1-diffusers", "export_args": {"fps": 24}}
+    assert {"pipeline=ltx-video-0.9.1", "++pipeline.fps=24"} <= set(to_overrides(ltx, config_dir()))
+    with pytest.raises(TtsfConfigError, match="export_args: tts does not know 'codec'"):
+        to_overrides({**WAN_TTSF, "export_args": {"codec": "h265"}}, config_dir())
+
+
+@pytest.mark.slow
+def test_a_tt_scale_flux_video_config_runs_on_the_twin(twins_root, tmp_path):
+    from conftest import compose, run_tts  # noqa: F401
+    from twins import save_twin
+
+    from tts.app.ttsf import to_overrides
+    from tts.core.configtree import config_dir
+    from tts.core.runfolder import read_manifest
+
+    config = {**WAN_TTSF, "pretrained_model_name_or_path": str(save_twin("wan", twins_root)), "torch_dtype": "fp32",
+              "pipeline_call_args": {"height": 16, "width": 16, "num_frames": 5, "guidance_scale": 5.0,
+                                     "negative_prompt": "static", "num_inference_steps": 2},
+              "verifier_args": {"name": "incompressibility"}, "search_args": {"search_rounds": 1}}
+    run_tts([*to_overrides(config, config_dir()), "pipeline.device=cpu", "prompt=a red cube"], tmp_path)
+    records = read_manifest(tmp_path)
+    assert records and all(r.frames == 5 and r.fps == 15.0 and r.status == "ok" for r in records)
+
+
+def test_without_imageio_a_video_pipeline_says_what_to_install(twins_root, monkeypatch, tmp_path):
+    """Before any model loads: the video extra named with its install command; writing an MP4 says the same."""
+    import sys
+
+    from test_sampler import make_spec
+
+    spec = make_spec("wan", twins_root)
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)
+    with pytest.raises(PipelineConfigError, match=r"imageio-ffmpeg.*pip install.*\[video\]"):
+        spec.check()
+    with pytest.raises(VideoError, match=r"\[video\]"):
+        write_mp4(tmp_path / "x.mp4", noisy_video())
+    make_spec("sd15", twins_root).check()  # image pipelines do not need it

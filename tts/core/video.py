@@ -113,6 +113,15 @@ def _imageio():
     return imageio
 
 
+def missing() -> str | None:
+    """What writing MP4s lacks here (checked before a video pipeline loads), or None."""
+    try:
+        _imageio()
+    except VideoError as e:
+        return str(e)
+    return None
+
+
 def video_path(image_path: Path) -> Path:
     """The MP4 beside a video candidate's PNG (its keyframe strip)."""
     return Path(image_path).with_suffix(".mp4")

@@ -95,7 +95,10 @@ def video_problem(family: ModuleType, spec: PipelineSpec) -> str | None:
         given = [k for k in ("num_frames", "fps") if getattr(spec, k) is not None]
         return (f"pipeline.{given[0]} is for video pipelines (Wan, LTX-Video); {family.CLASS_NAMES[0]} makes images: "
                 "drop it") if given else None
-    return family.frames_problem(frames(family, spec)) if hasattr(family, "frames_problem") else None
+    from ..core.video import missing
+
+    problem = family.frames_problem(frames(family, spec)) if hasattr(family, "frames_problem") else None
+    return problem or missing()
 
 
 def frames(family: ModuleType, spec: PipelineSpec) -> int:
