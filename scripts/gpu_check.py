@@ -11,7 +11,8 @@ an out-of-memory error or a hang fails that row only; every check gets a row: ch
   difference within the dtype's tolerance) and NFEs, for every family's tiny random twin (tests/twins.py,
   tests/twins_extra.py: flux, flux with true CFG, sd15, sdxl, pixart-sigma, sd3, sd3.5, sana, sana-sprint, flux2,
   qwenimage with and without true CFG, zimage with and without its CFG options, hidream, and the video families
-  wan and ltx, every frame compared) and the shapes model (without and with CFG), in fp16 and bf16: the golden test of tests/test_sampler.py on the GPU;
+  wan and ltx, every frame compared) and the shapes model (without and with CFG), in fp16 and bf16: the golden
+  test of tests/test_sampler.py (tests/test_video.py for video) on the GPU;
 - ``nf4``: ``pipeline.quantize=nf4`` (bitsandbytes) loads the Flux twin with a 4-bit denoiser and generates;
 - ``cpu-offload``: ``pipeline.cpu_offload=true`` gives the same images as the pipeline kept on the GPU;
 - ``vae-tiling``: ``pipeline.vae_tiling=true`` decodes through the VAE's tiled path at a size that tiles;

@@ -17,7 +17,9 @@ conditioning, tts.pipelines.stepping.Conditioning), ``predict`` (one guided deno
 "fp32"), ``STEP_NOISE`` and ``TRAILING_TIMESTEPS`` (a scheduler that draws its own noise each step; timesteps past
 the last step: Sana-Sprint), ``call_kwargs(pipe, spec, step_seeds)`` (what the family adds to a pipeline call),
 ``passes(guidance_scale, call_args)`` (denoiser passes per step, for tts-plan; default 2 with guidance > 1),
-``load_problem(index)`` (what keeps the checkpoint from loading here, said before it loads), ``MODEL_ID_HINTS``
+``load_problem(index)`` (what keeps the checkpoint from loading here, said before it loads); a video family (wan,
+ltx) sets ``VIDEO = True``, ``DEFAULT_NUM_FRAMES``, ``DEFAULT_FPS``, ``frames_problem(num_frames)``, takes
+``num_frames`` as a fourth argument of ``latent_shape`` and decodes each row to a list of frames; ``MODEL_ID_HINTS``
 and ``WEIGHTS_GB`` (tts-plan's offline guess of the family, and the presets' weights in memory). The family is
 read from the checkpoint's
 ``model_index.json`` (its pipeline class), never from a table of model ids, so any checkpoint of a
