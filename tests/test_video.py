@@ -436,3 +436,30 @@ def test_without_imageio_a_video_pipeline_says_what_to_install(twins_root, monke
     with pytest.raises(VideoError, match=r"\[video\]"):
         write_mp4(tmp_path / "x.mp4", noisy_video())
     make_spec("sd15", twins_root).check()  # image pipelines do not need it
+
+
+@pytest.mark.parametrize("protocol", ["gemini", "openai"])
+def test_api_graders_grade_a_video_in_one_request_on_its_keyframe_grid(protocol, monkeypatch):
+    """An API grader sends one request per video: the labelled grid of verifier.frames (not one per frame), under a
+    video-aware preamble; an image is sent as it is."""
+    from test_api_verifiers import KEY, sent_key, verifier_for
+
+    from tts.core.video import keyframe_grid
+    from tts.verifiers import grading
+    from tts.verifiers.loopback import LoopbackGrader
+
+    monkeypatch.setenv("GEMINI_API_KEY", KEY)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    video, image = noisy_video(count=9, size=(32, 32)), noisy_video(seed=3).frames[2]
+    seen = []
+    with LoopbackGrader(faults=lambda key, attempt: seen.append(key), api_key=KEY) as server:
+        verifier = verifier_for(server, protocol, frames=4, backoff_s=0.01, max_backoff_s=0.05)
+        verdicts = verifier.score(["a red cube", "a blue ball"], [video, image])
+        verifier.close()
+    grid = keyframe_grid(video, 4)
+    assert sorted(seen) == sorted([sent_key(grid), sent_key(image)])
+    assert all(v.error is None and v.usage.requests == 1 for v in verdicts)
+    assert grid.size == (4 * 32, 32 + 14)
+    text = grading.fill_template("Rate this: {prompt}", "a red cube", grid)
+    assert text.startswith("The image shows a video") and "4 of 9 frames" in text and text.endswith("a red cube")
+    assert grading.fill_template("Rate this: {prompt}", "a red cube", image) == "Rate this: a red cube"

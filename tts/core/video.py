@@ -103,6 +103,29 @@ def keyframe_strip(video: Video, spec: str | int = STRIP_FRAMES, gap: int = 2) -
     return strip
 
 
+#: set in a keyframe grid's ``info``: the frames it shows, "3 of 9 (first, middle, last)" (graders read it)
+GRID_KEY = "tts.video_frames"
+
+
+def keyframe_grid(video: Video, spec: str | int = STRIP_FRAMES, per_row: int = 4, label_px: int = 14) -> Image.Image:
+    """The picked frames in time order, left to right then top to bottom, each labelled ``frame k/N`` under it:
+    one image that shows a grader the whole video (its ``info[GRID_KEY]`` says which frames)."""
+    from PIL import ImageDraw
+
+    picks = frame_indices(len(video), spec)
+    w, h = video.size
+    cols = min(per_row, len(picks))
+    rows = -(-len(picks) // cols)
+    grid = Image.new("RGB", (cols * w, rows * (h + label_px)), "white")
+    draw = ImageDraw.Draw(grid)
+    for k, i in enumerate(picks):
+        x, y = (k % cols) * w, (k // cols) * (h + label_px)
+        grid.paste(video.frames[i], (x, y))
+        draw.text((x + 2, y + h + 1), f"frame {i + 1}/{len(video)}", fill="black")
+    grid.info[GRID_KEY] = f"{len(picks)} of {len(video)} frames"
+    return grid
+
+
 def _imageio():
     try:
         import imageio.v2 as imageio
