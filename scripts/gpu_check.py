@@ -10,8 +10,9 @@ an out-of-memory error or a hang fails that row only; every check gets a row: ch
 - ``sampler:<case>``: the step-level sampler (tts.sampling.sampler) gives the pipeline call's images (max pixel
   difference within the dtype's tolerance) and NFEs, for every family's tiny random twin (tests/twins.py,
   tests/twins_extra.py: flux, flux with true CFG, sd15, sdxl, pixart-sigma, sd3, sd3.5, sana, sana-sprint, flux2,
-  qwenimage with and without true CFG, zimage with and without its CFG options, hidream) and the shapes model
-  (without and with CFG), in fp16 and bf16: the golden test of tests/test_sampler.py on the GPU;
+  qwenimage with and without true CFG, zimage with and without its CFG options, hidream, and the video families
+  wan and ltx, every frame compared) and the shapes model (without and with CFG), in fp16 and bf16: the golden
+  test of tests/test_sampler.py (tests/test_video.py for video) on the GPU;
 - ``nf4``: ``pipeline.quantize=nf4`` (bitsandbytes) loads the Flux twin with a 4-bit denoiser and generates;
 - ``cpu-offload``: ``pipeline.cpu_offload=true`` gives the same images as the pipeline kept on the GPU;
 - ``vae-tiling``: ``pipeline.vae_tiling=true`` decodes through the VAE's tiled path at a size that tiles;
@@ -49,6 +50,7 @@ SAMPLER_CASES = {
     "zimage": ("zimage", {}, None), "zimage-cfg-options": ("zimage", {"cfg_truncation": 0.3, "cfg_normalization": 1.0},
                                                            None),
     "hidream": ("hidream", {}, None),
+    "wan": ("wan", {}, None), "ltx": ("ltx", {}, None),  # video: every frame compared
     "shapes": ("shapes", {}, None), "shapes-cfg": ("shapes", {}, 1.5),
 }
 #: max pixel difference (of 255) between the sampler's and the pipeline call's images: fp32 as the CPU tests; half
@@ -116,7 +118,9 @@ def _generate(spec, lineages=None):
 def _max_diff(a, b) -> int:
     import numpy as np
 
-    return max(int(np.abs(np.asarray(x, dtype=int) - np.asarray(y, dtype=int)).max()) for x, y in zip(a, b))
+    frames = lambda v: getattr(v, "frames", [v])  # noqa: E731 - a video: each of its frames
+    return max(int(np.abs(np.asarray(x, dtype=int) - np.asarray(y, dtype=int)).max())
+               for u, w in zip(a, b) for x, y in zip(frames(u), frames(w)))
 
 
 def check_sampler(case: str, dtype: str, device: str, twins: Path) -> tuple[bool, str]:

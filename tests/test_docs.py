@@ -197,6 +197,10 @@ def _file(block: Block, workdir: Path) -> None:
         from omegaconf import OmegaConf
 
         OmegaConf.load(workdir / block.note)
+    elif block.lang == "json":
+        import json
+
+        json.loads((workdir / block.note).read_text())
     else:
         pytest.fail(f"{block.id}: no check for a {block.lang} file")
 

@@ -33,7 +33,7 @@ def make_spec(family, root, call_args=None, steps=None, **settings):
     call = {**call, **({"num_inference_steps": steps} if steps else {})}
     guidance = settings.pop("guidance_scale", twin_guidance(family))
     return PipelineSpec(name=preset, model_id=str(save_twin(family, root)), dtype="fp32", device="cpu",
-                        guidance_scale=guidance, call_args=call_args or {}, **call, **settings)
+                        guidance_scale=guidance, call_args=call_args or {}, **{**call, **settings})
 
 
 @pytest.fixture

@@ -288,6 +288,47 @@ def build_zimage():
                           transformer=transformer)
 
 
+def build_wan():
+    """WanPipeline with diffusers' test sizes (2 layers, heads 2 x 12, a base-3 Wan VAE: 8x in space, 4x in time) on
+    a tiny random UMT5 encoder (the real model's class)."""
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True])
+    transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
+                                        in_channels=16, out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32,
+                                        num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+                                        rope_max_seq_len=32)
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    text = UMT5EncoderModel(UMT5Config(d_model=32, d_ff=37, d_kv=8, num_layers=2, num_heads=4, vocab_size=64,
+                                       decoder_start_token_id=0, pad_token_id=0, eos_token_id=1))
+    return WanPipeline(tokenizer=t5_tokenizer(), text_encoder=text, vae=vae, transformer=transformer,
+                       scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0))
+
+
+def build_ltx():
+    """LTXPipeline with diffusers' test sizes (1 layer, 4 heads x 8, an 8-channel LTX VAE: 8x in space, 4x in time,
+    causal encoder) on a tiny random T5 encoder."""
+    from diffusers import (AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXPipeline,
+                           LTXVideoTransformer3DModel)
+
+    transformer = LTXVideoTransformer3DModel(in_channels=8, out_channels=8, patch_size=1, patch_size_t=1,
+                                             num_attention_heads=4, attention_head_dim=8, cross_attention_dim=32,
+                                             num_layers=1, caption_channels=32)
+    vae = AutoencoderKLLTXVideo(in_channels=3, out_channels=3, latent_channels=8, block_out_channels=(8, 8, 8, 8),
+                                decoder_block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
+                                decoder_layers_per_block=(1, 1, 1, 1, 1),
+                                spatio_temporal_scaling=(True, True, False, False),
+                                decoder_spatio_temporal_scaling=(True, True, False, False),
+                                decoder_inject_noise=(False, False, False, False, False),
+                                upsample_residual=(False, False, False, False), upsample_factor=(1, 1, 1, 1),
+                                timestep_conditioning=False, patch_size=1, patch_size_t=1, encoder_causal=True,
+                                decoder_causal=False)
+    return LTXPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=t5_text(),
+                       tokenizer=t5_tokenizer(), transformer=transformer)
+
+
 #: family -> (builder, the preset it stands in for, call overrides small enough for CPU tests)
 TWINS = {
     "flux": (build_flux, "flux-dev", {"height": 16, "width": 16, "num_inference_steps": 2, "max_sequence_length": 16}),
@@ -308,6 +349,10 @@ TWINS = {
                   {"height": 32, "width": 32, "num_inference_steps": 2, "max_sequence_length": 256}),
     "zimage": (build_zimage, "z-image",
                {"height": 32, "width": 32, "num_inference_steps": 2, "max_sequence_length": 64}),
+    "wan": (build_wan, "wan2.1-t2v-1.3b", {"height": 16, "width": 16, "num_inference_steps": 2,
+                                           "max_sequence_length": 16, "num_frames": 9}),
+    "ltx": (build_ltx, "ltx-video", {"height": 32, "width": 32, "num_inference_steps": 2, "max_sequence_length": 16,
+                                     "num_frames": 9}),
 }
 
 #: the guidance scale tests give a family's twin (default 5.0: classifier-free guidance, two passes a step)
@@ -326,7 +371,8 @@ def twin_guidance(family: str) -> float:
 #: are kept; only the size shrinks): adding a preset means adding it here or to TWINS
 PRESET_TWINS = {"flux-schnell": "flux", "sd-turbo": "sd15", "ddpo-aesthetic": "sd15", "ddpo-alignment": "sd15",
                 "ddpo-compressibility": "sd15", "ddpo-incompressibility": "sd15", "realvis-xl": "sdxl",
-                "sd3.5-large": "sd3.5", "sana-sprint-4": "sana-sprint", "z-image-turbo": "zimage"}
+                "sd3.5-large": "sd3.5", "sana-sprint-4": "sana-sprint", "z-image-turbo": "zimage",
+                "wan2.1-t2v-14b": "wan", "ltx-video-0.9.1": "ltx"}
 EMBEDDED_PRESETS = ("shapes",)  # presets whose model ships inside the package (no twin needed)
 OTHER_TWINS = ("hidream-i1",)  # presets whose twin is built in tests/twins_extra.py (save_hidream)
 

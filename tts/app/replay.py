@@ -3,7 +3,9 @@
 Reads the run's ``config.json`` (the pipeline settings) and the candidate's manifest record (its
 prompt and noise lineage; for an in-loop strategy's candidate, its whole path: every step, branch, re-noise
 and resampling, replayed on the step-level sampler), regenerates the image with the same pipeline, writes it to ``--out``
-(default ``<RUN_DIR>/replay/<IMAGE>``) and prints the largest pixel difference from the stored one.
+(default ``<RUN_DIR>/replay/<IMAGE>``) and prints the largest pixel difference from the stored one. A video
+candidate (Wan, LTX-Video) is compared on its keyframe strip (the PNG, lossless), then frame by frame: its MP4 is
+written beside the replayed strip, both MP4s decoded, and each frame's largest difference printed.
 """
 from __future__ import annotations
 
@@ -105,6 +107,29 @@ def main(argv=None) -> None:
         print(f"tts-replay: {e}", file=sys.stderr)
         sys.exit(2)
     print(f"{out}  max pixel difference from the original: {diff}")
+    line = video_report(args.run_dir, args.image, out)
+    if line:
+        print(line)
+
+
+def video_report(run_dir: Path, image: str, out: Path) -> str | None:
+    """A video candidate: the replayed MP4 against the original, frame by frame (both decoded; the same frames
+    encode to the same H.264 stream, so a faithful replay differs by 0 in every frame)."""
+    from ..core.video import read_video, video_path
+
+    original, replayed = video_path(run_dir / image), video_path(out)
+    if not (original.exists() and replayed.exists()):
+        return None
+    diffs = frame_diffs(read_video(original), read_video(replayed))
+    shown = " ".join(str(d) for d in diffs[:32]) + (" ..." if len(diffs) > 32 else "")
+    return f"{replayed}  {len(diffs)} frames, max pixel difference per frame: {shown}"
+
+
+def frame_diffs(a, b) -> list[int]:
+    """Max absolute pixel difference of each pair of frames (a missing frame: 255)."""
+    pairs = [(np.asarray(x, dtype=np.int16), np.asarray(y, dtype=np.int16)) for x, y in zip(a.frames, b.frames)]
+    out = [int(np.abs(x - y).max()) if x.shape == y.shape else 255 for x, y in pairs]
+    return out + [255] * abs(len(a) - len(b))
 
 
 if __name__ == "__main__":

@@ -45,7 +45,10 @@ HABITS = {
 
 _METHODS = {"random": "random", "zero-order": "zero-order", "zero_order": "zero-order"}
 _VERIFIERS = ("gemini", "openai", "qwen")
-_PIPELINE_KEYS = ("height", "width", "num_inference_steps", "guidance_scale", "max_sequence_length")
+_PIPELINE_KEYS = ("height", "width", "num_inference_steps", "guidance_scale", "max_sequence_length", "num_frames")
+#: tt-scale-flux's verifier names and metrics where tts's differ (its video configs score with the LAION predictor)
+_VERIFIER_NAMES = {"laion_aesthetic": "aesthetic"}
+_METRIC_NAMES = {"laion_aesthetic_score": "aesthetic"}
 _VERIFIER_KEYS = {"model_name": "model_name", "max_new_tokens": "max_new_tokens",
                   "choice_of_metric": "choice_of_metric", "prompt_path": "prompt_path"}
 _SEARCH_KEYS = {"search_rounds": "rounds", "threshold": "threshold", "num_neighbors": "num_neighbors"}
@@ -82,23 +85,28 @@ def _take(section: dict, known, where: str) -> None:
 def to_overrides(config: dict, config_dir: Path, where: str = "ttsf_config") -> list[str]:
     """The tts overrides equivalent to a tt-scale-flux JSON config (see the module docstring)."""
     top = ("pretrained_model_name_or_path", "torch_dtype", "pipeline_call_args", "verifier_args", "search_args",
-           "batch_size_for_img_gen", "use_low_gpu_vram", "num_prompts")
+           "batch_size_for_img_gen", "use_low_gpu_vram", "num_prompts", "export_args")
     if not isinstance(config, dict):
         raise TtsfConfigError(f"{where}: a JSON object expected")
     _take(config, top, where)
     out: list[str] = []
     model = config.get("pretrained_model_name_or_path")
+    preset = _presets(config_dir).get(model) if model is not None else None
     if model is not None:
-        preset = _presets(config_dir).get(model)
         out += [f"pipeline={preset}"] if preset else [f"pipeline.model_id={_value(model)}"]
     if "torch_dtype" in config:
         out.append(f"pipeline.dtype={_value(config['torch_dtype'])}")
     call = dict(config.get("pipeline_call_args") or {})
     for key in _PIPELINE_KEYS:
-        if key in call:
-            out.append(f"pipeline.{key}={_value(call.pop(key))}")
-    if call:
-        out.append(f"+pipeline.call_args={_value(call)}")
+        if key in call:  # ++: an image preset's YAML has no num_frames (a video model id without a preset)
+            out.append(f"{'++' if key == 'num_frames' else ''}pipeline.{key}={_value(call.pop(key))}")
+    if call:  # the JSON's call arguments replace a preset's own (++: the preset may have some)
+        has = preset is not None and OmegaConf.load(config_dir / "pipeline" / f"{preset}.yaml").get("call_args")
+        out.append(f"{'++' if has else '+'}pipeline.call_args={_value(call)}")
+    export = dict(config.get("export_args") or {})
+    _take(export, ("fps",), f"{where}: export_args")
+    if "fps" in export:  # the video's frame rate (tt-scale-flux's export_to_video fps)
+        out.append(f"++pipeline.fps={_value(export['fps'])}")
     out += _verifier(dict(config.get("verifier_args") or {}), f"{where}: verifier_args", config_dir)
     out += _search(dict(config.get("search_args") or {}), f"{where}: search_args")
     if "batch_size_for_img_gen" in config:
@@ -116,7 +124,9 @@ def _verifier(args: dict, where: str, config_dir: Path) -> list[str]:
     from ..verifiers.grading import METRICS as GRADER_METRICS
 
     _take(args, ("name", *_VERIFIER_KEYS), where)
-    name = args.get("name")
+    name = _VERIFIER_NAMES.get(args.get("name"), args.get("name"))
+    if "choice_of_metric" in args:
+        args["choice_of_metric"] = _METRIC_NAMES.get(args["choice_of_metric"], args["choice_of_metric"])
     if name is not None:
         names = sorted(p.stem for p in (config_dir / "verifier").glob("*.yaml"))
         if name not in names:

@@ -145,11 +145,15 @@ class CandidateRecord(BaseModel):
     choice_of_metric: str
     score: float | None = None
     scores: dict[str, dict[str, MetricScore]] = Field(default_factory=dict)
-    image: str
+    image: str  # a video candidate's: its keyframe strip (first, middle, last frame)
     timings: Timings = Field(default_factory=Timings)
     worker: str = ""
     usage: Usage | None = None
     safety: SafetyRecord | None = None  # flags, rewritten prompt, fallback (absent before tts.run.safety)
+    #: video candidates (tts.core.video): the MP4 beside ``image``, its frame count and frame rate (absent for images)
+    video: str | None = None
+    frames: int | None = None
+    fps: float | None = None
     path: PathRecord | None = None  # in-loop strategies: the candidate's whole path (absent for noise searches)
     #: judges' scores of this candidate by judge label (judges.jsonl, attached by read_run; never in the manifest)
     judges: dict[str, JudgeRecord] = Field(default_factory=dict, exclude=True)

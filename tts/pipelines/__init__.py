@@ -17,7 +17,9 @@ conditioning, tts.pipelines.stepping.Conditioning), ``predict`` (one guided deno
 "fp32"), ``STEP_NOISE`` and ``TRAILING_TIMESTEPS`` (a scheduler that draws its own noise each step; timesteps past
 the last step: Sana-Sprint), ``call_kwargs(pipe, spec, step_seeds)`` (what the family adds to a pipeline call),
 ``passes(guidance_scale, call_args)`` (denoiser passes per step, for tts-plan; default 2 with guidance > 1),
-``load_problem(index)`` (what keeps the checkpoint from loading here, said before it loads), ``MODEL_ID_HINTS``
+``load_problem(index)`` (what keeps the checkpoint from loading here, said before it loads); a video family (wan,
+ltx) sets ``VIDEO = True``, ``DEFAULT_NUM_FRAMES``, ``DEFAULT_FPS``, ``frames_problem(num_frames)``, takes
+``num_frames`` as a fourth argument of ``latent_shape`` and decodes each row to a list of frames; ``MODEL_ID_HINTS``
 and ``WEIGHTS_GB`` (tts-plan's offline guess of the family, and the presets' weights in memory). The family is
 read from the checkpoint's
 ``model_index.json`` (its pipeline class), never from a table of model ids, so any checkpoint of a
@@ -71,8 +73,9 @@ def _discover() -> tuple[ModuleType, ...]:
 
 FAMILIES: tuple[ModuleType, ...] = _discover()
 __all__ = ["DTYPES", "EMBEDDED_PREFIX", "FAMILIES", "LoadedPipeline", "PipelineConfigError", "PipelineSpec",
-           "family_by_model_id", "family_for", "model_index", "passes_per_step", "pipeline_class", "resolve_device",
-           "resolve_model_path", "torch_dtype", "weights_gb"]
+           "family_by_model_id", "family_for", "frame_rate", "frames", "is_video", "latent_shape", "model_index",
+           "passes_per_step", "pipeline_class", "resolve_device", "resolve_model_path", "torch_dtype", "video_problem",
+           "weights_gb"]
 
 
 def __getattr__(name: str):
@@ -81,6 +84,39 @@ def __getattr__(name: str):
 
         return manager().resident_map
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def is_video(family: ModuleType) -> bool:
+    """The family makes videos (its candidates are tts.core.video.Video; num_frames and fps apply)."""
+    return bool(getattr(family, "VIDEO", False))
+
+
+def video_problem(family: ModuleType, spec: PipelineSpec) -> str | None:
+    """num_frames / fps on an image family, or a frame count the video family's VAE cannot take."""
+    if not is_video(family):
+        given = [k for k in ("num_frames", "fps") if getattr(spec, k) is not None]
+        return (f"pipeline.{given[0]} is for video pipelines (Wan, LTX-Video); {family.CLASS_NAMES[0]} makes images: "
+                "drop it") if given else None
+    from ..core.video import missing
+
+    problem = family.frames_problem(frames(family, spec)) if hasattr(family, "frames_problem") else None
+    return problem or missing()
+
+
+def frames(family: ModuleType, spec: PipelineSpec) -> int:
+    """Frames per video: pipeline.num_frames, else the family's default."""
+    return spec.num_frames or family.DEFAULT_NUM_FRAMES
+
+
+def frame_rate(family: ModuleType, spec: PipelineSpec) -> float:
+    return float(spec.fps or family.DEFAULT_FPS)
+
+
+def latent_shape(family: ModuleType, pipe, spec: PipelineSpec) -> tuple[int, ...]:
+    """The initial noise's shape for one candidate: (C, h, w) for images, (C, F, h, w) for videos."""
+    if is_video(family):
+        return tuple(family.latent_shape(pipe, spec.height, spec.width, frames(family, spec)))
+    return tuple(family.latent_shape(pipe, spec.height, spec.width))
 
 
 def family_for(class_name: str) -> ModuleType:
@@ -164,6 +200,9 @@ class PipelineSpec:
     dtype: str = "fp32"
     device: str = "auto"
     max_sequence_length: int | None = None
+    #: video families (Wan, LTX-Video): frames per video and its frame rate (None: the family's default)
+    num_frames: int | None = None
+    fps: float | None = None
     quantize: str | None = None
     cpu_offload: bool = False
     vae_tiling: bool = False
@@ -209,6 +248,11 @@ class PipelineSpec:
         scale = self.guidance_scale
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale <= MAX_GUIDANCE:
             raise PipelineConfigError(f"pipeline.guidance_scale must be a number in [0, {MAX_GUIDANCE}], got {scale!r}")
+        frames, fps = self.num_frames, self.fps
+        if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 1):
+            raise PipelineConfigError(f"pipeline.num_frames must be a positive integer or null, got {frames!r}")
+        if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 240):
+            raise PipelineConfigError(f"pipeline.fps must be a number in (0, 240] or null, got {fps!r}")
         length = self.max_sequence_length
         if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
             raise PipelineConfigError(f"pipeline.max_sequence_length must be a positive integer or null, "
@@ -240,6 +284,7 @@ class PipelineSpec:
         if self.call_args:
             check_call_args(self.call_args, pipeline_class(class_name), family, self.guidance_scale)
         problem = family.load_problem(source.index) if hasattr(family, "load_problem") else None
+        problem = problem or video_problem(family, self)
         if problem:
             raise PipelineConfigError(f"pipeline.model_id={self.model_id}: {problem}")
         return source

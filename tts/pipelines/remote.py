@@ -33,7 +33,8 @@ MAX_BACKOFF_S = 30.0
 CHECK_TIMEOUT_S = 5.0
 #: the pipeline settings a request carries (the server owns where and how else its model is loaded)
 CALL_SETTINGS = ("height", "width", "num_inference_steps", "guidance_scale", "max_sequence_length", "call_args",
-                 "dtype")
+                 "dtype", "num_frames", "fps")
+VIDEO_SETTINGS = ("num_frames", "fps")  # sent only when set (a server from before video takes requests without them)
 
 
 class ServerError(PipelineConfigError):
@@ -46,7 +47,7 @@ def auth_headers() -> dict[str, str]:
 
 
 def call_settings(spec: PipelineSpec) -> dict:
-    return {k: getattr(spec, k) for k in CALL_SETTINGS}
+    return {k: getattr(spec, k) for k in CALL_SETTINGS if k not in VIDEO_SETTINGS or getattr(spec, k) is not None}
 
 
 def _detail(response) -> str:
@@ -117,7 +118,12 @@ class RemoteGenerator:
         if out.get("model_id", self.spec.model_id) != self.spec.model_id:
             raise ServerError(f"the server generated with {out['model_id']!r}, not pipeline.model_id="
                               f"{self.spec.model_id}: point pipeline.server at a server that serves it")
-        images = [Image.open(io.BytesIO(base64.b64decode(png))).convert("RGB") for png in out["images"]]
+        if out.get("videos"):  # a video pipeline: each candidate as MP4 bytes (its PNG is the keyframe strip)
+            from ..core.video import video_from_bytes
+
+            images = [video_from_bytes(base64.b64decode(mp4)) for mp4 in out["videos"]]
+        else:
+            images = [Image.open(io.BytesIO(base64.b64decode(png))).convert("RGB") for png in out["images"]]
         if len(images) != len(lineages):
             raise ServerError(f"the server returned {len(images)} images for {len(lineages)} noises")
         return images, float(out["nfe"]), time.perf_counter() - start

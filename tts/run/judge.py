@@ -264,13 +264,12 @@ def _score_all(path: Path, judge: Judge, todo: list[CandidateRecord], settings: 
 
 def _score_batch(path: Path, judge: Judge, batch: list[CandidateRecord]) -> list[JudgeRecord]:
     """Score one batch from its saved images and append a record per candidate (a failure is recorded)."""
-    from PIL import Image
-
+    from ..core.video import load_candidate
     from .verify import finite_verdict
 
     start = time.perf_counter()
     try:
-        images = [Image.open(rf.run_file(path, r.image)).convert("RGB") for r in batch]
+        images = [load_candidate(rf.run_file(path, r.image)) for r in batch]  # a video: its MP4's frames
         verdicts = [as_verdict(v) for v in judge.verifier.score([r.prompt for r in batch], images)]
         if len(verdicts) != len(batch):
             raise RuntimeError(f"the judge returned {len(verdicts)} results for {len(batch)} images")

@@ -43,7 +43,8 @@ class ManifestIndex:
             if r.status == "blocked" and regenerate_blocked:
                 continue
             image = rf.run_file(self.folder.root, r.image)  # never a file outside the folder (a tampered record)
-            if image is not None and rf.image_ok(image):
+            video = rf.run_file(self.folder.root, r.video) if r.video else None
+            if image is not None and rf.image_ok(image) and (r.video is None or (video is not None and video.exists())):
                 (resume.finished if r.status != "failed" else resume.failed)[r.key] = r
             else:
                 unreadable += 1

@@ -13,9 +13,8 @@ import time
 import traceback
 from pathlib import Path
 
-from PIL import Image
-
 from ..core import runfolder as rf
+from ..core.video import Video, load_candidate, probe, video_path
 from ..core.records import CandidateRecord, PathRecord, RoundBest, SafetyRecord, ScoreSummary, Timings
 from ..prompts import Prompt
 from ..search import Candidate, best_record
@@ -39,6 +38,20 @@ class Pending:
     generate_s: float
     safety: SafetyRecord | None = None  # blocked when safety.blocked: recorded, never verified
     path_record: PathRecord | None = None  # an in-loop strategy's candidate: its whole path (tts.run.inloop)
+    media: dict | None = None  # a video candidate's record fields (video, frames, fps), read where it is loaded
+
+
+def media_of(item) -> dict | None:
+    return {"frames": len(item), "fps": item.fps} if isinstance(item, Video) else None
+
+
+def video_fields(p: Pending) -> dict:
+    """A video candidate's MP4 (beside its PNG), frame count and frame rate for its record; {} for an image."""
+    mp4 = video_path(p.image_path)
+    if not mp4.exists():
+        return {}
+    media = p.media or probe(mp4)
+    return {"video": mp4.name, "frames": media["frames"], "fps": media["fps"]}
 
 
 def verify_and_record(job: SearchJob, folder: rf.RunFolder, pending: list[Pending]) -> list[CandidateRecord]:
@@ -53,7 +66,9 @@ def verify_and_record(job: SearchJob, folder: rf.RunFolder, pending: list[Pendin
         return blocked
     start = time.perf_counter()
     try:
-        images = [Image.open(p.image_path).convert("RGB") for p in pending]
+        images = [load_candidate(p.image_path) for p in pending]  # a video candidate: its MP4's frames
+        for p, item in zip(pending, images):
+            p.media = media_of(item)
         verdicts = [as_verdict(s) for s in job.verifier.score([p.prompt.text for p in pending], images)]
         if len(verdicts) != len(pending):
             raise RuntimeError(f"verifier returned {len(verdicts)} results for {len(pending)} images")
@@ -87,7 +102,7 @@ def make_record(job: SearchJob, folder: rf.RunFolder, p: Pending, v: Verdict, ve
         score=v.scores[metric].score if ok else None,
         scores=({name: v.scores} if v.scores else {}) | v.members, image=p.image_path.name,
         timings=Timings(generate_s=p.generate_s, verify_s=verify_s), worker=folder.worker, usage=v.usage,
-        safety=p.safety, path=p.path_record)
+        safety=p.safety, path=p.path_record, **video_fields(p))
 
 
 def finite_verdict(v: Verdict) -> Verdict:

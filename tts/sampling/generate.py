@@ -24,7 +24,8 @@ import torch
 
 from ..pipelines.models import ModelManager, manager
 from ..core.noise import make_noise, step_noise_seed
-from ..pipelines import LoadedPipeline, PipelineSpec, torch_dtype
+from ..core.video import Video
+from ..pipelines import LoadedPipeline, PipelineSpec, frame_rate, frames, is_video, latent_shape, torch_dtype
 from ..pipelines.flags import mark_flagged
 
 EMBEDS_KEPT = 16  # prompts whose embeddings stay cached per loaded pipeline
@@ -56,6 +57,11 @@ def make_generator(spec: PipelineSpec, models: ModelManager | None = None):
     loaded = models.load(spec)
     spec._apply_memory_options(loaded.pipe)
     return Generator(loaded, spec, models)
+
+
+def videos(family, spec: PipelineSpec, rows: list) -> list[Video]:
+    """A video family's output (each row a list of PIL frames) as Video candidates at the spec's frame rate."""
+    return [Video(list(frames_), frame_rate(family, spec)) for frames_ in rows]
 
 
 class DenoiserRows:
@@ -90,7 +96,7 @@ class Generator:
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
-        return self.family.latent_shape(self.pipe, self.spec.height, self.spec.width)
+        return latent_shape(self.family, self.pipe, self.spec)
 
     def encode(self, prompt: str | Embeds) -> dict:
         """The prompt's embeddings, computed on the first call for this prompt (and these encoding settings)
@@ -144,7 +150,11 @@ class Generator:
             call = {"latents": latents, "height": self.spec.height, "width": self.spec.width,
                     "num_inference_steps": self.spec.num_inference_steps, "guidance_scale": self.spec.guidance_scale,
                     "output_type": "pil"}
+            if is_video(self.family):
+                call["num_frames"] = frames(self.family, self.spec)
             out = self.pipe(**kwargs, **self._step_callback(on_step), **(call | self._family_args(lineages)))
+        if is_video(self.family):
+            return videos(self.family, self.spec, out.frames)
         # the safety checker's per-image flags ride in each image's info (tts.run.safety reads them)
         return mark_flagged(out.images, getattr(out, "nsfw_content_detected", None))
 

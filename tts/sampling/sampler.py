@@ -45,9 +45,9 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
-from .generate import DenoiserRows
+from .generate import DenoiserRows, videos
 from ..core.noise import fresh, make_noise, step_noise_generators, step_noise_seed
-from ..pipelines import PipelineConfigError
+from ..pipelines import PipelineConfigError, is_video
 from ..pipelines.stepping import Conditioning
 
 if TYPE_CHECKING:
@@ -248,7 +248,8 @@ class Sampler:
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> list:
         """PIL images of latents (final latents, or x0 previews)."""
-        return self.family.decode(self.pipe, latents, self.spec.height, self.spec.width)
+        out = self.family.decode(self.pipe, latents, self.spec.height, self.spec.width)
+        return videos(self.family, self.spec, out) if is_video(self.family) else out
 
     def generate(self, prompt, lineages: list[dict], seeds: SeedFn | None = None) -> tuple[list, Trajectories]:
         """Images of a whole run (no search acting) and the finished trajectories."""

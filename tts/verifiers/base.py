@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from PIL import Image
 
 from ..core.records import MetricScore, Usage
+from .frames import DEFAULTS, wrap_class
 
 if TYPE_CHECKING:
     import torch
@@ -61,6 +62,16 @@ class Verifier:
     lower_is_better: frozenset[str] = frozenset()
     #: Constructor settings a resumed run folder may change (how it runs, not what it computes).
     operational_keys: tuple[str, ...] = ("device",)
+    #: Videos (tts.core.video.Video): the frames scored (``first,middle,last`` or a count N, evenly spaced) and
+    #: how their scores combine (``mean``, ``min``: the worst frame); every verifier takes both as keywords
+    #: (tts.verifiers.frames). ``takes_video``: the verifier scores whole videos itself.
+    frames: str | int = DEFAULTS["frames"]
+    frame_reduce: str = DEFAULTS["frame_reduce"]
+    takes_video: bool = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        wrap_class(cls)
 
     def __init__(self, choice_of_metric: str | None = None):
         choice_of_metric = choice_of_metric or (self.metrics[0] if self.metrics else None)
@@ -107,6 +118,9 @@ class Verifier:
         if loop is not None:
             loop.call_soon_threadsafe(loop.stop)
             self._loop = None
+
+
+wrap_class(Verifier)  # its own __init__ and score (the async path) take videos too
 
 
 @runtime_checkable

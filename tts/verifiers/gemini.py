@@ -49,7 +49,7 @@ class GeminiVerifier(grading.ApiGrader):
         from google.genai import types
 
         data, mime = grading.encode_image(image, self.max_side, self.image_format)
-        contents = [types.Part.from_bytes(data=data, mime_type=mime), grading.fill_template(self.template, prompt)]
+        contents = [types.Part.from_bytes(data=data, mime_type=mime), grading.fill_template(self.template, prompt, image)]
         config = types.GenerateContentConfig(response_mime_type="application/json", response_schema=grading.Grades,
                                              max_output_tokens=self.max_output_tokens)
         usage = [Usage()]

@@ -105,8 +105,27 @@ def load_template(prompt_path: str | None) -> str:
     return text
 
 
-def fill_template(template: str, prompt: str) -> str:
-    return template.replace(PROMPT_SLOT, prompt)
+#: what a grader is told when its image is a video's keyframe grid (tts.core.video.keyframe_grid)
+VIDEO_PREAMBLE = ("The image shows a video generated from the prompt below: {frames} in time order, left to right, "
+                  "then top to bottom, each labelled with its frame number. Grade the video as a whole: every frame, "
+                  "and whether they stay consistent with each other and with the prompt over time.\n\n")
+
+
+def fill_template(template: str, prompt: str, image=None) -> str:
+    """The grading text for ``prompt``; for a video's keyframe grid, led by :data:`VIDEO_PREAMBLE`."""
+    from ..core.video import GRID_KEY
+
+    text = template.replace(PROMPT_SLOT, prompt)
+    frames = getattr(image, "info", {}).get(GRID_KEY)
+    return VIDEO_PREAMBLE.format(frames=frames) + text if frames else text
+
+
+def video_as_grid(verifier, item):
+    """What a grader is shown of a candidate: a video's labelled keyframe grid (``verifier.frames``; one request
+    per video), an image as it is."""
+    from ..core.video import is_video, keyframe_grid
+
+    return keyframe_grid(item, verifier.frames) if is_video(item) else item
 
 
 # ---------------------------------------------------------------------------------------------- images
@@ -265,6 +284,9 @@ class ApiGrader(Verifier):
     operational_keys = ("base_url", "max_concurrency", "max_attempts", "timeout_s", "backoff_s",
                         "max_backoff_s", "price_per_million_input_tokens", "price_per_million_output_tokens")
 
+    #: a video is graded in one request, on its labelled keyframe grid (video_as_grid), not frame by frame
+    takes_video = True
+
     def __init__(self, model_name: str, choice_of_metric: str | None, prompt_path: str | None, max_side: int,
                  image_format: str, max_concurrency: int, max_attempts: int, timeout_s: float, backoff_s: float,
                  max_backoff_s: float, base_url: str | None, max_output_tokens: int | None,
@@ -315,7 +337,8 @@ class ApiGrader(Verifier):
     async def ascore(self, prompts, images):
         if self._client is None:
             await self._open()
-        return list(await asyncio.gather(*(self._grade(p, img) for p, img in zip(prompts, images))))
+        shown = [video_as_grid(self, item) for item in images]  # a video: one request, its keyframe grid
+        return list(await asyncio.gather(*(self._grade(p, img) for p, img in zip(prompts, shown))))
 
     async def _open_client(self):
         raise NotImplementedError

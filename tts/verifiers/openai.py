@@ -55,7 +55,7 @@ class OpenAIVerifier(grading.ApiGrader):
         data, mime = grading.encode_image(image, self.max_side, self.image_format)
         url = f"data:{mime};base64,{base64.b64encode(data).decode()}"
         messages = [{"role": "user", "content": [
-            {"type": "text", "text": grading.fill_template(self.template, prompt)},
+            {"type": "text", "text": grading.fill_template(self.template, prompt, image)},
             {"type": "image_url", "image_url": {"url": url, "detail": self.image_detail}}]}]
         extra = {} if self.max_output_tokens is None else {"max_completion_tokens": self.max_output_tokens}
         usage = [Usage()]

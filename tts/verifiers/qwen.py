@@ -29,6 +29,8 @@ class QwenVerifier(Verifier):
     name = "qwen"
     metrics = grading.METRICS
 
+    takes_video = True  # a video: one labelled keyframe grid (grading.video_as_grid)
+
     def __init__(self, model_name: str = "Qwen/Qwen2.5-VL-7B-Instruct", choice_of_metric: str | None = "overall_score",
                  prompt_path: str | None = None, max_new_tokens: int = 1024, max_explanation_chars: int = 300,
                  max_side: int = 512, device: str = "auto", dtype: str = "auto", load_in_4bit: bool = False,
@@ -70,9 +72,10 @@ class QwenVerifier(Verifier):
     def score(self, prompts, images):
         import outlines
 
+        images = [grading.video_as_grid(self, img) for img in images]  # a video: one labelled keyframe grid
         chats = [outlines.inputs.Chat([{"role": "user", "content": [
             {"type": "image", "image": outlines.inputs.Image(_with_format(img, self.max_side))},
-            {"type": "text", "text": grading.fill_template(self.template, prompt)}]}])
+            {"type": "text", "text": grading.fill_template(self.template, prompt, img)}]}])
             for prompt, img in zip(prompts, images)]
         with self._lock:
             answers = self._generate(chats)

@@ -223,9 +223,17 @@ def render(lay: Layout, thumbs: dict[Path, Image.Image], fonts_: Fonts | None = 
 
 
 def _fit(image: Image.Image, side: int) -> Image.Image:
-    """The image scaled to ``side`` px square: pixel-exact when enlarging by a whole factor, else Lanczos."""
+    """The image scaled to ``side`` px square: pixel-exact when enlarging by a whole factor, else Lanczos; an image
+    that is not square (a video's keyframe strip) keeps its aspect, centred on white."""
     big = max(image.size)
-    return image.resize((side, side), Image.NEAREST if side > big and side % big == 0 else Image.LANCZOS)
+    resample = Image.NEAREST if side > big and side % big == 0 else Image.LANCZOS
+    w, h = image.size
+    if w == h:
+        return image.resize((side, side), resample)
+    fitted = image.resize((max(1, round(w * side / big)), max(1, round(h * side / big))), Image.LANCZOS)
+    tile = Image.new("RGB", (side, side), "white")
+    tile.paste(fitted, ((side - fitted.width) // 2, (side - fitted.height) // 2))
+    return tile
 
 
 def load_image(path: Path) -> Image.Image | None:

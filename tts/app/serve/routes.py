@@ -167,7 +167,9 @@ def _merge(futures) -> dict:
 
 
 def _merge_results(results: list[dict]) -> dict:
+    videos = [mp4 for r in results for mp4 in r.get("videos", [])]  # video pipelines: MP4 bytes per candidate
     return {"images": [png for r in results for png in r["images"]], "nfe": results[0]["nfe"],
             "seconds": sum(r["seconds"] for r in results), "batch": max(r["batch"] for r in results),
-            "latent_shape": results[0]["latent_shape"], "model_id": results[0]["model_id"]}
+            "latent_shape": results[0]["latent_shape"], "model_id": results[0]["model_id"]} | (
+        {"videos": videos} if videos else {})
 

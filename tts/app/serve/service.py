@@ -9,7 +9,8 @@ import json
 import os
 import time
 
-from ...pipelines import PipelineConfigError, PipelineSpec
+from ...core.video import is_video, mp4_bytes
+from ...pipelines import PipelineConfigError, PipelineSpec, latent_shape
 from ...pipelines.models import ModelManager
 from ...pipelines.remote import CALL_SETTINGS
 from ...sampling.generate import Embeds, Generator
@@ -124,16 +125,19 @@ class GenerationService:
                 images, nfe, seconds = generator.generate(prompts, lineages, on_step)
             finally:
                 generator.close()
-        pngs = []
+        pngs, mp4s = [], []
         for image in images:
             buf = io.BytesIO()
-            image.save(buf, format="PNG")
+            image.save(buf, format="PNG")  # a video: its keyframe strip
             pngs.append(base64.b64encode(buf.getvalue()).decode())
+            if is_video(image):
+                mp4s.append(base64.b64encode(mp4_bytes(image)).decode())
         out, start = [], 0
         for w in works:
             n = len(w.payload.lineages)
             out.append({"images": pngs[start:start + n], "nfe": nfe, "seconds": seconds, "batch": len(lineages),
-                        "latent_shape": list(shape), "model_id": spec.model_id})
+                        "latent_shape": list(shape), "model_id": spec.model_id}
+                       | ({"videos": mp4s[start:start + n]} if mp4s else {}))
             start += n
         return out
 
@@ -156,7 +160,7 @@ class GenerationService:
         spec = self.spec_for(name, {k: body[k] for k in ("height", "width", "dtype") if k in body})
         start = time.perf_counter()
         with self.models.use(spec) as loaded:
-            shape = loaded.family.latent_shape(loaded.pipe, spec.height, spec.width)
+            shape = latent_shape(loaded.family, loaded.pipe, spec)
         return {"name": name, "loaded": True, "model_id": spec.model_id, "latent_shape": list(shape),
                 "seconds": round(time.perf_counter() - start, 3)}
 

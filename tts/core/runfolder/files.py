@@ -42,7 +42,13 @@ def atomic_write_json(path: Path, obj) -> None:
 
 
 def save_image(path: Path, image) -> None:
+    """A PNG written whole; a video candidate (tts.core.video.Video) is its keyframe strip here and an MP4 beside."""
     import io
+
+    from ..video import is_video, video_path, write_mp4
+
+    if is_video(image):
+        write_mp4(video_path(path), image)
 
     buf = io.BytesIO()
     image.save(buf, format="PNG")

@@ -41,12 +41,12 @@ class Images:
         self.page_dir, self.embed = page_dir.resolve(), embed
         self._folders: dict[Path, str] = {}
 
-    def __call__(self, folder: Path, name: str) -> str:
+    def __call__(self, folder: Path, name: str, mime: str = "image/png") -> str:
         if rf.run_file(folder, name) is None:  # a tampered record: nothing outside the run folder is shown
             return ""
         if self.embed:
             try:
-                return "data:image/png;base64," + base64.b64encode((folder / name).read_bytes()).decode()
+                return f"data:{mime};base64," + base64.b64encode((folder / name).read_bytes()).decode()
             except OSError:
                 return ""
         if folder not in self._folders:
@@ -83,7 +83,10 @@ def page_data(runs: list[Run], images: Images) -> dict:
                       [[index[(v, m)], s.score, strings(s.explanation) if explain_all or b is top else -1]
                        for v, ms in b.scores.items() for m, s in ms.items() if (v, m) in index]]
                      for (k, b), src in zip(bests.items(), srcs)]
-            rows.append({"run": n, "best": list(bests).index(top.round), "pre": prefix, "tiles": tiles})
+            row = {"run": n, "best": list(bests).index(top.round), "pre": prefix, "tiles": tiles}
+            if top.video:  # a video run: the best candidate's MP4, played inline beside its keyframe strips
+                row["video"] = images(run.path, top.video, "video/mp4")
+            rows.append(row)
         out.append({"text": prompt, "n": pidx, "tags": _tags(tags), "runs": rows})
     return {"runs": [{"label": r.label, "colour": r.colour, "metric": index[(r.verifier, r.metric)]} for r in runs],
             "metrics": list(names.values()), "strings": strings.items, "prompts": out}

@@ -60,6 +60,29 @@
     return fig;
   }
 
+  function videoEl(row, top) {
+    // a video run's best candidate, played inline (muted, looped); its MP4 linked under it
+    const fig = document.createElement("figure");
+    fig.className = "tile best video";
+    const v = document.createElement("video");
+    v.src = row.video;
+    v.controls = true;
+    v.loop = true;
+    v.muted = true;
+    v.playsInline = true;
+    v.preload = "metadata";
+    v.width = 2 * BEST_SIDE;
+    fig.title = tileTitle(top, data.runs[row.run].metric);
+    const cap = document.createElement("figcaption");
+    const link = document.createElement("a");
+    link.href = row.video;
+    link.textContent = "best video · " + fmt(top[2]);
+    cap.appendChild(link);
+    fig.appendChild(v);
+    fig.appendChild(cap);
+    return fig;
+  }
+
   function promptEl(p) {
     const art = document.createElement("article");
     art.className = "prompt";
@@ -92,6 +115,7 @@
       line.appendChild(label);
       const tiles = document.createElement("div");
       tiles.className = "tiles";
+      if (row.video) tiles.appendChild(videoEl(row, top));
       tiles.appendChild(tileEl(p, row, top, BEST_SIDE, "best · " + fmt(top[2]), "best run-best"));
       row.tiles.forEach(function (tile, i) {
         tiles.appendChild(tileEl(p, row, tile, ROUND_SIDE, "r" + tile[0] + " · " + fmt(tile[2]),
