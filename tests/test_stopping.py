@@ -85,8 +85,8 @@ def test_reached_follows_the_metrics_direction():
 
 def test_stop_at_ends_each_prompt_at_its_first_hit_and_records_what_it_saved(tmp_path):
     full, stop = tmp_path / "full", tmp_path / "stop"
-    run_tts(BENCH + ["search.rounds=4", "batch_size=1", "search.nfe_budget=160"], full)
-    run_tts(BENCH + ["search.rounds=4", "batch_size=1", "search.nfe_budget=160", "++search.stop_at=1"], stop)
+    run_tts(BENCH + ["search.rounds=2", "batch_size=1", "search.nfe_budget=80"], full)
+    run_tts(BENCH + ["search.rounds=2", "batch_size=1", "search.nfe_budget=80", "++search.stop_at=1"], stop)
     whole, cut = by_prompt(records_in_order(full)), by_prompt(records_in_order(stop))
     summary = json.loads((stop / rf.SUMMARY).read_text())
     reached = 0
@@ -100,11 +100,11 @@ def test_stop_at_ends_each_prompt_at_its_first_hit_and_records_what_it_saved(tmp
         assert row["stopped_at_score"] == (None if hit is None else 1.0)
         if hit is not None:
             reached += 1
-            assert row["nfe_unspent"] == 160 - row["nfe_spent"]
+            assert row["nfe_unspent"] == 80 - row["nfe_spent"]
             last = max(r.round for r in kept)
             [round_json] = list(stop.glob(f"{rf.prompt_stem(prompt)}_i@{last}_s@*.json"))
             doc = json.loads(round_json.read_text())
-            assert doc["stopped_at_score"] == 1.0 and doc["nfe_unspent"] == 160 - doc["nfe_total"]
+            assert doc["stopped_at_score"] == 1.0 and doc["nfe_unspent"] == 80 - doc["nfe_total"]
     assert reached >= 1
     ctq = summary["cost_to_quality"]
     assert ctq["reached"] == reached and ctq["success"] == pytest.approx(reached / 3)
