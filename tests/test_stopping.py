@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import compose, run_tts
 
+from tts.app.messages import format_summary
 from tts.core import runfolder as rf
 from tts.core.stats import bootstrap_mean, bootstrap_paired, bootstrap_rate
 from tts.search.protocols import Budget
@@ -163,6 +164,9 @@ def test_a_study_budget_moves_what_easy_prompts_leave_to_hard_ones(tmp_path):
         elif passes[0].spent and h not in open_after_first:
             assert row["nfe_spent"] <= 100
     assert summary["cost_to_quality"]["study_passes"] == len(passes)
+    reached = sum(r["stopped_at_score"] is not None for r in summary["prompts"].values())
+    assert f"{reached} of 4 prompts reached stop_at=1; NFEs a prompt: mean {sum(spent.values()) / 4:.1f}" in (
+        format_summary(summary, tmp_path))
     assert 400 - sum(spent.values()) < passes[0].nfe_per_image or all(
         r["stopped_at_score"] is not None for r in summary["prompts"].values())
 
