@@ -129,8 +129,10 @@ def test_stop_at_settings_are_checked_before_anything_loads(tmp_path):
     from tts.app.errors import ConfigError
     from tts.app.overrides import check_overrides
 
-    assert check_overrides(["search.stop_at=1", "search.study_nfe_budget=600"]) == [
-        "++search.stop_at=1", "++search.study_nfe_budget=600"]
+    assert check_overrides(["search.stop_at=1", "search.study_nfe_budget=600", "search.study_order=best-first"]) == [
+        "++search.stop_at=1", "++search.study_nfe_budget=600", "++search.study_order=best-first"]
+    with pytest.raises(ConfigError, match="search.study_order must be one of round-robin, best-first, got 'best'"):
+        build_job(compose(["++search.study_nfe_budget=600", "++search.study_order=best"]), tmp_path)
     with pytest.raises(ConfigError, match="search.stop_at must be a score"):
         build_job(compose(["++search.stop_at=high"]), tmp_path)
     with pytest.raises(ConfigError, match="search.study_nfe_budget must be a positive number"):
@@ -140,7 +142,7 @@ def test_stop_at_settings_are_checked_before_anything_loads(tmp_path):
     with pytest.raises(ConfigError, match="needs the whole study in one process: drop shard.count"):
         build_job(compose(["++search.study_nfe_budget=600", "shard.count=2"]), tmp_path)
     job = build_job(compose(["++search.stop_at=0.5", "search.nfe_budget=40"]), tmp_path)
-    assert job.budget == Budget(40.0, 0.5, None)
+    assert job.budget == Budget(40.0, 0.5, None, "round-robin")
 
 
 # -- search.study_nfe_budget ---------------------------------------------------------------------------------------
@@ -169,6 +171,27 @@ def test_a_study_budget_moves_what_easy_prompts_leave_to_hard_ones(tmp_path):
         format_summary(summary, tmp_path))
     assert 400 - sum(spent.values()) < passes[0].nfe_per_image or all(
         r["stopped_at_score"] is not None for r in summary["prompts"].values())
+
+
+def test_best_first_hands_the_leftover_to_the_prompt_closest_to_the_threshold(tmp_path):
+    run_tts(STUDY + ["++search.study_order=best-first"], tmp_path)
+    passes = rf.read_study(tmp_path)
+    [chosen] = passes[1].grants  # no search.nfe_budget: the first in line takes the whole leftover
+    order = [rf.prompt_hash(p.text) for p in _prompts(tmp_path)]
+    first = {}
+    for r in records_in_order(tmp_path):  # each prompt's records of pass 1: what it had spent when pass 2 was decided
+        if sum(x.nfe for x in first.get(r.prompt_hash, [])) < passes[1].spent[r.prompt_hash]:
+            first.setdefault(r.prompt_hash, []).append(r)
+    best = {h: max(r.score for r in rs) for h, rs in first.items()}
+    open_ = [h for h in order if best[h] < 1 and passes[1].spent[h] == passes[0].grants[h]]
+    assert chosen == max(open_, key=lambda h: (best[h], -order.index(h)))
+    assert passes[1].grants[chosen] == passes[1].spent[chosen] + (passes[1].leftover // 10) * 10
+
+
+def _prompts(run):
+    from tts.app.build import build_job
+
+    return build_job(compose(STUDY), run / "x").prompts
 
 
 @pytest.mark.slow

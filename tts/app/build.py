@@ -168,7 +168,7 @@ def _driver_settings(node: DictConfig) -> tuple[DictConfig, dict]:
     node = copy.deepcopy(node)
     with open_dict(node):
         values = {k: node.pop(k, None) for k in DRIVER_KEYS}
-    return node, {"stop_at": values["stop_at"], "study_nfe_budget": values["study_nfe_budget"]}
+    return node, values
 
 
 def _safety(cfg, pipeline):

@@ -9,8 +9,10 @@ and a rerun replays the passes as written, so a resumed study makes the same rec
 2. the leftover (B minus what every prompt spent) is counted in whole images (``nfe_per_image``, measured on the
    pipeline); the prompts still open are those below the threshold whose strategy, replayed with one more image,
    asks for more (a search that ended its own rounds stays closed);
-3. the next pass hands those images out round-robin, one at a time, in prompt order, to the open prompts (never past
-   ``search.nfe_budget``): a prompt's new budget is what it spent plus the images it got;
+3. the next pass hands those images out to the open prompts (never past ``search.nfe_budget``): with
+   ``search.study_order=round-robin`` (the default) one at a time, in prompt order; with ``best-first`` all it can
+   take to the prompt whose best score so far is highest (closest to the threshold; ties: prompt order), then the
+   next. A prompt's new budget is what it spent plus the images it got;
 4. passes repeat until no open prompt is left or the leftover pays for no image; the last line says ``final``.
 
 The whole study runs in one process (tts.search.protocols.driver_problem refuses shards).
@@ -23,6 +25,7 @@ from typing import Callable
 from ..core import runfolder as rf
 from ..core.records import StudyAllocation
 from ..prompts import Prompt
+from ..search import best_record, oriented
 from .summary import replayed_to_end
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,10 @@ def decide(job, mine, by_prompt: dict, grants: dict[str, float], step: int, nfe:
     images = int(leftover // nfe + 1e-9)
     open_ = [h for (i, p), h in zip(mine, hashes) if _open(job, i, p, by_prompt.get(h, {}), spent[h] + nfe)
              and (cap is None or spent[h] + nfe <= cap + 1e-9)]
+    if job.budget.study_order == "best-first":
+        new = _best_first(job, open_, by_prompt, spent, images, nfe, cap)
+        return StudyAllocation(study_nfe_budget=study, nfe_per_image=nfe, step=step, grants=new, spent=spent,
+                               leftover=leftover, final=not new)
     extra = dict.fromkeys(open_, 0)
     while images > 0 and extra:
         for h in list(extra):
@@ -93,6 +100,23 @@ def decide(job, mine, by_prompt: dict, grants: dict[str, float], step: int, nfe:
     new = {h: spent[h] + k * nfe for h, k in extra.items() if k}
     return StudyAllocation(study_nfe_budget=study, nfe_per_image=nfe, step=step, grants=new, spent=spent,
                            leftover=leftover, final=not new)
+
+
+def _best_first(job, open_: list[str], by_prompt: dict, spent: dict, images: int, nfe: float, cap) -> dict:
+    """The leftover images to the open prompts by their best score so far (oriented: larger is closer to the
+    threshold; a prompt with none scored last), each taking all it can (up to ``search.nfe_budget``)."""
+    up = job.verifier.higher_is_better()
+
+    def key(h):
+        top = best_record(by_prompt.get(h, {}).values(), up)
+        return (0, -oriented(top.score, up)) if top is not None else (1, 0.0)
+
+    new = {}
+    for h in sorted(open_, key=key):  # sorted is stable: ties keep prompt order
+        take = images if cap is None else min(images, int((cap - spent[h]) // nfe + 1e-9))
+        if take > 0:
+            new[h], images = spent[h] + take * nfe, images - take
+    return new
 
 
 def _open(job, index: int, prompt: Prompt, held: dict, grant: float) -> bool:

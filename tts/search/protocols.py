@@ -46,7 +46,9 @@ def is_in_loop(strategy) -> bool:
 
 
 #: ``search.*`` settings the drivers read, never passed to a strategy's class (tts.app.build pops them).
-DRIVER_KEYS = ("stop_at", "study_nfe_budget")
+DRIVER_KEYS = ("stop_at", "study_nfe_budget", "study_order")
+#: how tts.run.study hands out a study's leftover (docs/stopping.md)
+STUDY_ORDERS = ("round-robin", "best-first")
 IN_LOOP_STOP = "search.stop_at works with ask/tell strategies; in-loop support pending"
 IN_LOOP_STUDY = "search.study_nfe_budget works with ask/tell strategies; in-loop support pending"
 
@@ -61,6 +63,7 @@ class Budget:
     nfe: float | None = None
     stop_at: float | None = None
     study: float | None = None
+    study_order: str = "round-robin"
 
     def reached(self, score: float | None, higher_is_better: bool = True) -> bool:
         """A verifier score (not oriented) reaches ``stop_at``: equal to it, or better in the metric's direction
@@ -70,9 +73,13 @@ class Budget:
         return self.stop_at is not None and score is not None and (score == self.stop_at or better(
             score, self.stop_at, higher_is_better))
 
-    def with_settings(self, stop_at=None, study_nfe_budget=None) -> "Budget":
+    def with_settings(self, stop_at=None, study_nfe_budget=None, study_order=None) -> "Budget":
         """This budget with the drivers' settings checked (ValueError naming the setting)."""
-        return dataclasses.replace(self, stop_at=check_stop_at(stop_at), study=check_study(study_nfe_budget))
+        order = "round-robin" if study_order is None else study_order
+        if order not in STUDY_ORDERS:
+            raise ValueError(f"search.study_order must be one of {', '.join(STUDY_ORDERS)}, got {study_order!r}")
+        return dataclasses.replace(self, stop_at=check_stop_at(stop_at), study=check_study(study_nfe_budget),
+                                   study_order=order)
 
     @classmethod
     def of(cls, strategy) -> "Budget":
