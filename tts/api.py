@@ -355,7 +355,8 @@ def _results(run_dir: Path, prompts: list[str], higher_is_better: bool, keep: bo
 # -- search ----------------------------------------------------------------------------------------------------
 
 def search(pipeline, prompt: str | Sequence[str], *, verifier="shapes", strategy="random",
-           nfe_budget: float | None = None, seed: int = 0, batch_size: int = 8, run_dir: str | Path | None = None,
+           nfe_budget: float | None = None, stop_at: float | None = None, study_nfe_budget: float | None = None,
+           study_order: str | None = None, seed: int = 0, batch_size: int = 8, run_dir: str | Path | None = None,
            progress: bool = False, verifier_options: dict | None = None, strategy_options: dict | None = None,
            **options) -> SearchResult | list[SearchResult]:
     """Search one prompt (a SearchResult) or several (a list of them, in order).
@@ -365,7 +366,10 @@ def search(pipeline, prompt: str | Sequence[str], *, verifier="shapes", strategy
     tts Verifier, or a function ``(prompts, images) -> list[float]`` (larger is better).
     ``strategy``: a name (configs/search/NAME.yaml) or a strategy class; ``strategy_options``.
     Other keywords are the strategy's or the verifier's options, whichever takes them (``rounds=2``,
-    ``choice_of_metric="correct"``). ``nfe_budget``: denoiser evaluations per prompt.
+    ``choice_of_metric="correct"``). ``nfe_budget``: denoiser evaluations per prompt. ``stop_at``: a prompt's
+    search ends at its first candidate scoring at least this (in the metric's direction; docs/stopping.md);
+    ``study_nfe_budget``: one budget for all the prompts, what easy ones leave going to hard ones (``study_order``:
+    ``"round-robin"``, or ``"best-first"``: the prompts closest to the threshold first).
     ``run_dir``: write (or resume) the run folder there, as tts-search does; None keeps nothing on disk.
     """
     from .run.loop import SearchJob
@@ -387,6 +391,7 @@ def search(pipeline, prompt: str | Sequence[str], *, verifier="shapes", strategy
     _check_run_settings(seed, batch_size)
     pipe = pipeline if isinstance(pipeline, Pipeline) else load_pipeline(pipeline)
     budget = _check_components(ver, factory, pipe.spec)
+    budget = _driver_settings(budget, factory, search_node, stop_at, study_nfe_budget, study_order)
     prompts_node = ({"_target_": "tts.prompts.SinglePrompt", "text": texts[0]} if isinstance(prompt, str)
                     else {"_target_": "tts.prompts.ListPrompts", "texts": texts})
     prompts = select(ListPrompts(texts), "all")
@@ -454,6 +459,24 @@ def _check_components(verifier: Verifier, factory, spec) -> None:
         problem = budget.shortfall(*nfe_per_image(spec), spec.name, key="nfe_budget")
         if problem:
             raise ValueError(problem)
+    return budget
+
+
+def _driver_settings(budget, factory, search_node: dict, stop_at, study_nfe_budget, study_order=None):
+    """``stop_at`` and ``study_nfe_budget`` checked (one line) and kept in the config under ``search``, as
+    tts-search writes them; the job's budget with them."""
+    from .search.protocols import driver_problem, make_strategy, traits
+
+    try:
+        budget = budget.with_settings(stop_at, study_nfe_budget, study_order)
+    except ValueError as e:
+        raise ValueError(str(e).replace("search.", "")) from None
+    problem = driver_problem(traits(make_strategy(factory)), budget)
+    if problem:
+        raise ValueError(problem.replace("search.", ""))
+    for key, value in (("stop_at", budget.stop_at), ("study_nfe_budget", budget.study), ("study_order", study_order)):
+        if value is not None:
+            search_node[key] = value
     return budget
 
 

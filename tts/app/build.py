@@ -97,7 +97,7 @@ def build_job(cfg: DictConfig, run_dir: Path):
     from ..pipelines import PipelineConfigError, PipelineSpec
     from ..prompts import select
     from ..run.job import SearchJob
-    from ..search.protocols import traits
+    from ..search.protocols import driver_problem, traits
     from ..verifiers.base import Verifier
 
     pipeline = instantiate(cfg.pipeline, "pipeline")
@@ -122,9 +122,14 @@ def build_job(cfg: DictConfig, run_dir: Path):
         verifier.check()
     except (ValueError, ImportError) as e:
         raise ConfigError(str(e)) from None
-    factory = instantiate(cfg.search, "search")
+    search_node, drivers = _driver_settings(cfg.search)
+    factory = instantiate(search_node, "search")
     strategy = instantiate_strategy(factory)
     kind = traits(strategy)  # what the strategy is and its budget, read once
+    try:
+        budget = kind.budget.with_settings(**drivers)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if pipeline.server and (kind.in_loop or kind.budget.nfe):
         what = "steps the denoiser itself" if kind.in_loop else "counts NFEs per image"
         raise ConfigError(f"search={cfg.search.get('_target_', '').rsplit('.', 1)[-1]} {what}: it needs the pipeline "
@@ -143,14 +148,32 @@ def build_job(cfg: DictConfig, run_dir: Path):
     if not is_int(seed) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     shard, per_shard = _shard_settings(cfg, kind.asks_a_person)
+    problem = driver_problem(kind, budget, shard.count, bool(pipeline.server))
+    if problem:
+        raise ConfigError(problem)
     return SearchJob(pipeline=pipeline, verifier=verifier, search_factory=factory, prompts=prompts, run_dir=run_dir,
                      seed=seed, batch_size=positive_int(cfg, "batch_size"),
                      verify_concurrency=positive_int(cfg, "verify_concurrency", allow_auto=True),
                      group_by=getattr(source, "group_by", None), shard=shard, per_shard_manifest=per_shard,
-                     collages=_collages(cfg, shard), safety=_safety(cfg, pipeline), budget=kind.budget)
+                     collages=_collages(cfg, shard), safety=_safety(cfg, pipeline), budget=budget)
 
 
 MANIFEST_MODES = ("shared", "per-shard")
+
+
+def _driver_settings(node: DictConfig) -> tuple[DictConfig, dict]:
+    """``search.stop_at`` and ``search.study_nfe_budget`` are the drivers' (tts.search.protocols.DRIVER_KEYS), not
+    the strategy class's: a copy of the search node without them, and their values."""
+    import copy
+
+    from omegaconf import open_dict
+
+    from ..search.protocols import DRIVER_KEYS
+
+    node = copy.deepcopy(node)
+    with open_dict(node):
+        values = {k: node.pop(k, None) for k in DRIVER_KEYS}
+    return node, values
 
 
 def _safety(cfg, pipeline):

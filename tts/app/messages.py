@@ -59,4 +59,16 @@ def format_summary(summary: dict, run_dir: Path) -> str:
     lines += ["| group | n | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
     for name, g in summary["groups"].items():
         lines.append(f"| {name} | {g['n']} | " + " | ".join(f"{g.get(m, float('nan')):.3f}" for m in metrics) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + stopping_lines(summary))
+
+
+def stopping_lines(summary: dict) -> list[str]:
+    """search.stop_at / study_nfe_budget: how many prompts reached the threshold, and the NFEs a prompt spent."""
+    ctq = summary.get("cost_to_quality")
+    if not ctq or not ctq.get("nfe_per_prompt"):
+        return []
+    nfe = ctq["nfe_per_prompt"]
+    reached = (f"{ctq['reached']} of {ctq['n']} prompts reached stop_at={ctq['stop_at']:g}; "
+               if ctq.get("stop_at") is not None else "")
+    study = f" (study_nfe_budget={ctq['study_nfe_budget']:g})" if ctq.get("study_nfe_budget") is not None else ""
+    return [f"{reached}NFEs a prompt: mean {nfe['mean']:.1f}, median {nfe['median']:.0f}, max {nfe['max']:.0f}{study}"]

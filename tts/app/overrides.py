@@ -154,16 +154,19 @@ def _check_key(key: str, value: str, overrides: list[str]) -> bool:
     option = selected(overrides, head) if head in GROUPS and rest else None
     if option is None or option not in choices(head):
         return False
+    from ..search.protocols import DRIVER_KEYS  # search.stop_at, search.study_nfe_budget: every strategy's
+
     node = _option_node(head, option, overrides)
     first = rest.split(".")[0]
-    if first not in node and first in _keywords(node.get("_target_")):
+    if first not in node and (first in _keywords(node.get("_target_")) or (head == "search" and first in DRIVER_KEYS)):
         return True
     path = head
     for part in rest.split("."):
         if not isinstance(node, dict) or len(node) == 0:
             return False  # a free-form or empty mapping: Hydra judges
         if part not in node:
-            valid = sorted({str(k) for k in node if not str(k).startswith("_")} | _keywords(node.get("_target_")))
+            valid = sorted({str(k) for k in node if not str(k).startswith("_")} | _keywords(node.get("_target_"))
+                           | (set(DRIVER_KEYS) if head == "search" and path == head else set()))
             moved = getattr(rf.target_class(node.get("_target_")), "renamed_keys", {}).get(part)
             if moved:
                 raise ConfigError(f"{path}.{part} has moved: use {moved}")

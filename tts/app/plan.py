@@ -92,7 +92,7 @@ def make_plan(cfg: DictConfig, job=None) -> dict:
 def _parts(cfg: DictConfig, job) -> _Parts:
     if job is not None:
         return _Parts(job.pipeline, job.verifier, job.search_factory, job.prompts, job.shard.count, job.batch_size)
-    from .build import instantiate, instantiate_strategy, positive_int
+    from .build import _driver_settings, instantiate, instantiate_strategy, positive_int
     from .errors import ConfigError
     from ..prompts import select
     from ..run.shard import ShardError, from_config
@@ -102,7 +102,7 @@ def _parts(cfg: DictConfig, job) -> _Parts:
     except ShardError as e:
         raise ConfigError(str(e)) from None
     prompts = select(instantiate(cfg.prompts, "prompts"), cfg.num_prompts)
-    factory = instantiate(cfg.search, "search")
+    factory = instantiate(_driver_settings(cfg.search)[0], "search")  # search.stop_at & co. are the drivers'
     instantiate_strategy(factory)  # its settings checked (sizes bounded) before it is simulated: one line if not
     return _Parts(instantiate(cfg.pipeline, "pipeline"), instantiate(cfg.verifier, "verifier"),
                   factory, prompts, shard.count, positive_int(cfg, "batch_size"))

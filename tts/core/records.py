@@ -187,3 +187,27 @@ class RoundBest(BaseModel):
     num_failed: int = 0
     nfe_round: float = 0.0
     nfe_total: float = 0.0
+    # search.stop_at (tts.run.rounds): the threshold, the score that ended the search in this round (None: it did
+    # not end here), what the prompt's search could spend (nfe_budget, or its share of search.study_nfe_budget) and
+    # what it left unspent by stopping
+    stop_at: float | None = None
+    stopped_at_score: float | None = None
+    nfe_budget: float | None = None
+    nfe_unspent: float | None = None
+
+
+class StudyAllocation(BaseModel):
+    """One line of ``study.jsonl`` (``search.study_nfe_budget``, tts.run.study): the NFE budgets of one pass over
+    the prompts, written before the pass runs and replayed as written by a rerun, so a resumed study spends exactly
+    what the uninterrupted one would. ``grants``: each prompt's (by hash) whole budget from this pass on (prompts
+    not named keep their earlier grant); ``spent``: what each prompt had spent when the pass was decided;
+    ``final``: the allocation is over (no leftover pays for an image, or no prompt can use one)."""
+
+    schema_version: int = SCHEMA_VERSION
+    study_nfe_budget: float
+    nfe_per_image: float
+    step: int
+    grants: dict[str, float] = Field(default_factory=dict)
+    spent: dict[str, float] = Field(default_factory=dict)
+    leftover: float = 0.0
+    final: bool = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import functools
 import math
 import threading
 from pathlib import Path
@@ -55,6 +56,11 @@ class SearchJob:
         if self.budget is None:
             self.budget = traits(make_strategy(self.search_factory, self.seed)).budget
 
+    def factory_for(self, grant: float | None) -> Callable:
+        """The strategy factory of a prompt whose NFE budget is ``grant`` (its share of search.study_nfe_budget,
+        tts.run.study); the job's own factory when None."""
+        return self.search_factory if grant is None else functools.partial(self.search_factory, nfe_budget=grant)
+
     @property
     def verify_workers(self) -> int:
         """Worker threads for verification: the set value, or enough batches in flight for the verifier's
@@ -100,6 +106,8 @@ class PromptRun:
     prompt: Prompt
     resume: Resume
     progress: Progress
+    #: this prompt's NFE budget under search.study_nfe_budget (tts.run.study), in place of search.nfe_budget
+    grant: float | None = None
 
     @property
     def phash(self) -> str:

@@ -64,7 +64,13 @@ def run_search(job: SearchJob) -> dict | None:
         try:
             job.verifier.setup()
             with cf.ThreadPoolExecutor(job.verify_workers, thread_name_prefix="verify") as pool:
-                _search_all(Shared(job, folder, generator, screened, pool, index), mine)
+                shared = Shared(job, folder, generator, screened, pool, index)
+                if job.budget.study is not None:  # one budget over the study's prompts, in passes (tts.run.study)
+                    from .study import search_study
+
+                    search_study(shared, mine, _claim_and_search)
+                else:
+                    _search_all(shared, mine)
         finally:
             generator.close()
             job.verifier.close()
@@ -99,8 +105,9 @@ def _search_all(shared: Shared, mine: list[tuple[int, Prompt]]) -> None:
             rf.prompt_hash(p.text), {}), searches) and not _claim_and_search(shared, i, p, many)]
 
 
-def _claim_and_search(shared: Shared, i: int, prompt: Prompt, many: bool) -> bool:
-    """Search one prompt if this process can claim it (False: another live process holds it)."""
+def _claim_and_search(shared: Shared, i: int, prompt: Prompt, many: bool, grant: float | None = None) -> bool:
+    """Search one prompt if this process can claim it (False: another live process holds it); ``grant``: its
+    NFE budget under search.study_nfe_budget (tts.run.study)."""
     phash, folder = rf.prompt_hash(prompt.text), shared.folder
     if folder.claim(phash) is not None:
         return False
@@ -109,7 +116,7 @@ def _claim_and_search(shared: Shared, i: int, prompt: Prompt, many: bool) -> boo
         search_prompt(PromptRun(shared.job, folder, shared.generator, shared.screened, shared.pool, i, prompt,
                                  shared.index.resume(phash, shared.job.safety.regenerates),
                                  Progress(prompt.text, not shared.job.progress, not many,
-                                           shared.job.per_prompt_total)))
+                                           shared.job.per_prompt_total), grant))
     finally:
         folder.release(phash)
     return True
@@ -117,7 +124,7 @@ def _claim_and_search(shared: Shared, i: int, prompt: Prompt, many: bool) -> boo
 
 def search_prompt(run: PromptRun) -> None:
     """One prompt's search to its end: in the denoising loop (tts.run.inloop) or ask/tell (tts.run.rounds)."""
-    strategy = make_strategy(run.job.search_factory, run.job.seed, run.phash, context(run))
+    strategy = make_strategy(run.job.factory_for(run.grant), run.job.seed, run.phash, context(run))
     try:
         if getattr(strategy, "gradient", False):  # GRADIENT DISPATCH: noise optimisation (tts.run.noiseopt)
             from .noiseopt import search_prompt_noise_opt

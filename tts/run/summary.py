@@ -59,15 +59,33 @@ def unfinished(job: SearchJob, records: list[CandidateRecord], searches: dict[st
     replayed from the recorded candidates (as a resume would ask for them) until it asks for nothing more.
     A strategy that asks a person (human-preference) cannot be replayed: its prompts count as finished."""
     by_key = {r.key: r for r in rf.final_records(records)}
-    return [p for i, p in enumerate(job.prompts) if not replayed_to_end(job, i, p, by_key, searches)]
+    grants = None
+    if job.budget.study is not None:  # the study's passes (tts.run.study): unfinished until the last is decided
+        allocation = rf.read_study(job.run_dir)
+        if not allocation or not allocation[-1].final:
+            return list(job.prompts)
+        grants = final_grants(allocation)
+    return [p for i, p in enumerate(job.prompts)
+            if not replayed_to_end(job, i, p, by_key, searches, grants and grants.get(rf.prompt_hash(p.text)))]
+
+
+def final_grants(allocation) -> dict[str, float]:
+    """Each prompt's NFE budget after the study's passes (search.study_nfe_budget; records.StudyAllocation)."""
+    out: dict[str, float] = {}
+    for a in allocation:
+        out |= a.grants
+    return out
 
 
 def replayed_to_end(job: SearchJob, index: int, prompt: Prompt, by_key: dict,
-                     searches: dict[str, SearchRecord]) -> bool:
+                     searches: dict[str, SearchRecord], grant: float | None = None) -> bool:
+    """The prompt's strategy (built with ``grant`` as its NFE budget when given), replayed from the recorded
+    candidates, asks for nothing more, or (``search.stop_at``) one of them reached the threshold: the rule of
+    tts.run.rounds, a candidate at a time in round and index order."""
     phash = rf.prompt_hash(prompt.text)
     held = [r for r in by_key.values() if r.prompt_hash == phash]
     context = SearchContext(prompt.text, phash, Path("."), (), min(r.nfe for r in held)) if held else None
-    strategy = make_strategy(job.search_factory, job.seed, phash, context)
+    strategy = make_strategy(job.factory_for(grant), job.seed, phash, context)
     kind = traits(strategy)
     if kind.in_loop:  # IN-LOOP DISPATCH: a search is finished when searches.jsonl says so
         return phash in searches
@@ -81,6 +99,8 @@ def replayed_to_end(job: SearchJob, index: int, prompt: Prompt, by_key: dict,
             r = by_key.get((phash, number, i))
             if r is None or r.noise != noise:
                 return False
+            if r.status == "ok" and job.budget.reached(r.score, job.verifier.higher_is_better()):
+                return True
             told.append(Candidate.of(r, job.verifier.higher_is_better()))
         strategy.tell(told)
     return True
@@ -130,7 +150,7 @@ def summarise(records: list[CandidateRecord], job: SearchJob, searches: dict[str
                 values[metric].append(s.score)
         return {"n": len(rs)} | {m: sum(v) / len(v) for m, v in values.items()}
 
-    return {
+    out = {
         "schema_version": 3,
         "verifier": job.verifier.name, "choice_of_metric": job.verifier.choice_of_metric,
         "candidates": len(records), "failed": sum(r.status == "failed" for r in records),
@@ -144,3 +164,49 @@ def summarise(records: list[CandidateRecord], job: SearchJob, searches: dict[str
         "prompts": {p: {"best_score": r.score, "best_image": r.image, "round": r.round, "seed": r.seed}
                     for p, r in best.items()},
     }
+    if job.budget.stop_at is not None or job.budget.study is not None:
+        out |= cost_to_quality(records, job, best, out["prompts"])
+    return out
+
+
+def cost_to_quality(records: list[CandidateRecord], job: SearchJob, best: dict[str, CandidateRecord],
+                    per_prompt: dict[str, dict]) -> dict:
+    """``search.stop_at`` / ``search.study_nfe_budget``: per prompt (added to ``per_prompt``) the NFEs it spent,
+    the score that stopped it (None: it never reached ``stop_at``), its budget and what it left unspent; for the
+    study, the NFEs per prompt (mean and quantiles) and the share of prompts that reached the threshold."""
+    up = job.verifier.higher_is_better()
+    spent = collections.Counter()
+    for r in records:
+        spent[r.prompt] += r.nfe
+    grants = final_grants(rf.read_study(job.run_dir)) if job.budget.study is not None else {}
+    for p, row in per_prompt.items():
+        b = best[p]
+        reached = job.budget.reached(b.score, up)
+        budget = grants.get(b.prompt_hash, job.budget.nfe)
+        row |= {"nfe_spent": spent[p], "stopped_at_score": b.score if reached else None, "nfe_budget": budget,
+                "nfe_unspent": max(0.0, budget - spent[p]) if reached and budget is not None else None}
+    texts = [p.text for p in job.prompts]
+    nfes = sorted(spent[t] for t in texts)
+    hits = [t for t in texts if t in per_prompt and per_prompt[t]["stopped_at_score"] is not None]
+    section = {"stop_at": job.budget.stop_at, "n": len(texts), "reached": len(hits),
+               "success": len(hits) / len(texts) if texts and job.budget.stop_at is not None else None,
+               "nfe_per_prompt": _distribution(nfes),
+               "nfe_per_prompt_reached": _distribution(sorted(spent[t] for t in hits))}
+    if job.budget.study is not None:
+        section["study_nfe_budget"] = job.budget.study
+        section["study_passes"] = len(rf.read_study(job.run_dir))
+    return {"cost_to_quality": section}
+
+
+def _distribution(values: list[float]) -> dict | None:
+    """Mean and quantiles (linear interpolation) of sorted values; None when there are none."""
+    if not values:
+        return None
+
+    def q(f):
+        x = f * (len(values) - 1)
+        lo = int(x)
+        return values[lo] + (values[min(lo + 1, len(values) - 1)] - values[lo]) * (x - lo)
+
+    return {"mean": sum(values) / len(values), "min": values[0], "q10": q(0.1), "q25": q(0.25), "median": q(0.5),
+            "q75": q(0.75), "q90": q(0.9), "max": values[-1]}

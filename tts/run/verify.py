@@ -115,9 +115,12 @@ def finite_verdict(v: Verdict) -> Verdict:
     return Verdict(error=f"the verifier returned a non-finite score ({', '.join(bad[:4])})", usage=v.usage)
 
 
-def write_round_best(run: PromptRun, number: int, records, best: Candidate | None, nfe_total: float) -> None:
+def write_round_best(run: PromptRun, number: int, records, best: Candidate | None, nfe_total: float,
+                     stopped: CandidateRecord | None = None, nfe_budget: float | None = None) -> None:
     """``<stem>_i@<round>_s@<best seed>.json`` (the reference project's name and fields, plus ours); image
-    paths are relative to the run folder. A stale JSON of the same round (another best) is removed."""
+    paths are relative to the run folder. A stale JSON of the same round (another best) is removed.
+    ``stopped``: the candidate that reached ``search.stop_at`` and ended the search in this round;
+    ``nfe_budget``: what the prompt's search could spend (its unspent part is recorded when it stopped)."""
     job, folder, prompt = run.job, run.folder, run.prompt
     scored = [r for r in records if r.status == "ok"]
     top = best_record(scored, job.verifier.higher_is_better())
@@ -132,7 +135,9 @@ def write_round_best(run: PromptRun, number: int, records, best: Candidate | Non
         best_noise=top.noise if top else None, best_scores=top.scores if top else {},
         global_best_score=best.metric_score if best else None,
         global_best_img_path=best.record.image if best and best.record else None,
-        num_failed=len(records) - len(scored), nfe_round=sum(r.nfe for r in records), nfe_total=nfe_total)
+        num_failed=len(records) - len(scored), nfe_round=sum(r.nfe for r in records), nfe_total=nfe_total,
+        stop_at=job.budget.stop_at, stopped_at_score=stopped.score if stopped else None, nfe_budget=nfe_budget,
+        nfe_unspent=max(0.0, nfe_budget - nfe_total) if stopped and nfe_budget is not None else None)
     name = rf.round_json_name(prompt.text, number, top.seed if top else None)
     rf.atomic_write_json(folder.root / name, doc.model_dump())
     stem = rf.prompt_stem(prompt.text)

@@ -51,11 +51,41 @@ def is_gradient(strategy) -> bool:
     return bool(getattr(strategy, "gradient", False))
 
 
+#: ``search.*`` settings the drivers read, never passed to a strategy's class (tts.app.build pops them).
+DRIVER_KEYS = ("stop_at", "study_nfe_budget", "study_order")
+#: how tts.run.study hands out a study's leftover (docs/stopping.md)
+STUDY_ORDERS = ("round-robin", "best-first")
+IN_LOOP_STOP = "search.stop_at works with ask/tell strategies; in-loop support pending"
+IN_LOOP_STUDY = "search.study_nfe_budget works with ask/tell strategies; in-loop support pending"
+
+
 @dataclasses.dataclass(frozen=True)
 class Budget:
-    """``search.nfe_budget``: denoiser evaluations per prompt (None: no limit), owned here and read once."""
+    """What a prompt's search may spend, owned here and read once: ``search.nfe_budget`` (denoiser evaluations per
+    prompt, None: no limit), ``search.stop_at`` (a score that ends a prompt's search as soon as a candidate reaches
+    it, in the metric's direction; None: never) and ``search.study_nfe_budget`` (NFEs for the whole prompt set,
+    shared out by tts.run.study; None: none)."""
 
     nfe: float | None = None
+    stop_at: float | None = None
+    study: float | None = None
+    study_order: str = "round-robin"
+
+    def reached(self, score: float | None, higher_is_better: bool = True) -> bool:
+        """A verifier score (not oriented) reaches ``stop_at``: equal to it, or better in the metric's direction
+        (:func:`tts.search.better`)."""
+        from . import better
+
+        return self.stop_at is not None and score is not None and (score == self.stop_at or better(
+            score, self.stop_at, higher_is_better))
+
+    def with_settings(self, stop_at=None, study_nfe_budget=None, study_order=None) -> "Budget":
+        """This budget with the drivers' settings checked (ValueError naming the setting)."""
+        order = "round-robin" if study_order is None else study_order
+        if order not in STUDY_ORDERS:
+            raise ValueError(f"search.study_order must be one of {', '.join(STUDY_ORDERS)}, got {study_order!r}")
+        return dataclasses.replace(self, stop_at=check_stop_at(stop_at), study=check_study(study_nfe_budget),
+                                   study_order=order)
 
     @classmethod
     def of(cls, strategy) -> "Budget":
@@ -73,6 +103,50 @@ class Budget:
             return None
         return (f"{key}={self.nfe:g} pays for less than one image ({nfe_per_image:g} NFEs per image on {pipeline}: "
                 f"{how.removeprefix('estimated: ')}); raise it to {nfe_per_image:g} or more")
+
+
+def check_stop_at(value) -> float | None:
+    """``search.stop_at``: None or a finite number (a score of the chosen metric)."""
+    import math
+
+    from ..core.validate import is_number
+
+    if value is None:
+        return None
+    if not is_number(value) or not math.isfinite(value):
+        raise ValueError(f"search.stop_at must be a score of the chosen metric (a finite number), or null to search "
+                         f"to the end; got {value!r}")
+    return float(value)
+
+
+def check_study(value) -> float | None:
+    """``search.study_nfe_budget``: None or a positive number of NFEs for the whole prompt set."""
+    from ..core.validate import is_number
+
+    if value is None:
+        return None
+    if not is_number(value) or not 0 < value < float("inf"):
+        raise ValueError(f"search.study_nfe_budget must be a positive number of denoiser evaluations for the whole "
+                         f"prompt set (or null), got {value!r}")
+    return float(value)
+
+
+def driver_problem(kind: "Traits", budget: Budget, shards: int = 1, server: bool = False) -> str | None:
+    """Why the drivers' settings cannot run with this strategy and process layout (one line), or None."""
+    if kind.in_loop and budget.stop_at is not None:
+        return IN_LOOP_STOP
+    if budget.study is None:
+        return None
+    if kind.in_loop:
+        return IN_LOOP_STUDY
+    if kind.asks_a_person:
+        return "search.study_nfe_budget cannot share a budget over prompts a person judges: drop it"
+    if shards > 1:
+        return ("search.study_nfe_budget shares one budget over every prompt, which needs the whole study in one "
+                "process: drop shard.count (or search.study_nfe_budget)")
+    if server:
+        return "search.study_nfe_budget counts NFEs per image, which a pipeline on a server does not report: drop pipeline.server"
+    return None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,8 +37,8 @@ from .identity import RUN_OPERATIONAL_KEYS, config_differences, operational_path
 from .judgements import append_judgement, attach_judgements, read_judgements
 from .locks import _NO_LOCKS, _try_lock, lock
 from .manifest import (ManifestTail, _read_shared, _read_text_lines, append_line, final_records, manifest_files,
-                       parse_lines, read_manifest, read_searches, readable_line)
-from .paths import (CLAIMS, CONFIG, JUDGES, LOCK, MANIFEST, MANIFESTS, PLAN, PREVIEWS, ROUND_JSON, SEARCHES, SUMMARY,
+                       parse_lines, read_manifest, read_searches, read_study, readable_line)
+from .paths import (CLAIMS, CONFIG, JUDGES, LOCK, MANIFEST, MANIFESTS, PLAN, PREVIEWS, ROUND_JSON, SEARCHES, STUDY, SUMMARY,
                     candidate_image_name, image_name, prompt_hash, prompt_stem, round_json_name, run_file)
 from .reader import (IMAGE, ROUND_JSON_FILE, Candidate, RoundJsonPrompt, RunData, find_runs, has_manifest, is_run, metric_direction,
                      read_json, read_previews, read_round_jsons, read_run, read_run_config, records_for_image,

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from ..records import SCHEMA_VERSION, CandidateRecord, SearchRecord
+from ..records import SCHEMA_VERSION, CandidateRecord, SearchRecord, StudyAllocation
 from .errors import RunFolderError
 from .locks import _try_lock, lock
-from .paths import MANIFEST, MANIFESTS, SEARCHES
+from .paths import MANIFEST, MANIFESTS, SEARCHES, STUDY
 
 log = logging.getLogger("tts.core.runfolder")
 
@@ -177,3 +177,14 @@ def read_searches(root: Path | str) -> dict[str, SearchRecord]:
         out[rec.prompt_hash] = rec
     return out
 
+
+
+def read_study(root: Path | str) -> list[StudyAllocation]:
+    """``study.jsonl`` (search.study_nfe_budget's passes) in order; unreadable lines (a torn tail) are skipped."""
+    out = []
+    for line in _read_text_lines(Path(root) / STUDY):
+        try:
+            out.append(StudyAllocation.model_validate_json(line))
+        except ValueError:
+            continue
+    return out

@@ -15,6 +15,7 @@ MANIFESTS = "manifests"
 PLAN = "plan.json"
 PREVIEWS = "previews.jsonl"  # in-loop strategies' preview scores (never final scores)
 JUDGES = "judges.jsonl"  # judges' scores of saved candidates (records.JudgeRecord; tts.run.judge, tts-judge)
+STUDY = "study.jsonl"  # search.study_nfe_budget's allocation, one line per pass (records.StudyAllocation; tts.run.study)
 SEARCHES = "searches.jsonl"  # one line per prompt whose in-loop search is complete (records.SearchRecord)
 
 

@@ -1,0 +1,124 @@
+"""``search.study_nfe_budget=B``: one NFE budget for the whole prompt set, shared out in passes.
+
+The rule (each pass is written to ``study.jsonl`` as a :class:`tts.core.records.StudyAllocation` before it runs,
+and a rerun replays the passes as written, so a resumed study makes the same records as an uninterrupted one):
+
+1. pass 1: each of the n prompts gets B / n NFEs (no more than ``search.nfe_budget`` when that is set too) and is
+   searched with it as its ``nfe_budget``; with ``search.stop_at`` a prompt stops at its first hit
+   (tts.run.rounds) and leaves the rest unspent;
+2. the leftover (B minus what every prompt spent) is counted in whole images (``nfe_per_image``, measured on the
+   pipeline); the prompts still open are those below the threshold whose strategy, replayed with one more image,
+   asks for more (a search that ended its own rounds stays closed);
+3. the next pass hands those images out to the open prompts (never past ``search.nfe_budget``): with
+   ``search.study_order=round-robin`` (the default) one at a time, in prompt order; with ``best-first`` all it can
+   take to the prompt whose best score so far is highest (closest to the threshold; ties: prompt order), then the
+   next. A prompt's new budget is what it spent plus the images it got;
+4. passes repeat until no open prompt is left or the leftover pays for no image; the last line says ``final``.
+
+The whole study runs in one process (tts.search.protocols.driver_problem refuses shards).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from ..core import runfolder as rf
+from ..core.records import StudyAllocation
+from ..prompts import Prompt
+from ..search import best_record, oriented
+from .summary import replayed_to_end
+
+log = logging.getLogger(__name__)
+
+
+def search_study(shared, mine: list[tuple[int, Prompt]], claim_and_search: Callable) -> None:
+    """Every pass of the study: decided (or read back), then each granted prompt searched with its grant."""
+    job, folder = shared.job, shared.folder
+    written = rf.read_study(folder.root)
+    nfe = _nfe_per_image(shared, written, mine)
+    grants: dict[str, float] = {}
+    step = 0
+    while True:
+        step += 1
+        shared.index.update()
+        allocation = written[step - 1] if step <= len(written) else None
+        if allocation is None:
+            allocation = decide(job, mine, shared.index.by_prompt, grants, step, nfe)
+            rf.append_line(folder.root / rf.STUDY, rf.readable_line(allocation))
+        elif allocation.study_nfe_budget != job.budget.study:
+            raise ValueError(f"study.jsonl was written for search.study_nfe_budget={allocation.study_nfe_budget:g}; "
+                             "a rerun of this folder must keep it")
+        if allocation.final:
+            return
+        grants |= allocation.grants
+        log.info("study pass %d: %d prompt%s, %.0f NFEs left over before it", step, len(allocation.grants),
+                 "" if len(allocation.grants) == 1 else "s", allocation.leftover)
+        for i, prompt in mine:
+            phash = rf.prompt_hash(prompt.text)
+            if phash in allocation.grants and not claim_and_search(shared, i, prompt, len(mine) > 1, grants[phash]):
+                raise RuntimeError(f"another process holds {prompt.text[:40]!r}: a study budget needs the study in one "
+                                   "process")
+
+
+def _nfe_per_image(shared, written: list[StudyAllocation], mine) -> float:
+    """The NFEs of one image: as the first pass recorded it, else measured on the loaded pipeline."""
+    if written:
+        return written[0].nfe_per_image
+    from .inloop import nfe_per_image
+
+    return float(nfe_per_image(shared.generator, mine[0][1].text))
+
+
+def decide(job, mine, by_prompt: dict, grants: dict[str, float], step: int, nfe: float) -> StudyAllocation:
+    """The next pass by the module's rule, from what the manifest holds."""
+    study, cap = job.budget.study, job.budget.nfe
+    hashes = [rf.prompt_hash(p.text) for _, p in mine]
+    spent = {h: sum(r.nfe for r in by_prompt.get(h, {}).values()) for h in hashes}
+    if step == 1:
+        share = study / len(mine) if cap is None else min(study / len(mine), cap)
+        return StudyAllocation(study_nfe_budget=study, nfe_per_image=nfe, step=1, grants={h: share for h in hashes},
+                               spent=spent, leftover=study)
+    leftover = study - sum(spent.values())
+    images = int(leftover // nfe + 1e-9)
+    open_ = [h for (i, p), h in zip(mine, hashes) if _open(job, i, p, by_prompt.get(h, {}), spent[h] + nfe)
+             and (cap is None or spent[h] + nfe <= cap + 1e-9)]
+    if job.budget.study_order == "best-first":
+        new = _best_first(job, open_, by_prompt, spent, images, nfe, cap)
+        return StudyAllocation(study_nfe_budget=study, nfe_per_image=nfe, step=step, grants=new, spent=spent,
+                               leftover=leftover, final=not new)
+    extra = dict.fromkeys(open_, 0)
+    while images > 0 and extra:
+        for h in list(extra):
+            if images == 0:
+                break
+            if cap is not None and spent[h] + (extra[h] + 1) * nfe > cap + 1e-9:
+                continue
+            extra[h] += 1
+            images -= 1
+        if all(cap is not None and spent[h] + (extra[h] + 1) * nfe > cap + 1e-9 for h in extra):
+            break
+    new = {h: spent[h] + k * nfe for h, k in extra.items() if k}
+    return StudyAllocation(study_nfe_budget=study, nfe_per_image=nfe, step=step, grants=new, spent=spent,
+                           leftover=leftover, final=not new)
+
+
+def _best_first(job, open_: list[str], by_prompt: dict, spent: dict, images: int, nfe: float, cap) -> dict:
+    """The leftover images to the open prompts by their best score so far (oriented: larger is closer to the
+    threshold; a prompt with none scored last), each taking all it can (up to ``search.nfe_budget``)."""
+    up = job.verifier.higher_is_better()
+
+    def key(h):
+        top = best_record(by_prompt.get(h, {}).values(), up)
+        return (0, -oriented(top.score, up)) if top is not None else (1, 0.0)
+
+    new = {}
+    for h in sorted(open_, key=key):  # sorted is stable: ties keep prompt order
+        take = images if cap is None else min(images, int((cap - spent[h]) // nfe + 1e-9))
+        if take > 0:
+            new[h], images = spent[h] + take * nfe, images - take
+    return new
+
+
+def _open(job, index: int, prompt: Prompt, held: dict, grant: float) -> bool:
+    """Below the threshold, and its strategy, given ``grant``, asks for a candidate the manifest does not hold."""
+    return not replayed_to_end(job, index, prompt, held, {}, grant)
