@@ -45,6 +45,7 @@ class _Parts:
     prompts: list
     shard_count: int
     batch_size: int
+    arms: list | None = None  # search.pipelines (tts.pipelines.arms)
 
 
 def make_plan(cfg: DictConfig, job=None) -> dict:
@@ -55,7 +56,7 @@ def make_plan(cfg: DictConfig, job=None) -> dict:
     settings = cfg.get("plan") or {}
     pilot = _pilot(settings.get("from_run"), cfg) if settings.get("from_run") else None
     nfe, nfe_source = nfe_per_image(parts.pipeline)
-    low, high = candidates_per_prompt(parts.search_factory, nfe)
+    low, high = candidates_per_prompt(parts.search_factory, None if parts.arms else nfe)  # arms: budget of their own
     s_per_nfe, throughput_source = settings.get("s_per_nfe"), "given (plan.s_per_nfe)"
     if pilot:
         nfe, nfe_source = pilot["nfe_per_candidate"], f"measured in {pilot['run']}"
@@ -82,12 +83,17 @@ def make_plan(cfg: DictConfig, job=None) -> dict:
         "gpu_hours": candidates * nfe * s_per_nfe / 3600 if s_per_nfe is not None else None,
         "wall_hours": per_shard * high * nfe * s_per_nfe / 3600 if s_per_nfe is not None else None,
     }
+    if parts.arms:  # search.pipelines: each pipeline's NFEs, cost, weights and time (tts.app.over_models)
+        from .over_models import plan_pipelines
+
+        plan["pipelines"] = plan_pipelines(parts.arms, parts.search_factory, s_per_nfe)
     return plan
 
 
 def _parts(cfg: DictConfig, job) -> _Parts:
     if job is not None:
-        return _Parts(job.pipeline, job.verifier, job.search_factory, job.prompts, job.shard.count, job.batch_size)
+        return _Parts(job.pipeline, job.verifier, job.search_factory, job.prompts, job.shard.count, job.batch_size,
+                      job.arms)
     from .build import instantiate, instantiate_strategy, positive_int
     from .errors import ConfigError
     from ..prompts import select
@@ -98,10 +104,14 @@ def _parts(cfg: DictConfig, job) -> _Parts:
     except ShardError as e:
         raise ConfigError(str(e)) from None
     prompts = select(instantiate(cfg.prompts, "prompts"), cfg.num_prompts)
-    factory = instantiate(cfg.search, "search")
+    from . import over_models
+
+    search_node, over = over_models.split_search_node(cfg.search)
+    pipeline = instantiate(cfg.pipeline, "pipeline")
+    factory, arms = over_models.build(cfg, instantiate(search_node, "search"), pipeline, over)
     instantiate_strategy(factory)  # its settings checked (sizes bounded) before it is simulated: one line if not
-    return _Parts(instantiate(cfg.pipeline, "pipeline"), instantiate(cfg.verifier, "verifier"),
-                  factory, prompts, shard.count, positive_int(cfg, "batch_size"))
+    return _Parts(arms[0].spec if arms else pipeline, instantiate(cfg.verifier, "verifier"),
+                  factory, prompts, shard.count, positive_int(cfg, "batch_size"), arms)
 
 
 # -- candidates and NFEs ------------------------------------------------------------------------------------
@@ -331,6 +341,10 @@ def format_plan(plan: dict) -> str:
     lines = [head, "| | per prompt | total | |", "|---|---|---|---|"]
     for name, one, total, note in rows:
         lines.append(f"| {name} | {_cell(name, one)} | {_cell(name, total)} | {note} |")
+    if plan.get("pipelines"):
+        from .over_models import format_pipelines
+
+        lines += format_pipelines(plan["pipelines"])
     return "\n".join(lines)
 
 
