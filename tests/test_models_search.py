@@ -302,3 +302,30 @@ def test_resume_after_kill_gives_identical_records(tmp_path):
     same = lambda r: (r.key, r.pipeline, r.seed, r.noise, r.nfe, r.score, r.status)  # noqa: E731
     assert [same(r) for r in records(run)] == [same(r) for r in records(tmp_path / "whole")]
     assert len({r.pipeline for r in records(run)}) == 3
+
+
+def test_report_shows_pipelines_side_by_side_and_wins_per_tag(tmp_path):
+    from tts.views.report import write_report
+    from tts.views.report.pipelines import per_prompt, wins
+    from tts.views.report.runs import load_runs
+
+    run = tmp_path / "run"
+    run_tts([ARMS, "++search.allocation=uniform", "search.schedule=constant", "search.per_round=1",
+             "search.rounds=2", "prompts=shapes-bench", "num_prompts=2", "router=rules",
+             "router.strengths={a:{keywords:[circle]},b:{keywords:[square]},c:{keywords:[triangle]}}",
+             "++search.router_mode=prior"], run)
+    recs = records(run)
+    loaded = load_runs(run)[0]
+    rows = per_prompt(loaded)
+    assert len(rows) == 2 and all(set(r["cells"]) == {"a", "b", "c"} for r in rows)
+    for row in rows:
+        mine = [r for r in recs if r.prompt == row["prompt"]]
+        assert row["cells"]["b"]["nfe"] == sum(r.nfe for r in mine if r.pipeline == "b") == 8.0
+        top = max((r for r in mine if r.status == "ok"), key=lambda r: r.score)
+        assert row["cells"][row["winner"]]["best"].score == top.score
+        assert row["route"]["router"] == "rules"
+    counts = wins(loaded)
+    assert sum(counts["all"].values()) == 2 and sum(v for k, c in counts.items() if k.startswith("category=")
+                                                    for v in c.values()) == 2
+    page = write_report(run).read_text()
+    assert "id='pipelines'" in page and "class='winner'" in page and "8 NFEs" in page
