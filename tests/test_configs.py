@@ -32,7 +32,9 @@ def test_every_shipped_config_composes_and_instantiates(group, name, tmp_path):
         v = hydra.utils.instantiate(node)
         assert isinstance(v, Verifier) and v.choice_of_metric in v.metrics
     elif group == "search":
-        strategy = hydra.utils.instantiate(node)(seed_fn=lambda r, i, p: i)
+        from tts.app.over_models import split_search_node  # search.pipelines etc. are not the strategy's
+
+        strategy = hydra.utils.instantiate(split_search_node(node)[0])(seed_fn=lambda r, i, p: i)
         if getattr(strategy, "in_loop", False):  # runs inside the denoising loop (tests/test_inloop.py runs each)
             assert callable(strategy.search) and 0.0 <= strategy.eta <= 1.0
         elif getattr(strategy, "gradient", False):  # optimises noises by gradients (tests/test_noise_opt.py runs it)

@@ -191,6 +191,17 @@ def _verifier(verifier, options: dict) -> tuple[Verifier, dict]:
 
 # -- strategies ------------------------------------------------------------------------------------------------
 
+def _no_pipelines(node: dict) -> None:
+    """The search-over-pipelines keys of a search YAML (tts.app.over_models) taken out of the strategy's node;
+    the Python API searches one pipeline (tts-search does several: docs/search-over-models.md)."""
+    from .app.over_models import KEYS
+
+    over = {k: node.pop(k) for k in KEYS if k in node}
+    if over.get("pipelines") is not None or over.get("allocation", "uniform") != "uniform":
+        raise ValueError("pipelines= / allocation= (a search over several pipelines) are tts-search settings for "
+                         "now: tts-search search.pipelines=[...] (docs/search-over-models.md)")
+
+
 def _strategy(strategy, options: dict) -> tuple[Callable, dict]:
     """The strategy factory and its config node: a name (configs/search/NAME.yaml with ``options``), or a
     strategy class (or ``functools.partial`` of one), built once per prompt with that prompt's seeds."""
@@ -201,6 +212,7 @@ def _strategy(strategy, options: dict) -> tuple[Callable, dict]:
             options["frontend"] = frontend
         _check_keys("search", strategy, node, options)
         node |= options
+        _no_pipelines(node)
         return _instantiate(node, f"strategy {strategy!r}"), node
     if isinstance(strategy, type) or isinstance(strategy, functools.partial):
         func = strategy.func if isinstance(strategy, functools.partial) else strategy

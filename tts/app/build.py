@@ -122,8 +122,12 @@ def build_job(cfg: DictConfig, run_dir: Path):
         verifier.check()
     except (ValueError, ImportError) as e:
         raise ConfigError(str(e)) from None
-    search_node, drivers = _driver_settings(cfg.search)
-    factory = instantiate(search_node, "search")
+    from . import over_models  # search.pipelines / search.allocation / router (docs/search-over-models.md)
+
+    search_node, drivers = _driver_settings(cfg.search)  # search.stop_at & co. are the drivers'
+    search_node, over = over_models.split_search_node(search_node)
+    factory, arms = over_models.build(cfg, instantiate(search_node, "search"), pipeline, over)
+    pipeline = arms[0].spec if arms else pipeline
     strategy = instantiate_strategy(factory)
     kind = traits(strategy)  # what the strategy is and its budget, read once
     try:
@@ -155,7 +159,7 @@ def build_job(cfg: DictConfig, run_dir: Path):
                      seed=seed, batch_size=positive_int(cfg, "batch_size"),
                      verify_concurrency=positive_int(cfg, "verify_concurrency", allow_auto=True),
                      group_by=getattr(source, "group_by", None), shard=shard, per_shard_manifest=per_shard,
-                     collages=_collages(cfg, shard), safety=_safety(cfg, pipeline), budget=budget)
+                     collages=_collages(cfg, shard), safety=_safety(cfg, pipeline), budget=budget, arms=arms)
 
 
 MANIFEST_MODES = ("shared", "per-shard")

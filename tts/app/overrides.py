@@ -15,7 +15,7 @@ from ..core.configtree import choices, config_dir
 from . import ttsf
 from .errors import ConfigError
 
-GROUPS = ("pipeline", "verifier", "search", "prompts")
+GROUPS = ("pipeline", "verifier", "search", "prompts", "router")
 #: Hydra's own flags that take a value in the next argument.
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
                      "-cd", "--experimental-rerun"}
@@ -137,6 +137,10 @@ def _check_subgroup(key: str, value: str, overrides: list[str]) -> None:
         raise ConfigError(f"{key}=... applies to {head}={' or '.join(having)}, not {head}={option}")
 
 
+#: ``search.pipelines``, ``search.allocation``, ...: taken by any ask/tell search (tts.app.over_models.KEYS)
+_OVER_MODELS = ("pipelines", "allocation", "ucb_c", "router_mode")
+
+
 def _check_key(key: str, value: str, overrides: list[str]) -> bool:
     """Check ``key`` against the config; True when it is a keyword the component takes but its YAML omits."""
     head, _, rest = key.partition(".")
@@ -159,6 +163,8 @@ def _check_key(key: str, value: str, overrides: list[str]) -> bool:
     node = _option_node(head, option, overrides)
     first = rest.split(".")[0]
     if first not in node and (first in _keywords(node.get("_target_")) or (head == "search" and first in DRIVER_KEYS)):
+        return True
+    if head == "search" and first not in node and first in _OVER_MODELS:  # search.pipelines & co (over_models)
         return True
     path = head
     for part in rest.split("."):

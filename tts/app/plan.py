@@ -45,6 +45,7 @@ class _Parts:
     prompts: list
     shard_count: int
     batch_size: int
+    arms: list | None = None  # search.pipelines (tts.pipelines.arms)
 
 
 def make_plan(cfg: DictConfig, job=None) -> dict:
@@ -55,8 +56,10 @@ def make_plan(cfg: DictConfig, job=None) -> dict:
     settings = cfg.get("plan") or {}
     pilot = _pilot(settings.get("from_run"), cfg) if settings.get("from_run") else None
     nfe, nfe_source = nfe_per_image(parts.pipeline)
-    low, high = candidates_per_prompt(parts.search_factory, nfe)
-    if getattr(parts.search_factory(seed_fn=lambda r, i, p: 0), "gradient", False) and nfe:  # noise-opt
+    low, high = candidates_per_prompt(parts.search_factory, None if parts.arms else nfe)  # arms: budget of their own
+    from ..search.protocols import is_gradient, make_strategy
+
+    if is_gradient(make_strategy(parts.search_factory)) and nfe:  # noise-opt: backward passes charged
         from ..sampling.gradient import BACKWARD
 
         nfe, nfe_source = nfe * ((1 + BACKWARD) * (high - 1) + 1) / high, f"{nfe_source}; a gradient step's pass charged 3x"
@@ -86,12 +89,17 @@ def make_plan(cfg: DictConfig, job=None) -> dict:
         "gpu_hours": candidates * nfe * s_per_nfe / 3600 if s_per_nfe is not None else None,
         "wall_hours": per_shard * high * nfe * s_per_nfe / 3600 if s_per_nfe is not None else None,
     }
+    if parts.arms:  # search.pipelines: each pipeline's NFEs, cost, weights and time (tts.app.over_models)
+        from .over_models import plan_pipelines
+
+        plan["pipelines"] = plan_pipelines(parts.arms, parts.search_factory, s_per_nfe)
     return plan
 
 
 def _parts(cfg: DictConfig, job) -> _Parts:
     if job is not None:
-        return _Parts(job.pipeline, job.verifier, job.search_factory, job.prompts, job.shard.count, job.batch_size)
+        return _Parts(job.pipeline, job.verifier, job.search_factory, job.prompts, job.shard.count, job.batch_size,
+                      job.arms)
     from .build import _driver_settings, instantiate, instantiate_strategy, positive_int
     from .errors import ConfigError
     from ..prompts import select
@@ -102,10 +110,14 @@ def _parts(cfg: DictConfig, job) -> _Parts:
     except ShardError as e:
         raise ConfigError(str(e)) from None
     prompts = select(instantiate(cfg.prompts, "prompts"), cfg.num_prompts)
-    factory = instantiate(_driver_settings(cfg.search)[0], "search")  # search.stop_at & co. are the drivers'
+    from . import over_models
+
+    search_node, over = over_models.split_search_node(_driver_settings(cfg.search)[0])  # stop_at & co.: the drivers'
+    pipeline = instantiate(cfg.pipeline, "pipeline")
+    factory, arms = over_models.build(cfg, instantiate(search_node, "search"), pipeline, over)
     instantiate_strategy(factory)  # its settings checked (sizes bounded) before it is simulated: one line if not
-    return _Parts(instantiate(cfg.pipeline, "pipeline"), instantiate(cfg.verifier, "verifier"),
-                  factory, prompts, shard.count, positive_int(cfg, "batch_size"))
+    return _Parts(arms[0].spec if arms else pipeline, instantiate(cfg.verifier, "verifier"),
+                  factory, prompts, shard.count, positive_int(cfg, "batch_size"), arms)
 
 
 # -- candidates and NFEs ------------------------------------------------------------------------------------
@@ -337,6 +349,10 @@ def format_plan(plan: dict) -> str:
     lines = [head, "| | per prompt | total | |", "|---|---|---|---|"]
     for name, one, total, note in rows:
         lines.append(f"| {name} | {_cell(name, one)} | {_cell(name, total)} | {note} |")
+    if plan.get("pipelines"):
+        from .over_models import format_pipelines
+
+        lines += format_pipelines(plan["pipelines"])
     return "\n".join(lines)
 
 

@@ -155,6 +155,8 @@ class CandidateRecord(BaseModel):
     frames: int | None = None
     fps: float | None = None
     path: PathRecord | None = None  # in-loop strategies: the candidate's whole path (absent for noise searches)
+    #: search.pipelines: the label of the pipeline that made it (absent when a search has one pipeline)
+    pipeline: str | None = None
     #: judges' scores of this candidate by judge label (judges.jsonl, attached by read_run; never in the manifest)
     judges: dict[str, JudgeRecord] = Field(default_factory=dict, exclude=True)
 

@@ -51,6 +51,8 @@ class SearchJob:
     per_prompt_total: int | None = None  # candidates a prompt's search makes, when the plan knows it exactly
     #: ``search.nfe_budget`` (None: read from the strategy the factory builds)
     budget: Budget | None = None
+    #: ``search.pipelines``: the pipelines one search draws from (tts.pipelines.arms; None: ``pipeline`` alone)
+    arms: list | None = None
 
     def __post_init__(self):
         if self.budget is None:

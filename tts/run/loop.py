@@ -59,7 +59,7 @@ def run_search(job: SearchJob) -> dict | None:
     if job.shard.count > 1:
         log.info("%s: %d of %d prompts", job.shard.label, len(mine), len(job.prompts))
     if mine:
-        generator = make_generator(job.pipeline)
+        generator = make_generator(job.pipeline) if not job.arms else _multi(job)  # search.pipelines: several
         screened = job.safety.wrap(generator, job.pipeline.name)
         try:
             job.verifier.setup()
@@ -76,6 +76,12 @@ def run_search(job: SearchJob) -> dict | None:
             job.verifier.close()
             screened.close()
     return finish(job, folder)
+
+
+def _multi(job: SearchJob):
+    from ..sampling.multi import MultiGenerator
+
+    return MultiGenerator(job.arms)
 
 
 #: Seconds between looks at this shard's prompts that another process holds.

@@ -304,8 +304,11 @@ class Safety:
 
     # -- internals ---------------------------------------------------------------------------------------
     def _shots(self, generator, prompt: str, lineages: list[dict], pipeline: str, rewritten: str | None) -> list[Shot]:
+        from ..sampling.multi import charged_nfe  # several pipelines in one batch: each image's own NFEs
+
         images, nfe, seconds = generator.generate(prompt, lineages)
-        return [Shot(image, nfe, seconds / len(lineages), self.flags(image, pipeline, rewritten)) for image in images]
+        return [Shot(image, charged_nfe(image, nfe), seconds / len(lineages), self.flags(image, pipeline, rewritten))
+                for image in images]
 
     def flags(self, image: Image.Image, pipeline: str, rewritten: str | None) -> SafetyRecord:
         screened = self.screen

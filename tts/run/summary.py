@@ -84,7 +84,8 @@ def replayed_to_end(job: SearchJob, index: int, prompt: Prompt, by_key: dict,
     tts.run.rounds, a candidate at a time in round and index order."""
     phash = rf.prompt_hash(prompt.text)
     held = [r for r in by_key.values() if r.prompt_hash == phash]
-    context = SearchContext(prompt.text, phash, Path("."), (), min(r.nfe for r in held)) if held else None
+    # the run folder: a search over pipelines reads its recorded routes there (tts.search.over_models)
+    context = SearchContext(prompt.text, phash, Path(job.run_dir), (), min(r.nfe for r in held)) if held else None
     strategy = make_strategy(job.factory_for(grant), job.seed, phash, context)
     kind = traits(strategy)
     if kind.in_loop:  # IN-LOOP DISPATCH: a search is finished when searches.jsonl says so

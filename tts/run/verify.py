@@ -102,7 +102,7 @@ def make_record(job: SearchJob, folder: rf.RunFolder, p: Pending, v: Verdict, ve
         score=v.scores[metric].score if ok else None,
         scores=({name: v.scores} if v.scores else {}) | v.members, image=p.image_path.name,
         timings=Timings(generate_s=p.generate_s, verify_s=verify_s), worker=folder.worker, usage=v.usage,
-        safety=p.safety, path=p.path_record, **video_fields(p))
+        safety=p.safety, path=p.path_record, pipeline=p.noise.get("pipeline"), **video_fields(p))
 
 
 def finite_verdict(v: Verdict) -> Verdict:

@@ -190,6 +190,9 @@ def render(root: Path, runs: list[Run], page_dir: Path, per_page: int = 20, embe
         parts.append("<section id='previews'><h2>In-loop previews</h2><figure class='plot'>" + previews +
                      "<figcaption>Scores an in-loop strategy recorded during denoising (previews.jsonl), mean over "
                      "candidates per step.</figcaption></figure></section>")
+    from .pipelines import section as pipelines_section  # search.pipelines: side by side, wins per tag
+
+    parts.append(pipelines_section(runs, images))
     parts += [
         "<section id='prompts'><h2>Prompts</h2><p class='note'>Per run: its best (left), then each round's best; "
         "scores and explanations on hover, the best's explanation below.</p>",
