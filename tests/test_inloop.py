@@ -27,7 +27,10 @@ def in_loop_configs() -> list[str]:
 
     out = []
     for path in sorted((config_dir() / "search").glob("*.yaml")):
-        module, _, cls = yaml.safe_load(path.read_text())["_target_"].rpartition(".")
+        target = yaml.safe_load(path.read_text()).get("_target_")
+        if target is None:  # a config built on another (defaults: [random]), e.g. models-shapes
+            continue
+        module, _, cls = target.rpartition(".")
         if getattr(getattr(importlib.import_module(module), cls), "in_loop", False):
             out.append(path.stem)
     return out
