@@ -31,7 +31,9 @@ Verifier calls count preview scores and final scores. Since a prompt's search co
 budget, ``--prompts`` takes a number of prompts per budget (an even spread over the category-ordered suite;
 a smaller set is a subset of a larger one) and the tables say how many each column used. Prints Markdown
 tables and the command; ``--out DIR`` also writes results.json (every prompt's outcome), tables.md and
-the plot (success vs NFEs, one panel per steering signal).
+the plot (success vs NFEs, one panel per steering signal). Every cell's success also comes with its 95%
+percentile bootstrap interval over prompts and its paired difference against random search at the same budget
+(tts.core.stats).
 """
 from __future__ import annotations
 
@@ -434,6 +436,36 @@ def success_table(outcomes, plan: Plan, steer: str) -> list[str]:
     return text + [""]
 
 
+def interval_table(outcomes, plan: Plan, steer: str) -> list[str]:
+    """Per cell: success with its 95% percentile bootstrap interval over prompts, and the paired difference
+    against random search at the same budget on the same prompts (tts.core.stats; seeded, 10,000 resamples).
+    A difference whose interval excludes zero is marked *."""
+    from tts.core.stats import bootstrap_paired, bootstrap_rate
+
+    budgets = budgets_of(plan, steer)
+    text = [f"#### Steered by {STEERS[steer]}: success [95% CI] and paired difference vs random [95% CI], points",
+            "", "| strategy | " + " | ".join(f"{b} NFEs" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
+    for name in plan.strategies:
+        row = []
+        for b in budgets:
+            mine = {o.prompt: o.correct for o in select(outcomes, name, steer, b, plan.cells[steer, b])
+                    if o.error is None}
+            base = {o.prompt: o.correct for o in select(outcomes, "random", steer, b, plan.cells[steer, b])
+                    if o.error is None}
+            if not mine:
+                row.append("-")
+                continue
+            cell = bootstrap_rate([mine[i] for i in sorted(mine)]).text()
+            both = sorted(set(mine) & set(base))
+            if name != "random" and both:
+                d = bootstrap_paired([mine[i] for i in both], [base[i] for i in both])
+                cell += f"; {d.text()}{'*' if d.excludes_zero() else ''}"
+            row.append(f"{cell} (n={len(mine)})")
+        if any(c != "-" for c in row):
+            text.append(f"| {name} | " + " | ".join(row) + " |")
+    return text + [""]
+
+
 def group_table(outcomes, plan: Plan, steer: str, budget: int) -> list[str]:
     idx = plan.cells.get((steer, budget))
     if not idx:
@@ -574,6 +606,8 @@ def report(outcomes, plan: Plan, args, head: list[str]) -> list[str]:
     text += bar_lines(outcomes, plan)
     for steer in args.steers:
         text += success_table(outcomes, plan, steer)
+    for steer in args.steers:
+        text += interval_table(outcomes, plan, steer)
     for steer in args.steers:
         for budget in args.group_budgets:
             text += group_table(outcomes, plan, steer, budget)

@@ -29,6 +29,7 @@ def test_budgets_judging_and_lockstep(tmp_path, capsys):
     alone = bench.main([*argv[:-2], "--no-lockstep"])
     text = capsys.readouterr().out
     assert "| prune |" in text and "Verifier hacking" in text and "command: python scripts/benchmark_strategies.py" in text
+    assert "paired difference vs random [95% CI]" in text and "(n=2)" in text  # bootstrap intervals per cell
     assert {(o.strategy, o.steer, o.budget) for o in together} == {
         (s, v, b) for s in ("random", "prune", "smc") for v in ("criteria_met", "reward") for b in (20, 40)}
     for o in together:

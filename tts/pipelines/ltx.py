@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .checks import negative_prompt_check, pick
-from .stepping import Conditioning, doubled, guide, with_negatives
+from .stepping import Conditioning, doubled, guide, with_negatives, frame_count_check, video_latent_shape
+
 
 if TYPE_CHECKING:
     import torch
@@ -35,18 +36,10 @@ DEFAULT_MAX_SEQUENCE_LENGTH = 128
 call_args_problem = negative_prompt_check(NEGATIVE_KEYS)
 
 
-def frames_problem(num_frames: int) -> str | None:
-    if num_frames % TEMPORAL_FACTOR != 1:
-        near = num_frames // TEMPORAL_FACTOR * TEMPORAL_FACTOR + 1
-        return (f"pipeline.num_frames must be 1 + a multiple of {TEMPORAL_FACTOR} for LTX-Video, got {num_frames}: "
-                f"use {near}")
-    return None
+frames_problem = frame_count_check("LTX-Video", TEMPORAL_FACTOR)
 
 
-def latent_shape(pipe, height: int, width: int, num_frames: int = DEFAULT_NUM_FRAMES) -> tuple[int, int, int, int]:
-    s = pipe.vae_spatial_compression_ratio
-    return (pipe.transformer.config.in_channels, (num_frames - 1) // pipe.vae_temporal_compression_ratio + 1,
-            height // s, width // s)
+latent_shape = video_latent_shape("vae_spatial_compression_ratio", "vae_temporal_compression_ratio", DEFAULT_NUM_FRAMES)
 
 
 def to_pipeline_latents(pipe, noise: torch.Tensor, height: int, width: int) -> torch.Tensor:

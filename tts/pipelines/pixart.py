@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .checks import pick
-from .stepping import Conditioning, doubled, embeds_dtype, guide, plain_family, without_variance
+from .stepping import Conditioning, doubled, embeds_dtype, guide, plain_family, without_variance, masked_embeds
 
 if TYPE_CHECKING:
     import torch
@@ -26,12 +26,7 @@ def encode(pipe, prompt: str, guidance_scale: float, max_sequence_length: int | 
     embeds, mask, negative, negative_mask = pipe.encode_prompt(
         prompt, do_classifier_free_guidance=cfg, num_images_per_prompt=1, device=pipe._execution_device,
         max_sequence_length=max_sequence_length or 300, **pick(call_args, ENCODE_KEYS))
-    # Latents are built at exactly (height, width), so the pipeline must not re-bin the resolution.
-    out = {"prompt_embeds": embeds, "prompt_attention_mask": mask, "use_resolution_binning": False,
-           "negative_prompt": None}
-    if cfg:
-        out |= {"negative_prompt_embeds": negative, "negative_prompt_attention_mask": negative_mask}
-    return out
+    return masked_embeds(embeds, mask, negative, negative_mask, cfg)
 
 
 def prepare(pipe, scheduler, spec, embeds: dict, latents: torch.Tensor) -> Conditioning:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .checks import negative_needs_guidance, pick
-from .stepping import Conditioning, call_default, doubled, guide, vae_decode, without_variance
+from .stepping import Conditioning, call_default, doubled, guide, vae_decode, without_variance, masked_embeds
 
 if TYPE_CHECKING:
     import torch
@@ -51,12 +51,7 @@ def encode(pipe, prompt: str, guidance_scale: float, max_sequence_length: int | 
         prompt, do_classifier_free_guidance=cfg, num_images_per_prompt=1, device=pipe._execution_device,
         max_sequence_length=max_sequence_length or DEFAULT_MAX_SEQUENCE_LENGTH,
         **gemma_args(pipe, call_args, ENCODE_KEYS))
-    # latents are drawn at exactly (height, width): the pipeline must not re-bin the resolution
-    out = {"prompt_embeds": embeds, "prompt_attention_mask": mask, "use_resolution_binning": False,
-           "negative_prompt": None}
-    if cfg:
-        out |= {"negative_prompt_embeds": negative, "negative_prompt_attention_mask": negative_mask}
-    return out
+    return masked_embeds(embeds, mask, negative, negative_mask, cfg)
 
 
 def prepare(pipe, scheduler, spec, embeds: dict, latents: torch.Tensor) -> Conditioning:

@@ -151,3 +151,38 @@ def ragged_rows(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor
 def unragged(padded: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
     """The per-row sequences :func:`ragged_rows` padded."""
     return [row[:n] for row, n in zip(padded, lengths.tolist())]
+
+
+# -- video families (Wan, LTX-Video): frame counts and 5-D latents
+
+def frame_count_check(family: str, factor: int):
+    """``frames_problem(num_frames)`` of a video family whose VAE compresses time by ``factor``: the count must
+    be 1 + a multiple of it (the error names the nearest valid count)."""
+    def problem(num_frames: int) -> str | None:
+        if num_frames % factor == 1:
+            return None
+        near = num_frames // factor * factor + 1
+        return f"pipeline.num_frames must be 1 + a multiple of {factor} for {family}, got {num_frames}: use {near}"
+
+    return problem
+
+
+def video_latent_shape(spatial: str, temporal: str, default_frames: int):
+    """``latent_shape(pipe, height, width, num_frames)`` of a video family: the denoiser's input channels, the
+    frames and the pixels divided by the pipeline's compression ratios (attribute names ``spatial``, ``temporal``)."""
+    def latent_shape(pipe, height: int, width: int, num_frames: int = default_frames) -> tuple[int, int, int, int]:
+        s = getattr(pipe, spatial)
+        return (pipe.transformer.config.in_channels, (num_frames - 1) // getattr(pipe, temporal) + 1,
+                height // s, width // s)
+
+    return latent_shape
+
+
+def masked_embeds(embeds, mask, negative, negative_mask, cfg: bool) -> dict:
+    """``encode``'s result for a family with attention-masked text embeddings (PixArt, Sana): latents are drawn at
+    exactly (height, width), so the pipeline must not re-bin the resolution."""
+    out = {"prompt_embeds": embeds, "prompt_attention_mask": mask, "use_resolution_binning": False,
+           "negative_prompt": None}
+    if cfg:
+        out |= {"negative_prompt_embeds": negative, "negative_prompt_attention_mask": negative_mask}
+    return out

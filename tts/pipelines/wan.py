@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .checks import negative_prompt_check, pick
-from .stepping import Conditioning, with_negatives
+from .stepping import Conditioning, with_negatives, frame_count_check, video_latent_shape
+
 
 if TYPE_CHECKING:
     import torch
@@ -39,17 +40,10 @@ def load_problem(index: dict) -> str | None:
     return None
 
 
-def frames_problem(num_frames: int) -> str | None:
-    if num_frames % TEMPORAL_FACTOR != 1:
-        near = num_frames // TEMPORAL_FACTOR * TEMPORAL_FACTOR + 1
-        return f"pipeline.num_frames must be 1 + a multiple of {TEMPORAL_FACTOR} for Wan, got {num_frames}: use {near}"
-    return None
+frames_problem = frame_count_check("Wan", TEMPORAL_FACTOR)
 
 
-def latent_shape(pipe, height: int, width: int, num_frames: int = DEFAULT_NUM_FRAMES) -> tuple[int, int, int, int]:
-    s = pipe.vae_scale_factor_spatial
-    return (pipe.transformer.config.in_channels, (num_frames - 1) // pipe.vae_scale_factor_temporal + 1,
-            height // s, width // s)
+latent_shape = video_latent_shape("vae_scale_factor_spatial", "vae_scale_factor_temporal", DEFAULT_NUM_FRAMES)
 
 
 def to_pipeline_latents(pipe, noise: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -103,14 +103,18 @@ class Candidate:
 
 def check_budget(nfe_budget) -> float | None:
     """``search.nfe_budget``: None (no limit) or a positive number of denoiser evaluations per prompt."""
+    return positive_nfe(nfe_budget, "search.nfe_budget", "per prompt (or null for no limit)")
+
+
+def positive_nfe(value, key: str, what: str) -> float | None:
+    """None, or ``value`` as a positive finite number of NFEs; else a one-line error naming ``key``."""
     from ..core.validate import is_number
 
-    if nfe_budget is None:
+    if value is None:
         return None
-    if not is_number(nfe_budget) or not 0 < nfe_budget < float("inf"):
-        raise ValueError(f"search.nfe_budget must be a positive number of denoiser evaluations per prompt (or null "
-                         f"for no limit), got {nfe_budget!r}")
-    return float(nfe_budget)
+    if not is_number(value) or not 0 < value < float("inf"):
+        raise ValueError(f"{key} must be a positive number of denoiser evaluations {what}, got {value!r}")
+    return float(value)
 
 
 def budget_candidates(nfe_budget: float | None, context: SearchContext | None) -> int | None:

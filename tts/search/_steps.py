@@ -118,3 +118,19 @@ def largest_fitting(cost: Callable[[int], float], budget: float, image_cost: flo
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if cost(mid) <= budget + 1e-9 else (lo, mid)
     return lo
+
+
+class StepRequests:
+    """What every in-loop strategy that yields step requests shares: its budget, checked against one image's
+    NFEs, and ``search(engine)``, the requests answered by ``engine`` alone (one prompt at a time)."""
+
+    in_loop = True
+
+    def set_budget(self, nfe_budget, context) -> None:
+        from . import check_budget
+
+        self.nfe_budget = check_budget(nfe_budget)
+        check_image_budget(self.nfe_budget, context.nfe_per_image if context else None)
+
+    def search(self, engine):
+        return drive(self.requests(engine), engine)

@@ -19,13 +19,11 @@ from __future__ import annotations
 
 from ..core.noise import fresh
 from ..core.validate import check_number
-from . import SearchContext, SeedFn, check_budget, check_size
-from ._steps import (Advance, Score, check_image_budget, check_steps, drive, largest_fitting, plan_budget,
-                     ranked, resolve_steps)
+from . import SearchContext, SeedFn, check_size
+from ._steps import (StepRequests, Advance, Score, check_steps, largest_fitting, plan_budget, ranked, resolve_steps)
 
 
-class BeamSearch:
-    in_loop = True
+class BeamSearch(StepRequests):
 
     def __init__(self, seed_fn: SeedFn, context: SearchContext | None = None, nfe_budget: float | None = None,
                  width: int = 2, branching: int = 4, branch_at=(0.3, 0.6), eta: float = 1.0):
@@ -33,12 +31,8 @@ class BeamSearch:
         self.branching = check_size("search.branching", branching)
         self.branch_at = check_steps("search.branch_at", branch_at)
         self.eta = float(check_number("search.eta", eta, 0.0, 1.0, lo_open=True))
-        self.nfe_budget = check_budget(nfe_budget)
-        check_image_budget(self.nfe_budget, context.nfe_per_image if context else None)
+        self.set_budget(nfe_budget, context)
         self.seed_fn = seed_fn
-
-    def search(self, engine):
-        return drive(self.requests(engine), engine)
 
     def requests(self, engine):
         w, b = self.size(engine)                                                 # 1. width, branching

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 from ..core.noise import fresh
 from ..core.validate import is_int
-from . import SearchContext, SeedFn, check_budget, check_size
-from ._steps import (Advance, Score, check_image_budget, check_step, drive, largest_fitting, plan_budget,
-                     ranked, resolve_step)
+from . import SearchContext, SeedFn, check_size
+from ._steps import (StepRequests, Advance, Score, check_step, largest_fitting, plan_budget, ranked, resolve_step)
 
 
-class PathsSearch:
-    in_loop = True
+class PathsSearch(StepRequests):
     #: deterministic denoising steps; the re-noising injects the noise
     eta = 0.0
 
@@ -44,12 +42,8 @@ class PathsSearch:
         if is_int(forward) == is_int(start_step) and self.forward > self.start_step:
             raise ValueError(f"search.forward must be at most search.start_step (re-noising goes back to a step "
                              f">= 0), got forward={forward}, start_step={start_step}")
-        self.nfe_budget = check_budget(nfe_budget)
-        check_image_budget(self.nfe_budget, context.nfe_per_image if context else None)
+        self.set_budget(nfe_budget, context)
         self.seed_fn = seed_fn
-
-    def search(self, engine):
-        return drive(self.requests(engine), engine)
 
     def requests(self, engine):
         start, plan = self.steps(engine.steps)[0], self.iterations(engine.steps)

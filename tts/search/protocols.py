@@ -121,14 +121,9 @@ def check_stop_at(value) -> float | None:
 
 def check_study(value) -> float | None:
     """``search.study_nfe_budget``: None or a positive number of NFEs for the whole prompt set."""
-    from ..core.validate import is_number
+    from . import positive_nfe
 
-    if value is None:
-        return None
-    if not is_number(value) or not 0 < value < float("inf"):
-        raise ValueError(f"search.study_nfe_budget must be a positive number of denoiser evaluations for the whole "
-                         f"prompt set (or null), got {value!r}")
-    return float(value)
+    return positive_nfe(value, "search.study_nfe_budget", "for the whole prompt set (or null)")
 
 
 def driver_problem(kind: "Traits", budget: Budget, shards: int = 1, server: bool = False) -> str | None:

@@ -21,13 +21,11 @@ from typing import Sequence
 
 from ..core.noise import fresh
 from ..core.validate import check_number
-from . import SearchContext, SeedFn, check_budget, check_size
-from ._steps import (Advance, Score, check_image_budget, check_steps, drive, largest_fitting, plan_budget,
-                     ranked, resolve_steps)
+from . import SearchContext, SeedFn, check_size
+from ._steps import (StepRequests, Advance, Score, check_steps, largest_fitting, plan_budget, ranked, resolve_steps)
 
 
-class PruneSearch:
-    in_loop = True
+class PruneSearch(StepRequests):
     #: the deterministic sampler: a row's image depends on its initial noise alone
     eta = 0.0
 
@@ -36,12 +34,8 @@ class PruneSearch:
         self.num_particles = check_size("search.num_particles", num_particles)
         self.prune_at = check_steps("search.prune_at", prune_at)
         self.keep = check_number("search.keep", keep, 0.0, 1.0, lo_open=True)
-        self.nfe_budget = check_budget(nfe_budget)
-        check_image_budget(self.nfe_budget, context.nfe_per_image if context else None)
+        self.set_budget(nfe_budget, context)
         self.seed_fn = seed_fn
-
-    def search(self, engine):
-        return drive(self.requests(engine), engine)
 
     def requests(self, engine):
         n = self.size(engine)                                                   # 1. how many noises

@@ -20,6 +20,7 @@ import math
 import re
 
 from ..world import grammar
+from ..world.detect import Verdict  # met and failed requirements, as the shapes checker's
 
 COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white")
 NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
@@ -73,23 +74,6 @@ class Detection:
     score: float
     box: tuple[float, float, float, float]
     colour: str | None = None
-
-
-@dataclasses.dataclass
-class Verdict:
-    met: list[str]
-    failed: list[str]
-
-    @property
-    def correct(self) -> float:
-        return float(not self.failed)
-
-    @property
-    def criteria_met(self) -> float:
-        return len(self.met) / max(1, len(self.met) + len(self.failed))
-
-    def explanation(self) -> str:
-        return f"all {len(self.met)} requirements met" if not self.failed else "failed: " + "; ".join(self.failed)
 
 
 def singular(noun: str) -> str:
