@@ -226,17 +226,5 @@ def _recorded(run, p):
     return old
 
 
-def nfe_per_image(generator, prompt: str) -> float | None:
-    """Denoiser evaluations one whole candidate costs on this generator (steps x passes per step), for an
-    ask/tell strategy's ``nfe_budget``; None when the pipeline runs elsewhere (pipeline.server)."""
-    if not hasattr(generator, "pipe"):
-        return None
-    sampler = Sampler(generator)
-    try:
-        return float(Engine(sampler, prompt, lambda images, info: [None] * len(images)).image_cost)
-    finally:
-        sampler.close()
-
-
 def _name(strategy) -> str:
     return getattr(strategy, "name", None) or type(strategy).__module__.rsplit(".", 1)[-1].replace("_", "-")

@@ -105,7 +105,7 @@ def context(run: PromptRun) -> SearchContext:
     ``search.study_nfe_budget``) asks."""
     nfe = None
     if run.job.budget.limited or run.job.budget.study is not None:
-        from .inloop import nfe_per_image
+        from ..sampling.particles import nfe_per_image
 
         nfe = nfe_per_image(run.generator, run.prompt.text)
     return SearchContext(run.prompt.text, run.phash, run.folder.root, tuple(run.generator.latent_shape), nfe)

@@ -64,7 +64,7 @@ def _nfe_per_image(shared, written: list[StudyAllocation], mine) -> float:
     """The NFEs of one image: as the first pass recorded it, else measured on the loaded pipeline."""
     if written:
         return written[0].nfe_per_image
-    from .inloop import nfe_per_image
+    from ..sampling.particles import nfe_per_image
 
     return float(nfe_per_image(shared.generator, mine[0][1].text))
 

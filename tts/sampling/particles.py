@@ -313,3 +313,16 @@ def replay_path(sampler: Sampler, prompt, path: list[dict]):
 def sampler_options(eta: float) -> SamplerOptions:
     """The sampler an in-loop search (and its replay) runs on: rows change between steps."""
     return SamplerOptions(eta=float(eta), batch_changes=True)
+
+
+def nfe_per_image(generator, prompt: str) -> float | None:
+    """Denoiser evaluations one whole candidate costs on this generator (steps x passes per step, as the sampler
+    counts them), for an ask/tell strategy's ``nfe_budget`` and a study's budget; None when the pipeline runs
+    elsewhere (pipeline.server). tts.pipelines.nfe.nfe_per_image estimates the same before anything loads."""
+    if not hasattr(generator, "pipe"):
+        return None
+    sampler = Sampler(generator)
+    try:
+        return float(Engine(sampler, prompt, lambda images, info: [None] * len(images)).image_cost)
+    finally:
+        sampler.close()
