@@ -63,7 +63,7 @@ def _router(cfg):
     node = cfg.get("router")
     if node is None or not node.get("_target_"):
         return None
-    from .build import instantiate
+    from .instantiation import instantiate
 
     return instantiate(node, "router")
 
@@ -74,7 +74,7 @@ def plan_pipelines(arms, factory, s_per_nfe: float | None = None) -> list[dict]:
     round of its strategy), its weights in memory and its seconds per image (with ``plan.s_per_nfe``, which is the
     first pipeline's: a pipeline's seconds per image are its charged NFEs times it)."""
     from ..pipelines.nfe import nfe_per_image
-    from .plan import weights_in_memory
+    from ..pipelines import weights_in_memory
 
     budget = getattr(factory, "keywords", {}).get("nfe_budget")
     inner = getattr(factory, "keywords", {}).get("inner", factory)

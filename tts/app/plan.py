@@ -83,7 +83,7 @@ def make_plan(cfg: DictConfig, job=None) -> dict:
         "candidates": candidates,
         "nfe_per_candidate": nfe, "nfe_source": nfe_source, "nfe": candidates * nfe,
         "verifier_calls": candidates,
-        "weights_gb": weights_in_memory(parts.pipeline) if not getattr(parts.pipeline, "server", None) else None,
+        "weights_gb": _weights(parts.pipeline) if not getattr(parts.pipeline, "server", None) else None,
         "api": api_cost(parts, candidates, settings, pilot),
         "s_per_nfe": s_per_nfe, "throughput_source": throughput_source if s_per_nfe is not None else None,
         "gpu_hours": candidates * nfe * s_per_nfe / 3600 if s_per_nfe is not None else None,
@@ -160,14 +160,6 @@ def _simulate(factory, improving: bool, cap: int = MAX_CANDIDATES) -> int:
             raise PlanError(f"the search asks for more than {cap:,} candidates a prompt (more than tts allows): "
                             "lower its rounds or sizes, or bound it with search.nfe_budget")
     return total
-
-
-def weights_in_memory(spec) -> float | None:
-    """GB of the pipeline's weights in its dtype, from the presets table (None for a checkpoint it lacks)."""
-    from ..pipelines import weights_gb
-
-    half = weights_gb(spec.model_id)
-    return None if half is None else half * (2 if spec.dtype == "fp32" else 1)
 
 
 def measure(parts: _Parts) -> tuple[float, float]:
@@ -419,6 +411,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print(format_plan(plan))
+
+
+def _weights(spec) -> float | None:
+    from ..pipelines import weights_in_memory
+
+    return weights_in_memory(spec)
 
 
 if __name__ == "__main__":

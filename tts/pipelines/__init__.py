@@ -149,6 +149,12 @@ def weights_gb(model_id: str) -> float | None:
     return next((fam.WEIGHTS_GB[model_id] for fam in FAMILIES if model_id in getattr(fam, "WEIGHTS_GB", {})), None)
 
 
+def weights_in_memory(spec) -> float | None:
+    """GB of the pipeline's weights in its dtype, from the presets table (None for a checkpoint it lacks)."""
+    half = weights_gb(spec.model_id)
+    return None if half is None else half * (2 if spec.dtype == "fp32" else 1)
+
+
 def pipeline_class(class_name: str) -> type:
     """The pipeline class model_index.json names: the family's ``pipeline_class`` when it has one, else diffusers'."""
     family = family_for(class_name)

@@ -17,34 +17,18 @@ semaphores created in ``setup`` bound the requests in flight across all the loop
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import difflib
 import threading
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from PIL import Image
 
-from ..core.records import MetricScore, Usage
 from .frames import DEFAULTS, wrap_class
+from .verdict import Scores, Verdict, as_verdict  # noqa: F401 - as_verdict: imported from here
 
 if TYPE_CHECKING:
     import torch
 
-Scores = dict[str, MetricScore]
-
-
-@dataclasses.dataclass
-class Verdict:
-    """One candidate's verification: ``scores`` (all metrics) or ``error`` (why it failed, for the record)."""
-
-    scores: Scores | None = None
-    error: str | None = None
-    usage: Usage | None = None
-    members: dict[str, Scores] = dataclasses.field(default_factory=dict)
-
-
-def as_verdict(result) -> Verdict:
-    return result if isinstance(result, Verdict) else Verdict(scores=result)
 
 
 class VerifierError(ValueError):

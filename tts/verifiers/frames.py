@@ -80,7 +80,7 @@ def _reduce_scores(verifier, per_frame: list[dict], reduce: str) -> dict:
 
 def _gather(verifier, results: list, spans) -> list:
     """One result per item: a video's frames' results reduced (a failed frame fails the video)."""
-    from .base import Verdict, as_verdict
+    from .verdict import Verdict, as_verdict
 
     merged, cursor = [], 0
     for span in spans:

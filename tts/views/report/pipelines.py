@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ...core.records import CandidateRecord
 from .page import Images
-from .render import esc
+from .markup import esc
 from .runs import Run, best
 
 

@@ -2,12 +2,11 @@
 tts/views/report_assets)."""
 from __future__ import annotations
 
-import html
 import json
 import time
 from pathlib import Path
-from typing import Any
 
+from .markup import esc
 from .. import collage
 from ...core import runfolder as rf
 from .page import Images, page_data
@@ -18,10 +17,6 @@ from .stats import group_means, judge_rows, overview
 ASSETS = Path(__file__).resolve().parents[1] / "report_assets"
 MAX_PROBLEMS_LISTED = 200
 
-
-
-def esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def _num(value: float | None, digits: int = 0) -> str:
