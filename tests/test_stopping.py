@@ -137,12 +137,48 @@ def test_stop_at_settings_are_checked_before_anything_loads(tmp_path):
         build_job(compose(["++search.stop_at=high"]), tmp_path)
     with pytest.raises(ConfigError, match="search.study_nfe_budget must be a positive number"):
         build_job(compose(["++search.study_nfe_budget=-3"]), tmp_path)
-    with pytest.raises(ConfigError, match="^search.stop_at works with ask/tell strategies; in-loop support pending$"):
-        build_job(compose(["search=prune", "++search.stop_at=1"]), tmp_path)
+    assert build_job(compose(["search=prune", "++search.stop_at=1"]), tmp_path).budget.stop_at == 1.0
     with pytest.raises(ConfigError, match="needs the whole study in one process: drop shard.count"):
         build_job(compose(["++search.study_nfe_budget=600", "shard.count=2"]), tmp_path)
     job = build_job(compose(["++search.stop_at=0.5", "search.nfe_budget=40"]), tmp_path)
     assert job.budget == Budget(40.0, 0.5, None, "round-robin")
+
+
+# -- search.stop_at in the loop ----------------------------------------------------------------------------------
+
+TREE = BENCH[:4] + ["search=tree", "search.nfe_budget=120", "batch_size=1"]
+
+
+def test_in_the_loop_a_final_that_reaches_stop_at_ends_the_search(tmp_path):
+    """search=tree scores each rollout as it finishes: with stop_at the search ends at the first good one, its
+    rollouts a prefix of the unstopped search's (same particles, paths, scores), the rest of its budget unspent."""
+    full, stop = tmp_path / "full", tmp_path / "stop"
+    run_tts(TREE, full)
+    run_tts(TREE + ["++search.stop_at=1"], stop)
+    whole, cut = by_prompt(records_in_order(full)), by_prompt(records_in_order(stop))
+    summary = json.loads((stop / rf.SUMMARY).read_text())
+    stopped = 0
+    for prompt, rs in whole.items():
+        kept, row = cut[prompt], summary["prompts"][prompt]
+        same = lambda r: (r.path.particle, r.path.ops, r.score, r.noise)  # noqa: E731
+        assert [same(r) for r in kept] == [same(r) for r in rs[:len(kept)]]
+        hit = next((i for i, r in enumerate(rs) if r.score >= 1), None)
+        if hit is None:
+            assert len(kept) == len(rs) and row["stopped_at_score"] is None
+            continue
+        stopped += 1
+        assert len(kept) == hit + 1 and row["stopped_at_score"] == 1.0
+        assert row["nfe_spent"] == pytest.approx(sum(r.nfe for r in kept))
+        assert row["nfe_unspent"] == pytest.approx(120 - row["nfe_spent"]) and row["nfe_unspent"] > 0
+    assert stopped >= 1
+
+
+def test_a_strategy_that_finishes_its_finals_together_spends_its_budget_as_before(tmp_path):
+    common = BENCH[:4] + ["search=prune", "search.nfe_budget=80", "batch_size=1"]
+    run_tts(common, tmp_path / "full")
+    run_tts(common + ["++search.stop_at=1"], tmp_path / "stop")
+    same = lambda run: [(r.prompt, r.path.ops, r.score, r.nfe) for r in records_in_order(run)]  # noqa: E731
+    assert same(tmp_path / "full") == same(tmp_path / "stop")
 
 
 # -- search.study_nfe_budget ---------------------------------------------------------------------------------------

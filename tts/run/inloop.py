@@ -176,7 +176,9 @@ def _record(search: _InLoop, result, seconds: float) -> None:
     for r in records:
         c = Candidate.of(r, run.job.verifier.higher_is_better())
         best = c if c.beats(best) else best
-    write_round_best(run, ROUND, records, best, sum(r.nfe for r in records))
+    stopped = _stopper(records, engine.stopped_by)
+    write_round_best(run, ROUND, records, best, sum(r.nfe for r in records), stopped=stopped,
+                     nfe_budget=engine.budget if stopped is not None else None)
     run.folder.append_search(SearchRecord(
         prompt=run.prompt.text, prompt_hash=run.phash, strategy=_name(strategy), candidates=len(records),
         nfe=engine.spent, nfe_budget=engine.budget, preview_decodes=engine.preview_decodes,
@@ -189,7 +191,9 @@ def _engine(run, strategy, previews: PreviewLog) -> Engine:
         raise rf.RunFolderError(f"search={_name(strategy)} steps the denoiser itself: it needs the pipeline in this "
                                 "process; drop pipeline.server")
     sampler = Sampler(generator, sampler_options(strategy.eta))
-    return Engine(sampler, run.prompt.text, previews, run.job.budget.nfe)
+    budget, up = run.job.budget, run.job.verifier.higher_is_better()
+    stop = None if budget.stop_at is None else (lambda s: budget.reached(oriented(s, up), up))  # s is oriented
+    return Engine(sampler, run.prompt.text, previews, budget.nfe, stop)
 
 
 def _record_finals(run, strategy, engine: Engine, finals: list[Final], seconds: float) -> list:
@@ -215,6 +219,14 @@ def _record_finals(run, strategy, engine: Engine, finals: list[Final], seconds: 
         run.progress.verified_(len(pending[k:k + size]))
         run.folder.heartbeat(run.phash)
     return sorted(records, key=lambda r: r.index)
+
+
+def _stopper(records, particle: str | None):
+    """The record of the final whose preview score reached ``search.stop_at`` and ended the search (None: it ran
+    to its end)."""
+    if particle is None:
+        return None
+    return next((r for r in records if r.path is not None and r.path.particle == particle), None)
 
 
 def _recorded(run, p):

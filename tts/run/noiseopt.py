@@ -5,7 +5,7 @@
 2. from the strategy's initial noise, each iteration renders the final image with gradients
    (tts.sampling.gradient), scores it with the verifier's differentiable ``score_tensor`` and takes one
    optimiser step on the noise (the strategy's objective: reward plus ReNO's norm regulariser); the last iterate
-   is only rendered. Each iterate is a candidate: its noise saved in the run folder (a ``stored`` lineage,
+   is only rendered. With ``search.stop_at`` the iterate whose differentiable score reaches it is the last. Each iterate is a candidate: its noise saved in the run folder (a ``stored`` lineage,
    tts.core.noise; the first is the seeded fresh noise itself) and recorded with its path, so tts-replay
    regenerates it exactly;
 3. the candidates are verified (the verifier's ``score``, as every candidate) and recorded (round 1, index k), each
@@ -79,7 +79,9 @@ def search_prompt_noise_opt(run, strategy) -> None:
         c = Candidate(r.round, r.index, r.noise, r.score if r.status == "ok" else None, r, up)
         best = c if c.beats(best) else best
     spent = sum(it.nfe for it in iterates)
-    write_round_best(run, ROUND, records, best, spent)
+    stopped = records[-1] if run.job.budget.reached(iterates[-1].score, up) else None
+    write_round_best(run, ROUND, records, best, spent, stopped=stopped,
+                     nfe_budget=strategy.nfe_budget if stopped is not None else None)
     run.folder.append_search(SearchRecord(
         prompt=run.prompt.text, prompt_hash=run.phash, strategy=strategy.name, candidates=len(records), nfe=spent,
         nfe_budget=strategy.nfe_budget, preview_scores=len(iterates), worker=run.folder.worker))
@@ -102,12 +104,13 @@ def optimise(run, strategy) -> tuple[list[Iterate], str | None]:
             lineage = origin if k == 0 else store(noise.detach()[0], run.folder.root, origin, k)
             latents, pixels, forwards = driver.images(noise, origin)
             steps = strategy.steps(forwards) if steps is None else steps
-            last = k >= steps
             reward = sign * verifier.score_tensor([prompt], pixels)
+            score = sign * float(reward.detach()[0])
+            last = k >= steps or run.job.budget.reached(score, sign > 0)  # search.stop_at: on score_tensor
             if not last:
                 strategy.ascend(optimizer, noise, strategy.objective(reward, noise))
             image = sampler.decode(latents.detach())[0]
-            iterates.append(Iterate(lineage, image, charged(forwards, not last), forwards, sign * float(reward.detach()[0])))
+            iterates.append(Iterate(lineage, image, charged(forwards, not last), forwards, score))
             run.progress.generated(1)
             if last:
                 return iterates, sampler.fallback

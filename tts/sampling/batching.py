@@ -80,6 +80,12 @@ class StepDriver:
             try:
                 if not isinstance(request, Advance):
                     answer, error = respond(s.engine, request), None  # Score: this prompt's own scorer
+                    if s.engine.stopped_by is not None:  # search.stop_at reached (tts.sampling.particles)
+                        s.steps.close()
+                        s.done, s.request, s.result = True, None, s.engine.stop_result()
+                        if on_done is not None:
+                            on_done(k, s.result)
+                        return
                     continue
                 until, error = s.engine.check_advance(request.p, request.until), None
             except Exception as e:  # noqa: BLE001 - raised into the strategy at its yield, as drive() raises it

@@ -26,6 +26,12 @@ re-implements it:
   scorer (the verifier; its ``score_preview(prompts, images, noise_level)`` when it has one), oriented so
   that larger is better; the loop writes every preview score to ``previews.jsonl``, apart from final scores.
 
+* **Stopping.** With ``stop`` (a test of an oriented score, from ``search.stop_at``), a :class:`Score` request on
+  finished rows whose score reaches it ends the search there: the driver closes the strategy's generator and the
+  search's result is every finished row scored so far (:meth:`Engine.stop_result`), so a strategy that scores
+  its finals as it makes them (evolution's generations, screen's batches) stops at the first final that is good
+  enough, and one that scores finals only at its end spends its budget as before.
+
 * **NFEs per candidate.** A final row's ``nfe_path`` is what its path cost (what a replay costs), ``nfe_shared``
   the part of it shared with the row it was copied from; ``nfe`` (charged) adds its share of what dropped rows
   cost, so the candidates' ``nfe`` sum to what the prompt's search really spent.
@@ -132,6 +138,9 @@ def drive(steps: Steps, engine: Engine):
             answer, error = respond(engine, request), None
         except Exception as e:  # noqa: BLE001 - raised into the strategy at its yield
             answer, error = None, e
+        if engine.stopped_by is not None:  # search.stop_at reached by a final it scored
+            steps.close()
+            return engine.stop_result()
 
 
 def respond(engine: Engine, request: StepRequest):
@@ -146,9 +155,13 @@ def respond(engine: Engine, request: StepRequest):
 class Engine:
     """One prompt's in-loop search: the sampler, the budget, the preview scorer, what was spent."""
 
-    def __init__(self, sampler: Sampler, prompt, scorer: PreviewScorer, nfe_budget: float | None = None):
+    def __init__(self, sampler: Sampler, prompt, scorer: PreviewScorer, nfe_budget: float | None = None,
+                 stop: Callable[[float], bool] | None = None):
         self.sampler, self.prompt, self.scorer = sampler, prompt, scorer
         self.budget = None if nfe_budget is None else float(nfe_budget)
+        self.stop = stop
+        self.stopped_by: str | None = None  # the id of the final that reached ``stop``
+        self._scored_finals: list[Particles] = []
         self.spent = 0.0
         self.preview_decodes = 0
         self.preview_scores = 0
@@ -248,7 +261,19 @@ class Engine:
         if len(scores) != len(images):
             raise RuntimeError(f"the preview scorer returned {len(scores)} scores for {len(images)} images")
         self.preview_scores += len(images)
+        if p.step == self.steps:
+            self._note_finals(p, scores)
         return scores
+
+    def _note_finals(self, p: Particles, scores: list) -> None:
+        if not any(p is q for q in self._scored_finals):
+            self._scored_finals.append(p)
+        if self.stop is not None and self.stopped_by is None:
+            self.stopped_by = next((i for i, s in zip(p.ids, scores) if s is not None and self.stop(s)), None)
+
+    def stop_result(self) -> list[Particles]:
+        """What a search stopped by ``stop`` keeps: every set of finished rows it scored, in order."""
+        return list(self._scored_finals)
 
     def noise_level(self, step: int) -> float:
         """The noise level of the x0 prediction made at ``step`` (from the previous step's input): the

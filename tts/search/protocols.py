@@ -55,7 +55,6 @@ def is_gradient(strategy) -> bool:
 DRIVER_KEYS = ("stop_at", "study_nfe_budget", "study_order")
 #: how tts.run.study hands out a study's leftover (docs/stopping.md)
 STUDY_ORDERS = ("round-robin", "best-first")
-IN_LOOP_STOP = "search.stop_at works with ask/tell strategies; in-loop support pending"
 IN_LOOP_STUDY = "search.study_nfe_budget works with ask/tell strategies; in-loop support pending"
 
 
@@ -128,8 +127,6 @@ def check_study(value) -> float | None:
 
 def driver_problem(kind: "Traits", budget: Budget, shards: int = 1, server: bool = False) -> str | None:
     """Why the drivers' settings cannot run with this strategy and process layout (one line), or None."""
-    if kind.in_loop and budget.stop_at is not None:
-        return IN_LOOP_STOP
     if budget.study is None:
         return None
     if kind.in_loop:

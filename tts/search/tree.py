@@ -90,6 +90,8 @@ class TreeSearch:
                     node.rewards.append(float(reward))
             finals.append(final)
             n += 1
+            if engine.stopped_by is not None:  # a rollout reached search.stop_at (tts.sampling.particles Engine)
+                break
         if not finals:
             raise ValueError("search=tree made no rollout: raise search.nfe_budget to one image or more")
         return finals
