@@ -188,19 +188,35 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 def _merges(words: list[str]) -> list[tuple[str, str]]:
-    """Left-to-right merges that make each word one token."""
-    out: list[tuple[str, str]] = []
-    seen = set()
-    for w in words:
+    """BPE merges learnt on ``words`` until each is one symbol (the most frequent pair first, as BPE training
+    does), so the tokenizer turns each of them into one token."""
+    from collections import Counter
+
+    def start(w: str) -> tuple[str, ...]:
         core, end = (w[:-4], "</w>") if w.endswith("</w>") else (w, "")
-        pieces = list(core[:-1]) + [core[-1:] + end]
-        while len(pieces) > 1:
-            pair = (pieces[0], pieces[1])
-            if pair not in seen:
-                seen.add(pair)
-                out.append(pair)
-            pieces = ["".join(pair)] + pieces[2:]
-    return out
+        return (*core[:-1], core[-1:] + end)
+
+    segs = [start(w) for w in words]
+    merges: list[tuple[str, str]] = []
+    while True:
+        counts = Counter(pair for seg in segs for pair in zip(seg, seg[1:]))
+        if not counts:
+            return merges
+        pair = max(counts, key=lambda p: (counts[p], p))
+        merges.append(pair)
+        segs = [_merge(seg, pair) for seg in segs]
+
+
+def _merge(seg: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
+    out, i = [], 0
+    while i < len(seg):
+        if i + 1 < len(seg) and (seg[i], seg[i + 1]) == pair:
+            out.append(seg[i] + seg[i + 1])
+            i += 2
+        else:
+            out.append(seg[i])
+            i += 1
+    return tuple(out)
 
 
 def clip_tokenizer(texts: list[str], max_length: int = 77):
@@ -226,6 +242,7 @@ QWEN_TEMPLATE = (
     "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
     "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+QWEN_TEMPLATE_TEXT = ("system\nYou are a helpful assistant.", "user\n", "assistant\n")  # its words, as tokens
 QWEN_SPLIT = re.compile(r"'s|'t|'re|'ve|'m|'ll|'d|[^\r\n\w]?[^\W\d_]+|\d| ?[^\s\w]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
@@ -235,6 +252,7 @@ def qwen_tokenizer(texts: list[str]):
     from transformers import Qwen2Tokenizer
 
     table = _bytes_to_unicode()
+    texts = [*texts, *QWEN_TEMPLATE_TEXT]
     words = sorted({"".join(table[b] for b in piece.encode()) for t in texts for piece in QWEN_SPLIT.findall(t)})
     merges = _merges(words)
     vocab = list(dict.fromkeys(list(table.values()) + ["".join(m) for m in merges]))
