@@ -146,28 +146,29 @@ def test_stop_at_settings_are_checked_before_anything_loads(tmp_path):
 
 # -- search.stop_at in the loop ----------------------------------------------------------------------------------
 
-TREE = BENCH[:4] + ["search=tree", "search.nfe_budget=120", "batch_size=1"]
-
-
-def test_in_the_loop_a_final_that_reaches_stop_at_ends_the_search(tmp_path):
-    """search=tree scores each rollout as it finishes: with stop_at the search ends at the first good one, its
-    rollouts a prefix of the unstopped search's (same particles, paths, scores), the rest of its budget unspent."""
+@pytest.mark.parametrize("search,batch", [("tree", 1), ("refine", 1), ("refine", 8)])
+def test_in_the_loop_a_final_that_reaches_stop_at_ends_the_search(tmp_path, search, batch):
+    """tree scores each rollout as it ends, refine each wave's finals: with stop_at the search ends at the first
+    good one, its finals a prefix of the unstopped search's (same particles, paths, scores), the rest of its
+    budget unspent; with batch_size 8 the prompts are searched together (tts.sampling.batching)."""
     full, stop = tmp_path / "full", tmp_path / "stop"
-    run_tts(TREE, full)
-    run_tts(TREE + ["++search.stop_at=1"], stop)
+    common = BENCH[:4] + [f"search={search}", "search.nfe_budget=120", f"batch_size={batch}"]
+    run_tts(common, full)
+    run_tts(common + ["++search.stop_at=1"], stop)
     whole, cut = by_prompt(records_in_order(full)), by_prompt(records_in_order(stop))
     summary = json.loads((stop / rf.SUMMARY).read_text())
     stopped = 0
     for prompt, rs in whole.items():
         kept, row = cut[prompt], summary["prompts"][prompt]
-        same = lambda r: (r.path.particle, r.path.ops, r.score, r.noise)  # noqa: E731
+        same = lambda r: (r.path.particle, r.path.ops, round(r.score, 4), r.noise)  # noqa: E731
         assert [same(r) for r in kept] == [same(r) for r in rs[:len(kept)]]
         hit = next((i for i, r in enumerate(rs) if r.score >= 1), None)
         if hit is None:
             assert len(kept) == len(rs) and row["stopped_at_score"] is None
             continue
         stopped += 1
-        assert len(kept) == hit + 1 and row["stopped_at_score"] == 1.0
+        # the scored batch that holds the hit ends it: a rollout (tree), a fresh image or two refinements (refine)
+        assert hit < len(kept) <= hit + (2 if search == "refine" else 1) and row["stopped_at_score"] == 1.0
         assert row["nfe_spent"] == pytest.approx(sum(r.nfe for r in kept))
         assert row["nfe_unspent"] == pytest.approx(120 - row["nfe_spent"]) and row["nfe_unspent"] > 0
     assert stopped >= 1

@@ -225,14 +225,17 @@ class Engine:
         paths = [_extend_run(path, traj.step, seed) for path, seed in zip(p.paths, p.seeds)]
         return dataclasses.replace(p, traj=traj, paths=paths)
 
-    def select(self, p: Particles, rows: Sequence[int], event: str, seeds: Sequence[int] | None = None) -> Particles:
+    def select(self, p: Particles, rows: Sequence[int], event: str, seeds: Sequence[int] | None = None,
+               copies: bool = False) -> Particles:
         """Keep, duplicate and re-order rows (resampling, pruning, branching); each kept row becomes a new
         particle whose parent is the row it came from. ``seeds``: new segment seeds for the kept rows (needed
-        with a stochastic sampler, so copies of one row diverge); None keeps each parent's seed."""
+        with a stochastic sampler, so copies of one row diverge); None keeps each parent's seed. ``copies``:
+        ``p`` stays too (its rows are candidates themselves), so every new row shares its parent's whole path
+        and is charged only what it adds."""
         rows = [int(r) for r in rows]
         if seeds is not None and len(seeds) != len(rows):
             raise ValueError(f"select got {len(seeds)} seeds for {len(rows)} rows")
-        traj = p.traj.select(rows)
+        traj = p.traj.select(rows, copies)
         ids = self._new_ids(len(rows))
         paths = [[*p.paths[r], {"op": "from", "event": event, "step": p.step, "parent": p.ids[r]}] for r in rows]
         new_seeds = [p.seeds[r] for r in rows] if seeds is None else [int(s) for s in seeds]

@@ -137,8 +137,9 @@ class Trajectories:
     def __len__(self) -> int:
         return self.latents.shape[0]
 
-    def select(self, rows: Sequence[int]) -> Trajectories:
-        """These rows, in this order (drop, duplicate, re-order); every per-row tensor follows."""
+    def select(self, rows: Sequence[int], copies: bool = False) -> Trajectories:
+        """These rows, in this order (drop, duplicate, re-order); every per-row tensor follows. ``copies``: the
+        rows are copies of rows kept elsewhere (e.g. finals kept as candidates), so each shares its whole path."""
         if not self.movable:
             raise PipelineConfigError("this sampler steps a multistep scheduler whose history cannot follow "
                                       "selected rows: make it with SamplerOptions(batch_changes=True)")
@@ -149,7 +150,7 @@ class Trajectories:
         shared = self.own_shared()[index].clone()
         seen: set[int] = set()
         for k, row in enumerate(index.tolist()):  # a second copy shares its whole path so far with the first
-            if row in seen:
+            if row in seen or copies:
                 shared[k] = self.nfe[row]
             seen.add(row)
         return dataclasses.replace(self, latents=self.latents[on], cond=self.cond.select(index), nfe=self.nfe[index],

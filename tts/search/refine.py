@@ -61,7 +61,7 @@ class RefineSearch(StepRequests):
             if pool and m:                                                          # 2. refine the best so far
                 pool.sort(key=lambda item: item[:2])  # stable: ties keep the order they were made in
                 _, _, k, row = pool.pop(0)
-                q = engine.select(kept[k], [row] * m, "refine")
+                q = engine.select(kept[k], [row] * m, "refine", copies=True)
                 q = engine.renoise(q, back_to, [self.seed_fn(wave, j, "renoise") for j in range(m)])
                 q = yield Advance(q)
                 pool += self._scored(q, (yield Score(q, f"refine {wave}")), len(kept))
