@@ -20,7 +20,9 @@ from tts.search.beam import BeamSearch
 from tts.search.evolution import EvolutionSearch
 from tts.search.paths import PathsSearch
 from tts.search.prune import PruneSearch
+from tts.search.refine import RefineSearch
 from tts.search.smc import SMCSearch
+from tts.search.tree import TreeSearch
 from tts.search._steps import InLoopStrategy
 
 PROMPTS = ["two red circles", "a blue square above a green triangle", "a small yellow circle"]
@@ -31,6 +33,8 @@ STRATEGIES = {
     "beam": lambda seed_fn: BeamSearch(seed_fn, nfe_budget=80, width=2, branching=4, branch_at=[3, 6]),
     "evolution": lambda seed_fn: EvolutionSearch(seed_fn, nfe_budget=100, population=6, generations=2,
                                                  preview_step=4, finals=4),
+    "refine": lambda seed_fn: RefineSearch(seed_fn, nfe_budget=60),
+    "tree": lambda seed_fn: TreeSearch(seed_fn, nfe_budget=60),
 }
 
 

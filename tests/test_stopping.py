@@ -138,6 +138,9 @@ def test_stop_at_settings_are_checked_before_anything_loads(tmp_path):
     with pytest.raises(ConfigError, match="search.study_nfe_budget must be a positive number"):
         build_job(compose(["++search.study_nfe_budget=-3"]), tmp_path)
     assert build_job(compose(["search=prune", "++search.stop_at=1"]), tmp_path).budget.stop_at == 1.0
+    with pytest.raises(ConfigError, match="^search.study_nfe_budget hands budget between ask/tell searches .* "
+                                          "search.patience with search=refine\)$"):
+        build_job(compose(["search=refine", "++search.study_nfe_budget=600"]), tmp_path)
     with pytest.raises(ConfigError, match="needs the whole study in one process: drop shard.count"):
         build_job(compose(["++search.study_nfe_budget=600", "shard.count=2"]), tmp_path)
     job = build_job(compose(["++search.stop_at=0.5", "search.nfe_budget=40"]), tmp_path)

@@ -55,7 +55,8 @@ def is_gradient(strategy) -> bool:
 DRIVER_KEYS = ("stop_at", "study_nfe_budget", "study_order")
 #: how tts.run.study hands out a study's leftover (docs/stopping.md)
 STUDY_ORDERS = ("round-robin", "best-first")
-IN_LOOP_STUDY = "search.study_nfe_budget works with ask/tell strategies; in-loop support pending"
+IN_LOOP_STUDY = ("search.study_nfe_budget hands budget between ask/tell searches (random, zero-order); an in-loop "
+                 "search is bounded per prompt: use search.nfe_budget (and search.patience with search=refine)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,7 +31,7 @@ import random
 from ..core.noise import fresh
 from ..core.validate import check_number
 from . import SearchContext, SeedFn, check_budget, check_size
-from ._steps import check_image_budget, check_steps, resolve_steps
+from ._steps import Advance, Score, StepRequests, check_image_budget, check_steps, resolve_steps
 
 SELECTIONS = ("max", "soft")
 
@@ -54,7 +54,7 @@ class Node:
         return top + math.log(sum(math.exp(lmbda * (r - top)) for r in self.rewards) / len(self.rewards)) / lmbda
 
 
-class TreeSearch:
+class TreeSearch(StepRequests):
     in_loop = True
     name = "tree"
 
@@ -75,23 +75,23 @@ class TreeSearch:
         check_image_budget(self.nfe_budget, context.nfe_per_image if context else None)
         self.seed_fn = seed_fn
 
-    def search(self, engine):
+    def requests(self, engine):
+        """The tree's step requests (tts.search._steps): expansions and rollouts are Advances, rewards Scores,
+        so tts-search can step several prompts' trees in shared denoiser calls."""
         depths = (0, *resolve_steps("search.levels", self.levels, engine.steps))  # the step of each depth
         root, finals, n = Node(-1), [], 0
         while n < (self.rollouts if self.nfe_budget is None else 10 ** 9):
-            chain = self._chain(root, engine, depths, n)
+            chain = yield from self._chain(root, engine, depths, n)
             if chain is None:
                 break
-            final = self._rollout(engine, chain[-1], n)
-            [reward] = engine.score(final, f"rollout {n}")
+            final = yield Advance(self._rollout(engine, chain[-1], n))
+            [reward] = yield Score(final, f"rollout {n}")
             for node in chain:
                 node.visits += 1
                 if reward is not None and math.isfinite(reward):
                     node.rewards.append(float(reward))
             finals.append(final)
             n += 1
-            if engine.stopped_by is not None:  # a rollout reached search.stop_at (tts.sampling.particles Engine)
-                break
         if not finals:
             raise ValueError("search=tree made no rollout: raise search.nfe_budget to one image or more")
         return finals
@@ -106,7 +106,7 @@ class TreeSearch:
             if len(node.children) < self.branching:
                 cost = self._step_cost(engine, depths, node.depth) + self._rollout_cost(engine, depths, node.depth + 1)
                 if cost <= engine.remaining + 1e-9:
-                    child = self._expand(engine, depths, node, n)
+                    child = yield from self._expand(engine, depths, node, n)
                     return [*chain, child]
                 break
             node = self._choose(node, n)
@@ -131,15 +131,13 @@ class TreeSearch:
         if node.depth < 0:  # under the root: a fresh initial noise
             return _add(node, Node(0, engine.start([fresh(self.seed_fn(0, len(node.children), "fresh"))])))
         p = engine.select(node.particles, [0], "branch", [self.seed_fn(n, node.depth + 1, "branch")])
-        return _add(node, Node(node.depth + 1, engine.advance(p, depths[node.depth + 1])))
+        return _add(node, Node(node.depth + 1, (yield Advance(p, depths[node.depth + 1]))))
 
     # -- rollouts and costs ------------------------------------------------------------------------------------
 
     def _rollout(self, engine, node: Node, n: int):
-        """A copy of the node's state denoised to the end with a new seed (its prefix counted as shared)."""
-        p = engine.select(node.particles, [0], "rollout", [self.seed_fn(n, node.depth, "rollout")])
-        p = dataclasses.replace(p, traj=dataclasses.replace(p.traj, shared=p.traj.nfe.clone()))
-        return engine.advance(p)
+        """A copy of the node's state, with a new seed, to denoise to the end (its prefix counted as shared)."""
+        return engine.select(node.particles, [0], "rollout", [self.seed_fn(n, node.depth, "rollout")], copies=True)
 
     @staticmethod
     def _step_cost(engine, depths, depth: int) -> float:
