@@ -143,3 +143,17 @@ def test_the_differentiable_render_equals_the_sampler_and_reaches_the_noise(fami
     finally:
         sampler.close()
         gen.close()
+
+
+def test_stop_at_ends_at_the_first_iterate_whose_score_reaches_it(run, tmp_path):
+    """The threshold is tested on each iterate's differentiable score (previews.jsonl): with one that a later
+    iterate reaches first, the search ends there, the rest of the budget unspent."""
+    records = sorted(rf.read_manifest(run), key=lambda r: r.index)
+    tensor = [line["score"] for line in rf.read_previews(run)]
+    k = next(k for k in range(1, len(tensor)) if tensor[k] > max(tensor[:k]))  # the first iterate to beat all before
+    run_tts([*BASE, "search.nfe_budget=100", f"++search.stop_at={tensor[k]}"], tmp_path)
+    cut = sorted(rf.read_manifest(tmp_path), key=lambda r: r.index)
+    assert [r.noise for r in cut] == [r.noise for r in records[:k + 1]]
+    assert [r.nfe for r in cut] == [30] * k + [10]  # no gradient step after the hit
+    row = json.loads((tmp_path / rf.SUMMARY).read_text())["prompts"]["a big square"]
+    assert row["stopped_at_score"] == pytest.approx(cut[-1].score) and row["nfe_unspent"] == 100 - 30 * k - 10
