@@ -22,7 +22,7 @@ declared direction (``Verifier.higher_is_better``), so no strategy assumes that 
 A new strategy is one module here plus one YAML in configs/search/. The contract (protocols, traits, the budget,
 how a strategy is built for a prompt) is :mod:`tts.search.protocols`.
 
-**In-loop strategies** (``in_loop = True``: prune, smc, paths, beam, evolution, tree) act inside the denoising loop
+**In-loop strategies** (``in_loop = True``: prune, smc, paths, beam, evolution, refine, tree) act inside the denoising loop
 instead: built the same way, they have ``eta`` (the sampler they need: 0 deterministic, > 0 stochastic steps,
 tts.sampling.sampler) and ``requests(engine)``, a generator that says what to do with a
 :class:`tts.sampling.particles.Engine`'s particles and lets the engine do it (``Advance`` them, ``Score`` their x0
