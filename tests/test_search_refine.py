@@ -2,7 +2,7 @@
 the budget, replayable; and search.stop_at in the loop (Engine stop), alone and with prompts driven together."""
 import numpy as np
 import pytest
-import torch
+from test_search_prune_paths_beam import CountingSampler, gen, one_thread  # noqa: F401 - fixtures: the shapes model, one thread
 
 from tts.core.noise import derive_seed
 from tts.sampling.batching import StepDriver
@@ -15,24 +15,6 @@ PROMPT = "two red circles"
 
 def seed_fn(r, i, p):
     return derive_seed(7, r, i, p)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def gen():
-    from tts.pipelines import PipelineSpec
-    from tts.sampling.generate import Generator
-
-    spec = PipelineSpec(name="shapes", model_id="tts://shapes-model", device="cpu", height=32, width=32,
-                        num_inference_steps=10, guidance_scale=1.0)
-    return Generator(spec.load(), spec)
 
 
 class Recorder(Engine):
@@ -94,8 +76,6 @@ def test_waves_refine_the_best_final_so_far_within_the_budget_and_replay(gen):
 
 
 def test_without_a_budget_it_makes_candidates_finals():
-    from test_search_prune_paths_beam import CountingSampler
-
     strategy = RefineSearch(seed_fn, candidates=7, fresh=1, children=2)
     e = Engine(CountingSampler(10, False, 0.0), PROMPT, lambda ims, info: list(ims))
     finals = e.finish(drive(strategy.requests(e), e))
@@ -103,8 +83,6 @@ def test_without_a_budget_it_makes_candidates_finals():
 
 
 def test_patience_ends_a_search_that_stopped_improving():
-    from test_search_prune_paths_beam import CountingSampler
-
     flat = lambda ims, info: [0.0] * len(ims)  # noqa: E731 - nothing ever improves on the first final
     e = Engine(CountingSampler(10, False, 0.0), PROMPT, flat, 500)
     finals = e.finish(drive(RefineSearch(seed_fn, nfe_budget=500, patience=14).requests(e), e))

@@ -115,6 +115,7 @@ class FakeEngine:
     def __init__(self, reward, steps=10, row_step_cost=1, budget=None):
         self.reward, self.steps, self.row_step_cost = reward, steps, row_step_cost
         self.budget, self.spent, self.selects, self._n = budget, 0.0, [], 0
+        self.stopped_by = None  # no search.stop_at here (tts.sampling.particles: Stopping)
 
     image_cost = property(lambda self: self.steps * self.row_step_cost)
     remaining = property(lambda self: math.inf if self.budget is None else self.budget - self.spent)
