@@ -273,7 +273,9 @@ def test_ctrl_c_says_where_to_resume_without_a_traceback(tmp_path):
     env = dict(os.environ, PYTHONPATH=f"{TESTS / 'plugins'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     args = [*CLI, "verifier._target_=tts_test_plugins.SleepyVerifier", "~verifier.choice_of_metric",
             "pipeline.num_inference_steps=2", "search.rounds=6", "batch_size=2", f"hydra.run.dir={tmp_path}"]
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT at its default in the child: a run of the whole suite can leave it ignored in this process (inherited)
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and not (tmp_path / rf.MANIFEST).exists():
         time.sleep(0.05)
