@@ -138,9 +138,7 @@ def test_stop_at_settings_are_checked_before_anything_loads(tmp_path):
     with pytest.raises(ConfigError, match="search.study_nfe_budget must be a positive number"):
         build_job(compose(["++search.study_nfe_budget=-3"]), tmp_path)
     assert build_job(compose(["search=prune", "++search.stop_at=1"]), tmp_path).budget.stop_at == 1.0
-    with pytest.raises(ConfigError, match="^search.study_nfe_budget hands budget between ask/tell searches .* "
-                                          "search.patience with search=refine\)$"):
-        build_job(compose(["search=refine", "++search.study_nfe_budget=600"]), tmp_path)
+    assert build_job(compose(["search=refine", "++search.study_nfe_budget=600"]), tmp_path).budget.study == 600.0
     with pytest.raises(ConfigError, match="needs the whole study in one process: drop shard.count"):
         build_job(compose(["++search.study_nfe_budget=600", "shard.count=2"]), tmp_path)
     job = build_job(compose(["++search.stop_at=0.5", "search.nfe_budget=40"]), tmp_path)
@@ -257,3 +255,63 @@ def test_kill_9_mid_study_then_rerun_gives_the_uninterrupted_folder(tmp_path):
     left = json.loads((whole / rf.SUMMARY).read_text())
     right = json.loads((run / rf.SUMMARY).read_text())
     assert left["prompts"] == right["prompts"] and left["cost_to_quality"] == right["cost_to_quality"]
+
+
+# -- search.study_nfe_budget with an in-loop strategy ----------------------------------------------------------------
+
+IN_LOOP_STUDY = ["prompts=shapes-bench", "num_prompts=12", "verifier=shapes", "verifier.choice_of_metric=criteria_met",
+                 "search=refine", "++search.stop_at=1", "++search.study_nfe_budget=240"]
+
+
+@pytest.fixture(scope="module")
+def in_loop_study(tmp_path_factory):
+    run = tmp_path_factory.mktemp("in_loop_study")
+    run_tts(IN_LOOP_STUDY + ["batch_size=4"], run)
+    return run
+
+
+def test_an_in_loop_study_searches_the_open_prompts_anew_each_pass(in_loop_study):
+    """Each pass is a new refine search of every prompt it grants, with the NFEs the pass adds as its budget and
+    seeds of its own, its records in that pass's round; a prompt that reached stop_at gets no more."""
+    passes, records = rf.read_study(in_loop_study), records_in_order(in_loop_study)
+    searches = [json.loads(line) for line in (in_loop_study / rf.SEARCHES).read_text().splitlines()]
+    assert len(passes) >= 3 and passes[-1].final and set(passes[0].grants.values()) == {20.0}
+    assert sum(r.nfe for r in records) <= 240
+    for h in passes[0].grants:
+        mine = [r for r in records if r.prompt_hash == h]
+        rounds = sorted({r.round for r in mine})
+        assert rounds == [k + 1 for k, a in enumerate(passes) if h in a.grants]  # a round per pass that granted it
+        for k in rounds:
+            adds = passes[k - 1].grants[h] - passes[k - 1].spent[h]
+            [line] = [s for s in searches if s["prompt_hash"] == h and s["round"] == k]
+            spent = sum(r.nfe for r in mine if r.round == k)
+            assert line["nfe_budget"] == adds and line["nfe"] == pytest.approx(spent) and spent <= adds + 1e-9
+        reached = [r.round for r in mine if r.score >= 1]
+        assert not reached or max(rounds) == min(reached)  # searched until a final reached the threshold, no more
+        if len(rounds) > 1:  # a later pass draws noises of its own
+            assert not {r.seed for r in mine if r.round == 1} & {r.seed for r in mine if r.round == 2}
+    assert json.loads((in_loop_study / rf.SUMMARY).read_text())["cost_to_quality"]["study_passes"] == len(passes)
+
+
+def test_an_in_loop_study_resumes_and_batches_alike(in_loop_study, tmp_path):
+    """A study killed in its last pass and rerun, and the same study one prompt at a time, end with the records
+    and passes of the uninterrupted batched one."""
+    import shutil
+
+    def key(run):
+        return [(r.key, r.seed, r.score, r.nfe, r.path.ops) for r in records_in_order(run)]
+
+    one = tmp_path / "one"
+    run_tts(IN_LOOP_STUDY + ["batch_size=1"], one)
+    assert key(one) == key(in_loop_study)
+    run = tmp_path / "cut"
+    shutil.copytree(in_loop_study, run)
+    last = max(r.round for r in records_in_order(run))
+    for name, keep in ((rf.MANIFEST, lambda d: d["round"] < last), (rf.SEARCHES, lambda d: d["round"] < last),
+                       (rf.STUDY, lambda d: not d["final"])):
+        lines = (run / name).read_text().splitlines()
+        (run / name).write_text("".join(f"{x}\n" for x in lines if keep(json.loads(x))))
+    (run / rf.SUMMARY).unlink()
+    run_tts(IN_LOOP_STUDY + ["batch_size=4"], run)
+    assert key(run) == key(in_loop_study)
+    assert (run / rf.STUDY).read_text() == (in_loop_study / rf.STUDY).read_text()

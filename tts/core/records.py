@@ -85,13 +85,15 @@ class PathRecord(BaseModel):
 
 class SearchRecord(BaseModel):
     """One line of ``searches.jsonl``, written when an in-loop search of a prompt is complete (after its
-    candidates' records): what the search spent, in all."""
+    candidates' records): what the search spent, in all. ``round``: the pass of search.study_nfe_budget it ran
+    in (tts.run.study; each pass past the first is a new search, its records in that round), 1 otherwise."""
 
     schema_version: int = SCHEMA_VERSION
     prompt: str
     prompt_hash: str
     strategy: str
     candidates: int
+    round: int = 1
     nfe: float
     nfe_budget: float | None = None
     preview_decodes: int = 0

@@ -9,7 +9,8 @@ Per prompt:
 2. the strategy searches on a step-level sampler, its previews scored by the run's verifier;
 3. the preview scores go to ``previews.jsonl`` (replacing an interrupted attempt's);
 4. the finished particles are saved as images (``<stem>_i@1_c@<index>.png``), verified on their final images and
-   recorded with their paths (round 1), the round JSON written;
+   recorded with their paths (round 1; under search.study_nfe_budget the pass's number, tts.run.study),
+   the round JSON written;
 5. a ``searches.jsonl`` line records what the search spent (NFEs, preview decodes and scores).
 """
 from __future__ import annotations
@@ -30,7 +31,6 @@ from ..verifiers.base import as_verdict
 from .verify import write_round_best
 
 log = logging.getLogger(__name__)
-ROUND = 1  # an in-loop search is one round: its candidates are the particles it keeps
 
 
 class PreviewLog:
@@ -71,7 +71,7 @@ class PreviewLog:
 
 def search_prompt_in_loop(run, strategy) -> None:
     """Steps 1-5 of the module docstring for one prompt (``run``: tts.run.loop's _PromptRun)."""
-    if _searched(run):
+    if run.searched():
         return
     search = _start(run, strategy)
     try:
@@ -81,12 +81,13 @@ def search_prompt_in_loop(run, strategy) -> None:
     _record(search, result, time.perf_counter() - search.started)
 
 
-def search_prompts_in_loop(shared, mine: list) -> None:
+def search_prompts_in_loop(shared, mine: list, grants: dict[str, float] | None = None, number: int = 1) -> None:
     """Every pending prompt of ``mine`` ((index, Prompt) pairs of tts.run.loop) that this process can claim,
     searched together when the strategy is in-loop: their steps stacked into denoiser calls of ``batch_size``
     rows (tts.sampling.batching), each prompt's finals recorded as soon as its search ends. Prompts already
     searched, and ones another process holds, are left to the one-prompt-at-a-time loop (which skips the first
-    and waits for the second)."""
+    and waits for the second). ``grants``, ``number``: a study pass's NFE budgets by prompt hash, and the pass
+    (tts.run.study)."""
     from .job import Progress, PromptRun
 
     job, folder = shared.job, shared.folder
@@ -95,14 +96,19 @@ def search_prompts_in_loop(shared, mine: list) -> None:
     runs = []
     try:
         shared.index.update()  # what other writers finished since this process last looked
-        searched = rf.read_searches(folder.root)
         for i, prompt in mine:
             phash = rf.prompt_hash(prompt.text)
-            if phash in searched or folder.claim(phash) is not None:
+            if folder.claim(phash) is not None:
                 continue
-            runs.append(PromptRun(job, folder, shared.generator, shared.screened, shared.pool, i, prompt,
-                                   shared.index.resume(phash, job.safety.regenerates),
-                                   Progress(prompt.text, not job.progress, False, job.per_prompt_total)))
+            run = PromptRun(job, folder, shared.generator, shared.screened, shared.pool, i, prompt,
+                            shared.index.resume(phash, job.safety.regenerates),
+                            Progress(prompt.text, not job.progress, False, job.per_prompt_total),
+                            None if grants is None else grants[phash], number)
+            if run.searched():
+                run.progress.close()
+                folder.release(phash)
+                continue
+            runs.append(run)
         if runs:
             _search_together(runs, job.batch_size)
     finally:
@@ -112,7 +118,7 @@ def search_prompts_in_loop(shared, mine: list) -> None:
 
 
 def _search_together(runs: list, batch_size: int) -> None:
-    searches = [_start(run, _strategy(run)) for run in runs if not _searched(run)]
+    searches = [_start(run, _strategy(run)) for run in runs if not run.searched()]
     started = time.perf_counter()
 
     def done(k: int, result) -> None:  # the wall time is shared equally among the prompts searched together
@@ -149,16 +155,7 @@ def _strategy(run):
     """The prompt's strategy, built as tts.run.loop.search_prompt builds it (same seeds, same context)."""
     from .rounds import context
 
-    return make_strategy(run.job.search_factory, run.job.seed, run.phash, context(run))
-
-
-def _searched(run) -> bool:
-    """Whether ``searches.jsonl`` says the prompt's search is complete (its bar then counts its candidates)."""
-    searches = rf.read_searches(run.folder.root)
-    if run.phash in searches:
-        run.progress.generated(searches[run.phash].candidates)
-        return True
-    return False
+    return run.strategy(context(run))
 
 
 def _start(run, strategy) -> _InLoop:
@@ -170,17 +167,17 @@ def _record(search: _InLoop, result, seconds: float) -> None:
     """Steps 3-5 of the module docstring: previews, finals (images, verification, records), round JSON, search line."""
     run, strategy, engine, previews = search.run, search.strategy, search.engine, search.previews
     finals = engine.finish(result)
-    run.folder.write_previews(run.phash, previews.lines)
+    run.folder.write_previews(run.phash, previews.lines, run.round)
     records = _record_finals(run, strategy, engine, finals, seconds / len(finals))
     best = None
     for r in records:
         c = Candidate.of(r, run.job.verifier.higher_is_better())
         best = c if c.beats(best) else best
     stopped = _stopper(records, engine.stopped_by)
-    write_round_best(run, ROUND, records, best, sum(r.nfe for r in records), stopped=stopped,
+    write_round_best(run, run.round, records, best, sum(r.nfe for r in records), stopped=stopped,
                      nfe_budget=engine.budget if stopped is not None else None)
     run.folder.append_search(SearchRecord(
-        prompt=run.prompt.text, prompt_hash=run.phash, strategy=_name(strategy), candidates=len(records),
+        prompt=run.prompt.text, prompt_hash=run.phash, strategy=_name(strategy), candidates=len(records), round=run.round,
         nfe=engine.spent, nfe_budget=engine.budget, preview_decodes=engine.preview_decodes,
         preview_scores=engine.preview_scores, usage=previews.usage, worker=run.folder.worker))
 
@@ -193,7 +190,7 @@ def _engine(run, strategy, previews: PreviewLog) -> Engine:
     sampler = Sampler(generator, sampler_options(strategy.eta))
     budget, up = run.job.budget, run.job.verifier.higher_is_better()
     stop = None if budget.stop_at is None else (lambda s: budget.reached(oriented(s, up), up))  # s is oriented
-    return Engine(sampler, run.prompt.text, previews, budget.nfe, stop)
+    return Engine(sampler, run.prompt.text, previews, run.nfe_budget, stop)
 
 
 def _record_finals(run, strategy, engine: Engine, finals: list[Final], seconds: float) -> list:
@@ -202,10 +199,10 @@ def _record_finals(run, strategy, engine: Engine, finals: list[Final], seconds: 
 
     pending = []
     for index, f in enumerate(finals):
-        path = run.folder.root / rf.candidate_image_name(run.prompt.text, ROUND, index)
+        path = run.folder.root / rf.candidate_image_name(run.prompt.text, run.round, index)
         rf.save_image(path, f.image)
         safety = run.job.safety.flags(f.image, run.job.pipeline.name, None)  # blocked: recorded, never verified
-        pending.append(Pending(run.index, run.prompt, ROUND, index, f.noise, path, f.nfe, seconds, safety,
+        pending.append(Pending(run.index, run.prompt, run.round, index, f.noise, path, f.nfe, seconds, safety,
                                 path_record=PathRecord(strategy=_name(strategy), eta=engine.eta,
                                                        fallback=engine.sampler.fallback, particle=f.id,
                                                        parent=f.parent, ops=f.path, nfe_path=f.nfe_path,

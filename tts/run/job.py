@@ -13,6 +13,7 @@ from typing import Callable
 from tqdm.auto import tqdm
 
 from ..core import runfolder as rf
+from ..core.noise import derive_seed
 from ..core.validate import is_int
 from ..pipelines import PipelineSpec
 from ..prompts import Prompt
@@ -110,6 +111,33 @@ class PromptRun:
     progress: Progress
     #: this prompt's NFE budget under search.study_nfe_budget (tts.run.study), in place of search.nfe_budget
     grant: float | None = None
+    #: the study pass an in-loop (or gradient) search runs in under search.study_nfe_budget: its records' round;
+    #: past the first, a new search whose seeds derive from the pass too (tts.run.study)
+    round: int = 1
+
+    @property
+    def nfe_budget(self) -> float | None:
+        """What this prompt's search may spend: its grant under search.study_nfe_budget, else search.nfe_budget."""
+        return self.job.budget.nfe if self.grant is None else self.grant
+
+    @property
+    def seed(self) -> int:
+        """The seed the prompt's strategy derives its noises from: the run's, or (a study's later passes) the
+        run's and the pass's."""
+        return self.job.seed if self.round == 1 else derive_seed(self.job.seed, "study pass", self.round)
+
+    def strategy(self, context):
+        """The prompt's strategy, as every driver builds it: its budget (or grant), its seed, its context."""
+        return make_strategy(self.job.factory_for(self.grant), self.seed, self.phash, context)
+
+    def searched(self) -> bool:
+        """Whether ``searches.jsonl`` says this prompt's in-loop (or gradient) search of this pass is complete
+        (its bar then counts its candidates)."""
+        done = rf.read_searches(self.folder.root).get(rf.search_key(self.phash, self.round))
+        if done is not None:
+            self.progress.generated(done.candidates)
+            return True
+        return False
 
     @property
     def phash(self) -> str:

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ..core import runfolder as rf
 from ..prompts import Prompt
-from ..search.protocols import is_in_loop, make_strategy
+from ..search.protocols import is_in_loop
 from .job import Progress, PromptRun, SearchJob
 from .resume import ManifestIndex
 from .rounds import context, search_rounds
@@ -111,9 +111,10 @@ def _search_all(shared: Shared, mine: list[tuple[int, Prompt]]) -> None:
             rf.prompt_hash(p.text), {}), searches) and not _claim_and_search(shared, i, p, many)]
 
 
-def _claim_and_search(shared: Shared, i: int, prompt: Prompt, many: bool, grant: float | None = None) -> bool:
+def _claim_and_search(shared: Shared, i: int, prompt: Prompt, many: bool, grant: float | None = None,
+                      number: int = 1) -> bool:
     """Search one prompt if this process can claim it (False: another live process holds it); ``grant``: its
-    NFE budget under search.study_nfe_budget (tts.run.study)."""
+    NFE budget under search.study_nfe_budget, ``number``: the study's pass of an in-loop search (tts.run.study)."""
     phash, folder = rf.prompt_hash(prompt.text), shared.folder
     if folder.claim(phash) is not None:
         return False
@@ -122,7 +123,7 @@ def _claim_and_search(shared: Shared, i: int, prompt: Prompt, many: bool, grant:
         search_prompt(PromptRun(shared.job, folder, shared.generator, shared.screened, shared.pool, i, prompt,
                                  shared.index.resume(phash, shared.job.safety.regenerates),
                                  Progress(prompt.text, not shared.job.progress, not many,
-                                           shared.job.per_prompt_total), grant))
+                                           shared.job.per_prompt_total), grant, number))
     finally:
         folder.release(phash)
     return True
@@ -130,7 +131,7 @@ def _claim_and_search(shared: Shared, i: int, prompt: Prompt, many: bool, grant:
 
 def search_prompt(run: PromptRun) -> None:
     """One prompt's search to its end: in the denoising loop (tts.run.inloop) or ask/tell (tts.run.rounds)."""
-    strategy = make_strategy(run.job.factory_for(run.grant), run.job.seed, run.phash, context(run))
+    strategy = run.strategy(context(run))
     try:
         if getattr(strategy, "gradient", False):  # GRADIENT DISPATCH: noise optimisation (tts.run.noiseopt)
             from .noiseopt import search_prompt_noise_opt

@@ -8,7 +8,7 @@
    is only rendered. With ``search.stop_at`` the iterate whose differentiable score reaches it is the last. Each iterate is a candidate: its noise saved in the run folder (a ``stored`` lineage,
    tts.core.noise; the first is the seeded fresh noise itself) and recorded with its path, so tts-replay
    regenerates it exactly;
-3. the candidates are verified (the verifier's ``score``, as every candidate) and recorded (round 1, index k), each
+3. the candidates are verified (the verifier's ``score``, as every candidate) and recorded (round 1, or a study's pass, index k), each
    charged what its iteration cost (3x a forward pass when differentiated, tts.sampling.gradient.charged), the
    differentiable scores written to ``previews.jsonl`` (label ``score_tensor``);
 4. a ``searches.jsonl`` line records what the search spent.
@@ -31,7 +31,6 @@ from ..search.noise_opt import DIFFERENTIABLE_VERIFIERS
 from ..verifiers.base import is_differentiable
 from .verify import Pending, verify_and_record, write_round_best
 
-ROUND = 1
 
 
 def verifier_problem(verifier) -> str | None:
@@ -55,9 +54,7 @@ class Iterate:
 
 def search_prompt_noise_opt(run, strategy) -> None:
     """Steps 1-4 of the module docstring for one prompt (``run``: tts.run.job.PromptRun)."""
-    searches = rf.read_searches(run.folder.root)
-    if run.phash in searches:
-        run.progress.generated(searches[run.phash].candidates)
+    if run.searched():
         return
     problem = verifier_problem(run.job.verifier)
     if problem:
@@ -71,7 +68,7 @@ def search_prompt_noise_opt(run, strategy) -> None:
     run.folder.write_previews(run.phash, [
         {"prompt_hash": run.phash, "prompt": run.prompt.text, "step": 0, "noise_level": 0.0, "particle": f"i{k}",
          "metric": run.job.verifier.choice_of_metric, "score": it.score, "label": "score_tensor"}
-        for k, it in enumerate(iterates)])
+        for k, it in enumerate(iterates)], run.round)
     records = _record(run, iterates, seconds, fallback)
     up = run.job.verifier.higher_is_better()
     best = None
@@ -80,11 +77,11 @@ def search_prompt_noise_opt(run, strategy) -> None:
         best = c if c.beats(best) else best
     spent = sum(it.nfe for it in iterates)
     stopped = records[-1] if run.job.budget.reached(iterates[-1].score, up) else None
-    write_round_best(run, ROUND, records, best, spent, stopped=stopped,
+    write_round_best(run, run.round, records, best, spent, stopped=stopped,
                      nfe_budget=strategy.nfe_budget if stopped is not None else None)
     run.folder.append_search(SearchRecord(
-        prompt=run.prompt.text, prompt_hash=run.phash, strategy=strategy.name, candidates=len(records), nfe=spent,
-        nfe_budget=strategy.nfe_budget, preview_scores=len(iterates), worker=run.folder.worker))
+        prompt=run.prompt.text, prompt_hash=run.phash, strategy=strategy.name, candidates=len(records), round=run.round,
+        nfe=spent, nfe_budget=strategy.nfe_budget, preview_scores=len(iterates), worker=run.folder.worker))
 
 
 def optimise(run, strategy) -> tuple[list[Iterate], str | None]:
@@ -124,12 +121,12 @@ def _record(run, iterates: list[Iterate], seconds: float, fallback: str | None) 
     pending = []
     steps = None
     for k, it in enumerate(iterates):
-        path = run.folder.root / rf.candidate_image_name(run.prompt.text, ROUND, k)
+        path = run.folder.root / rf.candidate_image_name(run.prompt.text, run.round, k)
         rf.save_image(path, it.image)
         safety = run.job.safety.flags(it.image, run.job.pipeline.name, None)
         steps = steps or run.job.pipeline.num_inference_steps
         ops = [{"op": "start", "noise": it.noise}, {"op": "run", "to": int(steps), "seed": 0}]
-        pending.append(Pending(run.index, run.prompt, ROUND, k, it.noise, path, it.nfe, seconds, safety,
+        pending.append(Pending(run.index, run.prompt, run.round, k, it.noise, path, it.nfe, seconds, safety,
                                path_record=PathRecord(strategy="noise-opt", eta=0.0, fallback=fallback, particle=f"i{k}",
                                                       parent=f"i{k - 1}" if k else None, ops=ops,
                                                       nfe_path=it.nfe_path)))

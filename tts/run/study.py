@@ -15,17 +15,27 @@ and a rerun replays the passes as written, so a resumed study makes the same rec
    next. A prompt's new budget is what it spent plus the images it got;
 4. passes repeat until no open prompt is left or the leftover pays for no image; the last line says ``final``.
 
+An in-loop (or gradient) search is one unit of work that cannot be extended, so with those strategies each pass
+is a new search of every prompt it grants: with the NFEs the pass adds (its grant minus what the prompt spent)
+as its ``nfe_budget``, its seeds derived from the pass, its records in round k for pass k (``searches.jsonl``
+says which passes are complete); a prompt stays open until one of its finals reaches ``search.stop_at``, and the
+leftover is handed out in units of the strategy's smallest search (one image for most; search=paths and
+search=prune plan more). Restarting pays: a refine search stuck polishing a near miss that cannot be fixed
+is replaced by a fresh one (docs/stopping.md).
+
 The whole study runs in one process (tts.search.protocols.driver_problem refuses shards).
 """
 from __future__ import annotations
 
 import logging
+import math
 from typing import Callable
 
 from ..core import runfolder as rf
 from ..core.records import StudyAllocation
 from ..prompts import Prompt
 from ..search import best_record, oriented
+from ..search.protocols import make_strategy, traits
 from .summary import replayed_to_end
 
 log = logging.getLogger(__name__)
@@ -53,11 +63,30 @@ def search_study(shared, mine: list[tuple[int, Prompt]], claim_and_search: Calla
         grants |= allocation.grants
         log.info("study pass %d: %d prompt%s, %.0f NFEs left over before it", step, len(allocation.grants),
                  "" if len(allocation.grants) == 1 else "s", allocation.leftover)
+        if traits(make_strategy(job.search_factory)).in_loop:  # a new search per pass, with what the pass adds
+            _search_pass(shared, mine, allocation, step, claim_and_search)
+            continue
         for i, prompt in mine:
             phash = rf.prompt_hash(prompt.text)
             if phash in allocation.grants and not claim_and_search(shared, i, prompt, len(mine) > 1, grants[phash]):
-                raise RuntimeError(f"another process holds {prompt.text[:40]!r}: a study budget needs the study in one "
-                                   "process")
+                raise RuntimeError(_HELD.format(prompt.text[:40]))
+
+
+_HELD = "another process holds {!r}: a study budget needs the study in one process"
+
+
+def _search_pass(shared, mine, allocation: StudyAllocation, step: int, claim_and_search: Callable) -> None:
+    """One pass of an in-loop study: each granted prompt searched anew with the NFEs the pass adds, in round
+    ``step``; together in shared denoiser calls when ``batch_size`` > 1 (tts.run.inloop)."""
+    from .inloop import search_prompts_in_loop
+
+    adds = {h: g - allocation.spent.get(h, 0.0) for h, g in allocation.grants.items()}
+    granted = [(i, p) for i, p in mine if rf.prompt_hash(p.text) in adds]
+    if len(granted) > 1 and shared.job.batch_size > 1:
+        search_prompts_in_loop(shared, granted, adds, step)
+    for i, prompt in granted:
+        if not claim_and_search(shared, i, prompt, len(granted) > 1, adds[rf.prompt_hash(prompt.text)], step):
+            raise RuntimeError(_HELD.format(prompt.text[:40]))
 
 
 def _nfe_per_image(shared, written: list[StudyAllocation], mine) -> float:
@@ -74,16 +103,22 @@ def decide(job, mine, by_prompt: dict, grants: dict[str, float], step: int, nfe:
     study, cap = job.budget.study, job.budget.nfe
     hashes = [rf.prompt_hash(p.text) for _, p in mine]
     spent = {h: sum(r.nfe for r in by_prompt.get(h, {}).values()) for h in hashes}
+    unit = _unit(job, nfe)
     if step == 1:
         share = study / len(mine) if cap is None else min(study / len(mine), cap)
+        if share + 1e-9 < unit:
+            raise rf.RunFolderError(
+                f"search.study_nfe_budget={study:g} gives each of the {len(mine)} prompts {share:g} NFEs, less than "
+                f"the smallest search of this strategy ({unit:g} NFEs on this pipeline): raise it to at least "
+                f"{unit * len(mine):g}" + ("" if cap is None or cap >= unit else f" and search.nfe_budget to {unit:g}"))
         return StudyAllocation(study_nfe_budget=study, nfe_per_image=nfe, step=1, grants={h: share for h in hashes},
                                spent=spent, leftover=study)
     leftover = study - sum(spent.values())
-    images = int(leftover // nfe + 1e-9)
-    open_ = [h for (i, p), h in zip(mine, hashes) if _open(job, i, p, by_prompt.get(h, {}), spent[h] + nfe)
-             and (cap is None or spent[h] + nfe <= cap + 1e-9)]
+    images = int(leftover // unit + 1e-9)  # in units: one image, or an in-loop strategy's smallest search
+    open_ = [h for (i, p), h in zip(mine, hashes) if _open(job, i, p, by_prompt.get(h, {}), spent[h] + unit)
+             and (cap is None or spent[h] + unit <= cap + 1e-9)]
     if job.budget.study_order == "best-first":
-        new = _best_first(job, open_, by_prompt, spent, images, nfe, cap)
+        new = _best_first(job, open_, by_prompt, spent, images, unit, cap)
         return StudyAllocation(study_nfe_budget=study, nfe_per_image=nfe, step=step, grants=new, spent=spent,
                                leftover=leftover, final=not new)
     extra = dict.fromkeys(open_, 0)
@@ -91,15 +126,26 @@ def decide(job, mine, by_prompt: dict, grants: dict[str, float], step: int, nfe:
         for h in list(extra):
             if images == 0:
                 break
-            if cap is not None and spent[h] + (extra[h] + 1) * nfe > cap + 1e-9:
+            if cap is not None and spent[h] + (extra[h] + 1) * unit > cap + 1e-9:
                 continue
             extra[h] += 1
             images -= 1
-        if all(cap is not None and spent[h] + (extra[h] + 1) * nfe > cap + 1e-9 for h in extra):
+        if all(cap is not None and spent[h] + (extra[h] + 1) * unit > cap + 1e-9 for h in extra):
             break
-    new = {h: spent[h] + k * nfe for h, k in extra.items() if k}
+    new = {h: spent[h] + k * unit for h, k in extra.items() if k}
     return StudyAllocation(study_nfe_budget=study, nfe_per_image=nfe, step=step, grants=new, spent=spent,
                            leftover=leftover, final=not new)
+
+
+def _unit(job, nfe: float) -> float:
+    """What the leftover is handed out in: one image's NFEs, or (an in-loop strategy, which runs a new search per
+    pass) its smallest search's, in whole images."""
+    from ..search._steps import InLoopStrategy
+
+    strategy, steps = make_strategy(job.search_factory), job.pipeline.num_inference_steps
+    if not isinstance(strategy, InLoopStrategy) or not steps:
+        return nfe
+    return math.ceil(strategy.smallest_nfe(job.pipeline.num_inference_steps, nfe) / nfe - 1e-9) * nfe
 
 
 def _best_first(job, open_: list[str], by_prompt: dict, spent: dict, images: int, nfe: float, cap) -> dict:
@@ -120,5 +166,9 @@ def _best_first(job, open_: list[str], by_prompt: dict, spent: dict, images: int
 
 
 def _open(job, index: int, prompt: Prompt, held: dict, grant: float) -> bool:
-    """Below the threshold, and its strategy, given ``grant``, asks for a candidate the manifest does not hold."""
+    """Below the threshold, and its strategy, given ``grant``, asks for a candidate the manifest does not hold
+    (an in-loop search: a new one can always run, so below the threshold is enough)."""
+    if traits(make_strategy(job.search_factory)).in_loop:
+        up = job.verifier.higher_is_better()
+        return not any(r.status == "ok" and job.budget.reached(r.score, up) for r in held.values())
     return not replayed_to_end(job, index, prompt, held, {}, grant)

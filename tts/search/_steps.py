@@ -35,6 +35,9 @@ class InLoopStrategy(Protocol):
         """The search on one prompt, its requests answered by ``engine`` alone: ``drive(self.requests(engine),
         engine)``."""
 
+    def smallest_nfe(self, steps: int, image_cost: float) -> float:
+        """The NFEs of the smallest search it runs under a budget (:meth:`StepRequests.smallest_nfe`)."""
+
 
 def ranked(scores: Sequence[float | None]) -> list[int]:
     """Row indices best first: larger scores first, a failed score (None or NaN) last, ties in row order."""
@@ -125,6 +128,12 @@ class StepRequests:
     NFEs, and ``search(engine)``, the requests answered by ``engine`` alone (one prompt at a time)."""
 
     in_loop = True
+
+    def smallest_nfe(self, steps: int, image_cost: float) -> float:
+        """The NFEs of the smallest search this strategy runs under a budget (``image_cost``: one image's NFEs of
+        ``steps`` steps); a study hands out its leftover in such units (tts.run.study). One image, unless a
+        strategy's plan needs more."""
+        return image_cost
 
     def set_budget(self, nfe_budget, context) -> None:
         from . import check_budget

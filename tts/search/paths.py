@@ -83,6 +83,10 @@ class PathsSearch(StepRequests):
         m = self.num_branches if m is None else m
         return n * self.steps(steps)[0] + n * m * sum(u - b for b, u in self.iterations(steps))
 
+    def smallest_nfe(self, steps: int, image_cost: float) -> float:
+        """One path of one branch."""
+        return self.cost(1, steps, 1) * image_cost / steps
+
     def size(self, engine) -> tuple[int, int]:
         """(N, M): ``num_paths`` and ``num_branches``, or with a budget the largest N whose plan fits it; a
         budget under one path's plan gets one path with as many branches as it pays for."""

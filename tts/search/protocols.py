@@ -55,8 +55,6 @@ def is_gradient(strategy) -> bool:
 DRIVER_KEYS = ("stop_at", "study_nfe_budget", "study_order")
 #: how tts.run.study hands out a study's leftover (docs/stopping.md)
 STUDY_ORDERS = ("round-robin", "best-first")
-IN_LOOP_STUDY = ("search.study_nfe_budget hands budget between ask/tell searches (random, zero-order); an in-loop "
-                 "search is bounded per prompt: use search.nfe_budget (and search.patience with search=refine)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,8 +128,6 @@ def driver_problem(kind: "Traits", budget: Budget, shards: int = 1, server: bool
     """Why the drivers' settings cannot run with this strategy and process layout (one line), or None."""
     if budget.study is None:
         return None
-    if kind.in_loop:
-        return IN_LOOP_STUDY
     if kind.asks_a_person:
         return "search.study_nfe_budget cannot share a budget over prompts a person judges: drop it"
     if shards > 1:

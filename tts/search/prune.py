@@ -59,6 +59,10 @@ class PruneSearch(StepRequests):
         """The pruning steps on a pipeline of ``steps`` denoising steps."""
         return resolve_steps("search.prune_at", self.prune_at, steps)
 
+    def smallest_nfe(self, steps: int, image_cost: float) -> float:
+        """The schedule from one noise."""
+        return self.cost(1, steps) * image_cost / steps
+
     def cost(self, n: int, steps: int) -> int:
         """Row-steps of the schedule from ``n`` noises (times ``row_step_cost`` for NFEs)."""
         total, at = 0, 0

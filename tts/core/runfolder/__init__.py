@@ -37,7 +37,8 @@ from .identity import RUN_OPERATIONAL_KEYS, config_differences, operational_path
 from .judgements import append_judgement, attach_judgements, read_judgements
 from .locks import _NO_LOCKS, _try_lock, lock
 from .manifest import (ManifestTail, _read_shared, _read_text_lines, append_line, final_records, manifest_files,
-                       parse_lines, read_manifest, read_searches, read_study, readable_line)
+                       parse_lines, read_manifest, read_searches, read_study, readable_line,
+                       search_key)
 from .paths import (CLAIMS, CONFIG, JUDGES, LOCK, MANIFEST, MANIFESTS, PLAN, PREVIEWS, ROUND_JSON, SEARCHES, STUDY, SUMMARY,
                     candidate_image_name, image_name, prompt_hash, prompt_stem, round_json_name, run_file)
 from .reader import (IMAGE, ROUND_JSON_FILE, Candidate, RoundJsonPrompt, RunData, find_runs, has_manifest, is_run, metric_direction,
@@ -148,17 +149,28 @@ class RunFolder(Claims):
     def records(self) -> list[CandidateRecord]:
         return read_manifest(self.root)
 
-    def write_previews(self, prompt_hash_: str, lines: list[dict]) -> None:
+    def write_previews(self, prompt_hash_: str, lines: list[dict], number: int = 1) -> None:
         """A prompt's preview scores into ``previews.jsonl``, replacing any an interrupted attempt at the same
-        prompt left (so a rerun leaves the file as an uninterrupted run would). The lock-free mode appends."""
+        prompt (and study pass ``number``) left, so a rerun leaves the file as an uninterrupted run would. Past
+        the first pass each line carries ``round``. The lock-free mode appends."""
         path = self.root / PREVIEWS
+        lines = lines if number == 1 else [{**line, "round": number} for line in lines]
         text = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
         if self.per_shard:
             for line in text.splitlines():
                 append_line(path, line, locked=False)
             return
+
+        def same(line: str) -> bool:  # this prompt's line of this pass (lines of the first pass have no round)
+            if f'"prompt_hash":"{prompt_hash_}"' not in line:
+                return False
+            try:
+                return json.loads(line).get("round", 1) == number
+            except ValueError:
+                return True
+
         with self.locked():
-            kept = [line for line in _read_text_lines(path) if f'"prompt_hash":"{prompt_hash_}"' not in line]
+            kept = [line for line in _read_text_lines(path) if not same(line)]
             atomic_write_bytes(path, ("".join(k + "\n" for k in kept) + text).encode())
 
     def append_search(self, record: SearchRecord) -> None:

@@ -167,15 +167,21 @@ def _read_text_lines(path: Path) -> list[str]:
 
 
 def read_searches(root: Path | str) -> dict[str, SearchRecord]:
-    """``searches.jsonl`` by prompt hash (the last line per prompt); unreadable lines are skipped."""
+    """``searches.jsonl`` by :func:`search_key` (the last line per prompt and study pass); unreadable lines are
+    skipped."""
     out: dict[str, SearchRecord] = {}
     for line in _read_text_lines(Path(root) / SEARCHES):
         try:
             rec = SearchRecord.model_validate_json(line)
         except ValueError:
             continue
-        out[rec.prompt_hash] = rec
+        out[search_key(rec.prompt_hash, rec.round)] = rec
     return out
+
+
+def search_key(prompt_hash: str, number: int = 1) -> str:
+    """A search's key in :func:`read_searches`: the prompt hash, with ``@<pass>`` for a study's later passes."""
+    return prompt_hash if number == 1 else f"{prompt_hash}@{number}"
 
 
 
