@@ -315,3 +315,15 @@ def test_an_in_loop_study_resumes_and_batches_alike(in_loop_study, tmp_path):
     run_tts(IN_LOOP_STUDY + ["batch_size=4"], run)
     assert key(run) == key(in_loop_study)
     assert (run / rf.STUDY).read_text() == (in_loop_study / rf.STUDY).read_text()
+
+
+def test_an_in_loop_study_whose_share_pays_for_less_than_the_strategys_smallest_search_is_refused(tmp_path):
+    """search=paths plans a path of at least one branch (20 NFEs on the 10-step preset): a share of 10 is refused
+    in one line before any prompt is searched, naming the budget that would do."""
+    from tts.core.runfolder import RunFolderError
+
+    with pytest.raises(RunFolderError, match=r"^search.study_nfe_budget=30 gives each of the 3 prompts 10 NFEs, less "
+                                             r"than the smallest search of this strategy \(20 NFEs on this pipeline\): "
+                                             r"raise it to at least 60$"):
+        run_tts(BENCH[:4] + ["search=paths", "++search.study_nfe_budget=30"], tmp_path)
+    assert not (tmp_path / rf.MANIFEST).exists()

@@ -140,12 +140,12 @@ def decide(job, mine, by_prompt: dict, grants: dict[str, float], step: int, nfe:
 def _unit(job, nfe: float) -> float:
     """What the leftover is handed out in: one image's NFEs, or (an in-loop strategy, which runs a new search per
     pass) its smallest search's, in whole images."""
-    from ..search._steps import InLoopStrategy
+    from ..search._steps import smallest_nfe
 
     strategy, steps = make_strategy(job.search_factory), job.pipeline.num_inference_steps
-    if not isinstance(strategy, InLoopStrategy) or not steps:
+    if not traits(strategy).in_loop or not steps:
         return nfe
-    return math.ceil(strategy.smallest_nfe(job.pipeline.num_inference_steps, nfe) / nfe - 1e-9) * nfe
+    return math.ceil(smallest_nfe(strategy, steps, nfe) / nfe - 1e-9) * nfe
 
 
 def _best_first(job, open_: list[str], by_prompt: dict, spent: dict, images: int, nfe: float, cap) -> dict:

@@ -35,9 +35,6 @@ class InLoopStrategy(Protocol):
         """The search on one prompt, its requests answered by ``engine`` alone: ``drive(self.requests(engine),
         engine)``."""
 
-    def smallest_nfe(self, steps: int, image_cost: float) -> float:
-        """The NFEs of the smallest search it runs under a budget (:meth:`StepRequests.smallest_nfe`)."""
-
 
 def ranked(scores: Sequence[float | None]) -> list[int]:
     """Row indices best first: larger scores first, a failed score (None or NaN) last, ties in row order."""
@@ -121,6 +118,12 @@ def largest_fitting(cost: Callable[[int], float], budget: float, image_cost: flo
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if cost(mid) <= budget + 1e-9 else (lo, mid)
     return lo
+
+
+def smallest_nfe(strategy, steps: int, image_cost: float) -> float:
+    """The NFEs of the smallest search an in-loop strategy runs under a budget: :meth:`StepRequests.smallest_nfe`,
+    or one image for one that does not derive from it."""
+    return strategy.smallest_nfe(steps, image_cost) if isinstance(strategy, StepRequests) else image_cost
 
 
 class StepRequests:
